@@ -1,0 +1,166 @@
+"""One Estuary process: the object graph for an instance and its listeners.
+
+``workers`` is the only package that picks concrete implementations and
+wires them together (STYLE.md): the database, the bus, the handlers of each
+role, and the HTTP listeners. Everything below receives what it needs as
+constructor arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import attrs
+from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, Gauge, generate_latest
+from twisted.internet import defer
+
+from homeserver.config import ConfigError, HomeserverConfig, InstanceConfig
+from homeserver.errors import Codes, MatrixError
+from homeserver.http.server import JsonResource, RawResponse, header, make_site
+from workers.roles import ROLE_SPECS
+
+logger = logging.getLogger(__name__)
+
+READY = Gauge("estuary_ready", "1 when the database and the bus answer, else 0")
+START_TIME = Gauge("estuary_start_time_seconds", "When this process started (unix time)")
+
+
+@attrs.define
+class ProcessContext:
+    """What a role's mount function may use to build its handlers."""
+
+    reactor: Any
+    config: HomeserverConfig
+    instance: InstanceConfig
+    database: Any
+    bus: Any
+
+
+class ReadinessProbe:
+    """Answers whether the database and the bus are reachable right now."""
+
+    def __init__(self, reactor: Any, database: Any, bus: Any, timeout: float = 2.0) -> None:
+        self._reactor = reactor
+        self._database = database
+        self._bus = bus
+        self._timeout = timeout
+
+    async def check(self) -> dict[str, bool]:
+        async def probe(fn: Any) -> bool:
+            try:
+                d = defer.maybeDeferred(fn)
+                d.addTimeout(self._timeout, self._reactor)
+                result = await d
+                return result is not False
+            except Exception:
+                return False
+
+        db_ok, bus_ok = await defer.gatherResults(
+            [defer.ensureDeferred(probe(self._database.ping)), defer.ensureDeferred(probe(self._bus.ping))]
+        )
+        READY.set(1 if db_ok and bus_ok else 0)
+        return {"database": db_ok, "bus": bus_ok}
+
+
+def mount_common(resource: JsonResource, instance: InstanceConfig, probe: ReadinessProbe) -> None:
+    """``/health``, ``/_estuary/ready`` and ``/metrics`` on every instance."""
+
+    async def health(request: Any) -> tuple[int, Any]:
+        return 200, {"status": "ok", "instance": instance.name}
+
+    async def ready(request: Any) -> tuple[int, Any]:
+        checks = await probe.check()
+        ok = all(checks.values())
+        return (200 if ok else 503), {"ready": ok, "instance": instance.name, "checks": checks}
+
+    async def metrics(request: Any) -> RawResponse:
+        return RawResponse(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode("ascii"))
+
+    resource.register("GET", "/health", health, name="health")
+    resource.register("GET", "/_estuary/ready", ready, name="ready")
+    resource.register("GET", "/metrics", metrics, name="metrics")
+
+
+def replication_auth(secret: str):
+    """A decorator for internal replication handlers: constant-time check of
+    ``Authorization: Bearer <replication secret>``."""
+    import hmac
+
+    expected = secret.encode("utf-8")
+
+    def wrap(handler: Any) -> Any:
+        async def checked(request: Any, **kwargs: Any) -> Any:
+            auth = header(request, "Authorization") or ""
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode("utf-8"), expected):
+                raise MatrixError(403, Codes.FORBIDDEN, "Invalid replication secret")
+            return await handler(request, **kwargs)
+
+        checked.__name__ = getattr(handler, "__name__", "replication")
+        return checked
+
+    return wrap
+
+
+class EstuaryProcess:
+    """Starts and stops everything one instance runs."""
+
+    def __init__(self, reactor: Any, config: HomeserverConfig, instance: InstanceConfig) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.instance = instance
+        self.database: Any = None
+        self.bus: Any = None
+        self.ports: list[Any] = []
+        self.context: Optional[ProcessContext] = None
+
+    async def start(self) -> None:
+        START_TIME.set(time.time())
+        dsn = self.config.database.dsn
+        if not dsn:
+            raise ConfigError("database.dsn", "is required to run an instance on its own (estuary stack provides an embedded one)")
+        if not self.config.redis.url:
+            raise ConfigError("redis.url", "is required to run an instance on its own (estuary stack provides an embedded one)")
+
+        from bus import connect_bus
+        from storage.database import Database
+        from storage.migrations import prepare_database
+        from storage.streams import ensure_stream_shards
+
+        self.database = Database(dsn, self.reactor, self.config.database.pool_size, application_name=f"estuary-{self.instance.name}")
+        version = await prepare_database(self.database)
+        await ensure_stream_shards(self.database, self.config.stream_shards)
+        logger.info("database ready (schema version %s)", version)
+        self.bus = connect_bus(self.reactor, self.config.redis.url, instance=self.instance.name)
+
+        self.context = ProcessContext(self.reactor, self.config, self.instance, self.database, self.bus)
+        probe = ReadinessProbe(self.reactor, self.database, self.bus)
+
+        main = JsonResource(self.reactor)
+        mount_common(main, self.instance, probe)
+        for role in sorted(self.instance.roles):
+            ROLE_SPECS[role].mount(self.context, main)
+
+        replication = JsonResource(self.reactor, cors=False)
+        mount_common(replication, self.instance, probe)
+
+        host, port = self.instance.listen
+        self.ports.append(self.reactor.listenTCP(port, make_site(main, self.reactor), interface=host))
+        rhost, rport = self.instance.replication_listen
+        self.ports.append(self.reactor.listenTCP(rport, make_site(replication, self.reactor), interface=rhost))
+        logger.info(
+            "instance %s (%s) listening on %s:%s, replication on %s:%s, pid %s",
+            self.instance.name, ", ".join(sorted(self.instance.roles)), host, port, rhost, rport, os.getpid(),
+        )
+
+    async def stop(self) -> None:
+        for port in self.ports:
+            await port.stopListening()
+        self.ports = []
+        if self.bus is not None:
+            await defer.maybeDeferred(self.bus.close)
+        if self.database is not None:
+            self.database.close()

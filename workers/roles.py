@@ -1,0 +1,68 @@
+"""The role registry: what each role mounts, consumes and owns.
+
+A process hosts one or many roles (``instances.<name>.roles``). For each,
+:data:`ROLES` says which HTTP surfaces it mounts (through ``mount``, called
+with the process context and the instance's JSON resource), which bus
+streams it consumes and what it owns. Roles implemented by later work
+declare their routes in ``workers/routes.py`` already, so adding their
+handlers is the only change they need.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import attrs
+
+from homeserver.config import roles as r
+
+if TYPE_CHECKING:
+    from homeserver.http.server import JsonResource
+    from workers.app import ProcessContext
+
+Mount = Callable[["ProcessContext", "JsonResource"], None]
+
+
+def _nothing(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    return None
+
+
+@attrs.frozen
+class RoleSpec:
+    name: str
+    description: str
+    #: Streams whose facts this role reads from the bus.
+    consumes: tuple[str, ...] = ()
+    #: What the role exclusively owns (shards, locks, queues).
+    owns: str = ""
+    mount: Mount = _nothing
+
+
+ROLE_SPECS: dict[str, RoleSpec] = {
+    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",)),
+    r.CLIENT_WRITER: RoleSpec(
+        r.CLIENT_WRITER,
+        "creates and persists events, receipts, account data, to-device, device lists, presence and typing",
+        consumes=("caches",),
+        owns="the stream shards assigned in instances.<name>.shards",
+    ),
+    r.SYNC: RoleSpec(
+        r.SYNC,
+        "/sync and sliding sync from in-memory stream tails",
+        consumes=("events", "receipts", "typing", "presence", "to_device", "account_data", "device_lists", "push_rules", "caches"),
+    ),
+    r.FEDERATION_INBOUND: RoleSpec(r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",)),
+    r.FEDERATION_SENDER: RoleSpec(
+        r.FEDERATION_SENDER,
+        "outbound federation transactions",
+        consumes=("events", "receipts", "typing", "presence", "device_lists", "to_device"),
+        owns="destinations hashed to this instance",
+    ),
+    r.MEDIA: RoleSpec(r.MEDIA, "media upload, download and thumbnails"),
+    r.PUSHER: RoleSpec(r.PUSHER, "push notifications", consumes=("events", "receipts"), owns="users hashed to this instance"),
+    r.BACKGROUND: RoleSpec(r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock"),
+    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API"),
+}
+
+assert set(ROLE_SPECS) == set(r.ROLES)
+
