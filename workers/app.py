@@ -151,6 +151,11 @@ class EstuaryProcess:
         self.ports.append(self.reactor.listenTCP(port, make_site(main, self.reactor), interface=host))
         rhost, rport = self.instance.replication_listen
         self.ports.append(self.reactor.listenTCP(rport, make_site(replication, self.reactor), interface=rhost))
+        if self.instance.metrics_listen is not None:
+            metrics_only = JsonResource(self.reactor, cors=False)
+            mount_common(metrics_only, self.instance, probe)
+            mhost, mport = self.instance.metrics_listen
+            self.ports.append(self.reactor.listenTCP(mport, make_site(metrics_only, self.reactor), interface=mhost))
         logger.info(
             "instance %s (%s) listening on %s:%s, replication on %s:%s, pid %s",
             self.instance.name, ", ".join(sorted(self.instance.roles)), host, port, rhost, rport, os.getpid(),

@@ -23,3 +23,15 @@ class GenerateConfigTests(unittest.TestCase):
         b = yaml.safe_load(generate_config("e.org"))["replication"]["secret"]
         self.assertNotEqual(a, b)
         self.assertGreaterEqual(len(a), 32)
+
+
+class SampleConfigTests(unittest.TestCase):
+    def test_sample_config_loads_cleanly(self):
+        """sample_config.yaml parses with no unknown keys and serves every route."""
+        import os
+
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "sample_config.yaml")
+        with open(path) as f:
+            cfg = load_config(yaml.safe_load(f), path=path, env={})
+        self.assertEqual(cfg.unknown_keys, ())
+        self.assertEqual(list(unreachable_roles(cfg)), [])
