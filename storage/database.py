@@ -234,6 +234,7 @@ class Database:
         retry_policy: RetryPolicy = RetryPolicy(),
         jitter: Callable[[], float] = random.random,
         application_name: str = "estuary",
+        connect_timeout: int = 10,
     ):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
@@ -242,7 +243,8 @@ class Database:
         self._retry_policy = retry_policy
         self._jitter = jitter
         self._pool = _ConnectionPool(
-            lambda: psycopg2.connect(dsn, application_name=application_name), pool_size
+            lambda: psycopg2.connect(dsn, application_name=application_name, connect_timeout=connect_timeout),
+            pool_size,
         )
         self._threadpool = ThreadPool(minthreads=0, maxthreads=pool_size, name="estuary-db")
         self._threadpool.start()
@@ -415,6 +417,10 @@ class Database:
             metrics.POOL_CONNECTIONS_IN_USE.dec()
             if broken:
                 self._pool.discard(conn)
+                # If one connection died the server probably restarted and the
+                # idle ones are dead too; drop them rather than let the retries
+                # of this interaction discover them one by one.
+                self._pool.close_idle()
             else:
                 self._pool.give_back(conn)
 

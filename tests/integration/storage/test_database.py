@@ -286,6 +286,33 @@ class RetryTests(DatabaseTestCase):
         # The pool keeps working afterwards.
         self.assertTrue(await self.db.ping())
 
+    async def test_server_restart_drops_every_idle_connection(self):
+        """After every backend is killed (as by a server restart), one retry on a fresh connection suffices."""
+        barrier = threading.Barrier(self.pool_size, timeout=10)
+
+        def hold(txn):
+            barrier.wait()  # forces pool_size connections to be open at once
+
+        await self.gather(*[self.db.run_interaction("test_fill", hold) for _ in range(self.pool_size)])
+        admin = psycopg2.connect(self.dsn)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            self.assertEqual(cur.fetchone()[0], self.pool_size)
+        admin.close()
+        self.assertGreaterEqual(self.pool_size, FAST_RETRIES.max_attempts)
+        calls = []
+
+        def count(txn):
+            calls.append(1)
+            txn.execute("SELECT 1")
+
+        await self.db.run_interaction("test_after_restart", count)
+        self.assertEqual(len(calls), 2)
+
     async def test_connection_lost_during_commit(self):
         """A connection lost while COMMIT is in flight is not retried: the outcome is unknown."""
         # A deferred constraint trigger runs at COMMIT time; this one kills its own backend.
