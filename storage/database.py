@@ -248,6 +248,8 @@ class Database:
         )
         self._threadpool = ThreadPool(minthreads=0, maxthreads=pool_size, name="estuary-db")
         self._threadpool.start()
+        self._pool_size = pool_size
+        metrics.POOL_SIZE.inc(pool_size)
         self._closed = False
         self._shutdown_trigger = reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
@@ -328,6 +330,7 @@ class Database:
             pass  # Called from that very trigger, which is already removed.
         self._threadpool.stop()
         self._pool.close_idle()
+        metrics.POOL_SIZE.dec(self._pool_size)
 
     async def _run(
         self,
@@ -397,6 +400,8 @@ class Database:
             with conn.cursor() as cursor:
                 txn = Transaction(name, cursor)
                 value = fn(txn, *args, **kwargs)
+                if isinstance(value, defer.Deferred) or inspect.isawaitable(value):
+                    raise TypeError(f"interaction {name!r} returned {value!r}: it must block, not return an awaitable")
                 committing = True
                 conn.commit()
             return _Outcome(value=value, after=tuple(txn._after))

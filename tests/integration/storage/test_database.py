@@ -157,6 +157,18 @@ class InteractionTests(DatabaseTestCase):
         # The level does not leak into the next interaction on the same connection.
         self.assertEqual(await self.db.run_interaction("test_iso", level), "read committed")
 
+    async def test_returning_an_awaitable_rolls_back(self):
+        """A function that returns a Deferred (so did not do its work in the transaction) is rolled back."""
+        from twisted.internet import defer
+
+        def sneaky(txn):
+            txn.execute("INSERT INTO t VALUES ('a', 1)")
+            return defer.succeed(None)
+
+        with self.assertRaises(TypeError):
+            await self.db.run_interaction("test_sneaky", sneaky)
+        self.assertEqual(self.rows(), [])
+
     def test_coroutine_function_refused(self):
         """Passing an async function (which would never run in the transaction) is a TypeError."""
 
@@ -366,6 +378,8 @@ class PoolTests(DatabaseTestCase):
             [self.db.run_interaction("test_pool", meet) for _ in range(self.pool_size)], consumeErrors=True
         )
         self.assertEqual(len(set(pids)), self.pool_size)
+        self.assertGreaterEqual(sample("estuary_db_pool_size"), self.pool_size)
+        self.assertGreaterEqual(sample("estuary_db_pool_connections_open"), self.pool_size)
         self.assertGreaterEqual(max(in_use), baseline + 1)
         self.assertEqual(sample("estuary_db_pool_connections_in_use"), baseline)
         self.assertEqual(sample("estuary_db_pool_interactions_queued"), 0)
