@@ -159,7 +159,9 @@ def prepare_database_on_connection(
             current = max((v for v, _ in recorded), default=0)
             conn.autocommit = False
             for migration in todo:
-                log.info("Applying schema migration {version:04d}_{name}", version=migration.version, name=migration.name)
+                log.info(
+                    "Applying schema migration {version:04d}_{name}", version=migration.version, name=migration.name
+                )
                 try:
                     cur.execute(migration.read())
                     cur.execute(

@@ -7,6 +7,7 @@ import threading
 
 import psycopg2
 from twisted.internet import defer, reactor, threads
+from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
 from storage.database import Database
@@ -98,9 +99,9 @@ class MigrationTests(unittest.TestCase):
             finally:
                 conn.close()
 
-        pool = reactor.getThreadPool()
-        if pool.max < workers:
-            pool.adjustPoolsize(pool.min, workers)
+        pool = ThreadPool(minthreads=workers, maxthreads=workers, name="test-preparers")
+        pool.start()
+        self.addCleanup(pool.stop)
         results = await defer.gatherResults(
             [threads.deferToThreadPool(reactor, pool, worker) for _ in range(workers)], consumeErrors=True
         )
