@@ -35,3 +35,16 @@ class SampleConfigTests(unittest.TestCase):
             cfg = load_config(yaml.safe_load(f), path=path, env={})
         self.assertEqual(cfg.unknown_keys, ())
         self.assertEqual(list(unreachable_roles(cfg)), [])
+
+
+class DockerConfigTests(unittest.TestCase):
+    def test_docker_config_matches_format(self):
+        """docker/homeserver.yaml is a valid config serving every route."""
+        import os
+
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docker", "homeserver.yaml")
+        with open(path) as f:
+            cfg = load_config(yaml.safe_load(f), path=path, env={})
+        self.assertEqual(cfg.unknown_keys, ())
+        self.assertEqual(list(unreachable_roles(cfg)), [])
+        self.assertEqual(len(cfg.instances), 7)
