@@ -69,7 +69,7 @@ def mount_common(resource: JsonResource, instance: InstanceConfig, probe: Readin
     """``/health``, ``/_estuary/ready`` and ``/metrics`` on every instance."""
 
     async def health(request: Any) -> tuple[int, Any]:
-        return 200, {"status": "ok", "instance": instance.name}
+        return 200, {"status": "ok", "instance": instance.name, "pid": os.getpid()}
 
     async def ready(request: Any) -> tuple[int, Any]:
         checks = await probe.check()
@@ -125,7 +125,7 @@ class EstuaryProcess:
         if not self.config.redis.url:
             raise ConfigError("redis.url", "is required to run an instance on its own (estuary stack provides an embedded one)")
 
-        from bus import connect_bus
+        from bus import Bus
         from storage.database import Database
         from storage.migrations import prepare_database
         from storage.streams import ensure_stream_shards
@@ -134,7 +134,7 @@ class EstuaryProcess:
         version = await prepare_database(self.database)
         await ensure_stream_shards(self.database, self.config.stream_shards)
         logger.info("database ready (schema version %s)", version)
-        self.bus = connect_bus(self.reactor, self.config.redis.url, instance=self.instance.name)
+        self.bus = Bus.from_url(self.config.redis.url, self.reactor)
 
         self.context = ProcessContext(self.reactor, self.config, self.instance, self.database, self.bus)
         probe = ReadinessProbe(self.reactor, self.database, self.bus)
