@@ -547,7 +547,8 @@ class _ShardWriter:
         self._maxlen = bus.maxlen_for(shard.stream)
         self.last: int | None = None
         self._queue: deque[_Queued] = deque()
-        self._pump: Deferred | None = None
+        self._pumping = False
+        self._pump_done: list[Deferred] = []
         self._sleeping: Deferred | None = None
         self._closed = False
 
@@ -570,16 +571,20 @@ class _ShardWriter:
         if len(self._queue) > self._bus.publish_queue_limit:
             dropped = self._queue.popleft()
             dropped.done.errback(PublishDropped(f"{self._shard}: publish queue full"))
-        if self._pump is None:
-            self._pump = Deferred.fromCoroutine(self._run())
+        if not self._pumping:
+            Deferred.fromCoroutine(self._run())
         return item.done
 
     async def _run(self) -> None:
+        self._pumping = True
         try:
             while self._queue and not self._closed:
                 await self._send(self._queue.popleft())
         finally:
-            self._pump = None
+            self._pumping = False
+            waiters, self._pump_done = self._pump_done, []
+            for d in waiters:
+                d.callback(None)
 
     async def _send(self, item: _Queued) -> None:
         attempt = 0
@@ -628,10 +633,10 @@ class _ShardWriter:
             self._queue.popleft().done.errback(BusClosed("bus closed"))
         if self._sleeping is not None:
             self._sleeping.cancel()
-        if self._pump is None:
+        if not self._pumping:
             return succeed(None)
         d: Deferred[None] = Deferred()
-        self._pump.addBoth(lambda _: d.callback(None))
+        self._pump_done.append(d)
         return d
 
 

@@ -106,8 +106,11 @@ def gap_before(position: int, entry: Entry) -> Gap | None:
     no position exists in ``(entry.prev, entry.position)``. A consumer that
     has everything up to ``position`` therefore misses nothing when
     ``entry.prev <= position``. Holes in the numbering (rolled-back
-    transactions) are not gaps.
+    transactions) are not gaps. Nor is anything when ``entry`` directly
+    follows ``position``: no position fits in between.
     """
+    if entry.position == position + 1:
+        return None
     if entry.prev is None:
         return Gap(entry.stream, entry.shard, position, entry.position, GAP_UNKNOWN_PREV)
     if entry.prev > position:
