@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from homeserver.config import HomeserverConfig, InstanceConfig
 from homeserver.sharding import shard_for
@@ -223,7 +223,7 @@ class RouterResource(resource.Resource):
         for name, values in resp.headers.getAllRawHeaders():
             if name.lower() not in HOP_BY_HOP:
                 request.responseHeaders.setRawHeaders(name, values)
-        if resp.length is not None and resp.length is not server.UNKNOWN_LENGTH:
+        if resp.length is not None and resp.length is not UNKNOWN_LENGTH:
             request.setHeader(b"Content-Length", str(resp.length).encode())
         finished: defer.Deferred = defer.Deferred()
         resp.deliverBody(_BodyStreamer(request, finished))

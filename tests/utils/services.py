@@ -55,7 +55,7 @@ def create_test_database(testcase) -> str:
     with admin.cursor() as cur:
         # Identifiers cannot be bound as parameters; the name is generated
         # above from hex digits only.
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' LC_COLLATE \'C\' LC_CTYPE \'C\'')
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY ENCODING \'UTF8\' LC_COLLATE \'C\' LC_CTYPE \'C\'')
     admin.close()
 
     def drop():
