@@ -37,6 +37,11 @@ class ProcessContext:
     instance: InstanceConfig
     database: Any
     bus: Any
+    #: Called (and awaited if they return a Deferred) when the process stops.
+    stop_hooks: list[Any] = attrs.Factory(list)
+
+    def on_stop(self, hook: Any) -> None:
+        self.stop_hooks.append(hook)
 
 
 class ReadinessProbe:
@@ -162,6 +167,12 @@ class EstuaryProcess:
         )
 
     async def stop(self) -> None:
+        if self.context is not None:
+            for hook in reversed(self.context.stop_hooks):
+                try:
+                    await defer.maybeDeferred(hook)
+                except Exception:
+                    logger.exception("stop hook failed")
         for port in self.ports:
             await port.stopListening()
         self.ports = []

@@ -27,6 +27,20 @@ def _nothing(ctx: "ProcessContext", resource: "JsonResource") -> None:
     return None
 
 
+def _start_background(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    """Contend for the background lock; run the periodic jobs while holding it."""
+    from storage.locks import SessionLock
+    from workers.background import LOCK_NAME, BackgroundRunner
+    from workers.jobs import background_jobs
+
+    def lock_factory(on_acquired, on_lost):
+        return SessionLock(ctx.config.database.dsn, ctx.reactor, LOCK_NAME, on_acquired, on_lost)
+
+    runner = BackgroundRunner(ctx.reactor, lock_factory, background_jobs(ctx))
+    runner.start()
+    ctx.on_stop(runner.stop)
+
+
 @attrs.frozen
 class RoleSpec:
     name: str
@@ -60,7 +74,9 @@ ROLE_SPECS: dict[str, RoleSpec] = {
     ),
     r.MEDIA: RoleSpec(r.MEDIA, "media upload, download and thumbnails"),
     r.PUSHER: RoleSpec(r.PUSHER, "push notifications", consumes=("events", "receipts"), owns="users hashed to this instance"),
-    r.BACKGROUND: RoleSpec(r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock"),
+    r.BACKGROUND: RoleSpec(
+        r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock", mount=_start_background
+    ),
     r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API"),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,7 @@ class Stack:
         with open(self.config_path, "w") as f:
             yaml.safe_dump(self.config, f)
         self.process: Optional[subprocess.Popen] = None
+        testcase.addCleanup(shutil.rmtree, self.dir, True)
         self.log_path = os.path.join(self.dir, "stack.log")
 
     @property

@@ -1,6 +1,7 @@
 """End to end: real `estuary stack` processes behind the built-in router."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ class StackTests(unittest.TestCase):
         """The stack answers through the router; a kill -9'd instance is restarted;
         instances go not-ready while Redis is down and recover when it returns."""
         tmp = tempfile.mkdtemp(prefix="estuary-redis-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         redis = EmbeddedRedis(tmp)
         redis.start()
         self.addCleanup(redis.stop)
@@ -75,6 +77,7 @@ class StackTests(unittest.TestCase):
 class ConfigRefusalTests(unittest.TestCase):
     def run_with(self, config):
         d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d, True)
         path = os.path.join(d, "bad.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
