@@ -37,6 +37,8 @@ class ProcessContext:
     instance: InstanceConfig
     database: Any
     bus: Any
+    #: Runs a command on the owner of its shard (locally or forwarded).
+    dispatcher: Any = None
     #: Called (and awaited if they return a Deferred) when the process stops.
     stop_hooks: list[Any] = attrs.Factory(list)
 
@@ -141,7 +143,13 @@ class EstuaryProcess:
         logger.info("database ready (schema version %s)", version)
         self.bus = Bus.from_url(self.config.redis.url, self.reactor)
 
-        self.context = ProcessContext(self.reactor, self.config, self.instance, self.database, self.bus)
+        from homeserver.replication import CommandDispatcher
+        from workers.replication import HttpReplicationClient, mount_replication_server
+
+        client = HttpReplicationClient(self.reactor, self.config.replication_secret)
+        dispatcher = CommandDispatcher(self.config, self.instance.name, client)
+        self.context = ProcessContext(self.reactor, self.config, self.instance, self.database, self.bus, dispatcher)
+        self.context.on_stop(client.close)
         probe = ReadinessProbe(self.reactor, self.database, self.bus)
 
         main = JsonResource(self.reactor)
@@ -151,6 +159,7 @@ class EstuaryProcess:
 
         replication = JsonResource(self.reactor, cors=False)
         mount_common(replication, self.instance, probe)
+        mount_replication_server(replication, dispatcher, self.config.replication_secret)
 
         host, port = self.instance.listen
         self.ports.append(self.reactor.listenTCP(port, make_site(main, self.reactor), interface=host))
