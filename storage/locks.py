@@ -89,13 +89,16 @@ class SessionLock:
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
                 return bool(cur.fetchone()[0])
         except psycopg2.Error:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except psycopg2.Error:
-                    pass
-            self._conn = None
+            self._close_connection()
             return False
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+        self._conn = None
 
     def _result(self, held_now: bool) -> None:
         if held_now and not self.held:
@@ -112,15 +115,7 @@ class SessionLock:
         if self._loop.running:
             self._loop.stop()
 
-        def close() -> None:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except psycopg2.Error:
-                    pass
-                self._conn = None
-
-        d = threads.deferToThreadPool(self._reactor, self._pool, close)
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._close_connection)
 
         def finish(_: Any) -> None:
             was = self.held
