@@ -8,8 +8,9 @@ v11-event-format, v12-event-format).
 An :class:`Event` is built from the PDU JSON with :meth:`Event.from_pdu`, which
 validates the shape for the room version and computes the event ID (and, in
 room version 12, the room ID of create events). Everything inside it is
-deeply immutable: JSON objects become :class:`FrozenDict` and arrays tuples,
-both of which still encode as JSON. Whether an event was rejected is tracked
+deeply immutable: JSON objects become :class:`FrozenDict` and arrays
+:class:`FrozenList`, which still are ``dict`` / ``list`` (they compare equal to
+plain ones and encode as JSON) but refuse mutation. Whether an event was rejected is tracked
 outside the event.
 """
 
@@ -67,15 +68,53 @@ class FrozenDict(dict):  # type: ignore[type-arg]
         return "FrozenDict(%s)" % dict.__repr__(self)
 
 
+class FrozenList(list):  # type: ignore[type-arg]
+    """A ``list`` that refuses mutation (and compares equal to plain lists
+    with the same items, unlike a tuple)."""
+
+    __slots__ = ()
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("FrozenList is immutable")
+
+    __setitem__ = _immutable
+    __delitem__ = _immutable
+    __iadd__ = _immutable  # type: ignore[assignment]
+    __imul__ = _immutable  # type: ignore[assignment]
+    append = _immutable
+    extend = _immutable
+    insert = _immutable
+    pop = _immutable
+    remove = _immutable
+    reverse = _immutable
+    sort = _immutable
+    clear = _immutable
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+    def __copy__(self) -> "FrozenList":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "FrozenList":
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenList, (list(self),))
+
+    def __repr__(self) -> str:
+        return "FrozenList(%s)" % list.__repr__(self)
+
+
 def freeze(value: Any) -> Any:
     """Deep-freeze a JSON value: dicts become :class:`FrozenDict`, lists
-    become tuples; scalars are returned as is."""
-    if isinstance(value, FrozenDict):
+    and tuples :class:`FrozenList`; scalars are returned as is."""
+    if isinstance(value, (FrozenDict, FrozenList)):
         return value
     if isinstance(value, Mapping):
         return FrozenDict((k, freeze(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
+        return FrozenList(freeze(v) for v in value)
     return value
 
 
