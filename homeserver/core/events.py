@@ -16,7 +16,7 @@ outside the event.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, NoReturn
+from typing import Any, Mapping, NoReturn
 
 import attrs
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import nacl.signing
 from twisted.trial.unittest import SynchronousTestCase
 from unpaddedbase64 import encode_base64
 
