@@ -253,6 +253,7 @@ class Event:
         is_hashed_create = (
             room_version.room_id_is_create_event_hash
             and event_type == "m.room.create"
+            and state_key == ""
         )
         if is_hashed_create:
             # rooms/v12 auth rule 1.2: a create event carrying room_id is
@@ -305,6 +306,19 @@ class Event:
         if self.state_key is None:
             raise ValueError("Event %s is not a state event" % self.event_id)
         return (self.type, self.state_key)
+
+    @property
+    def auth_event_ids_with_create(self) -> tuple[str, ...]:
+        """``auth_event_ids`` plus, in room version 12, the create event
+        that every non-create event implicitly cites (its ID is the room ID
+        with ``$`` for ``!``). This is the auth DAG edge set Synapse uses for
+        auth chains."""
+        if (
+            self.room_version.room_id_is_create_event_hash
+            and not (self.type == "m.room.create" and self.state_key == "")
+        ):
+            return self.auth_event_ids + ("$" + self.room_id[1:],)
+        return self.auth_event_ids
 
     @property
     def membership(self) -> str | None:

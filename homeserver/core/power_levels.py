@@ -8,25 +8,28 @@ before room v10), rooms/v10 (integers only), rooms/v12 (room creators have
 infinite power).
 
 All functions are pure: they take the ``m.room.power_levels`` and
-``m.room.create`` events (or None) and return numbers. A level is an ``int``,
-except that room creators in room version 12 have ``math.inf``.
+``m.room.create`` events (or None) and return ints. Room creators in room
+version 12 have :data:`CREATOR_POWER_LEVEL`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping
 
 from homeserver.core.room_versions import RoomVersion
 
 if TYPE_CHECKING:
     from homeserver.core.events import Event
 
-PowerLevel = Union[int, float]
+PowerLevel = int
 
-# rooms/v12: "The power level of room creators is infinitely high."
-CREATOR_POWER_LEVEL: float = math.inf
+# rooms/v12: "The power level of room creators is infinitely high." Like
+# Synapse we use 2**53: above every integer canonical JSON can carry (room v12
+# enforces canonical JSON), so it compares as infinite, and it stays an int
+# (simple to sort by, and to mirror in the C state resolution).
+CREATOR_POWER_LEVEL: int = 2**53
 
 # client-server-api m.room.power_levels: defaults when a key is absent.
 DEFAULT_USERS_DEFAULT = 0
@@ -128,7 +131,8 @@ def get_user_power_level(
     Spec: client-server-api m.room.power_levels (``users``, then
     ``users_default``, default 0); "if there is no m.room.power_levels event
     the room creator has 100 and everyone else 0"; rooms/v12 creators have
-    infinite power whatever the power levels say.
+    infinite power (:data:`CREATOR_POWER_LEVEL`) whatever the power levels
+    say.
     """
     if room_version.creators_have_infinite_power and user_id in get_room_creators(
         create_event, room_version

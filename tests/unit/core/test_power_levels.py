@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from homeserver.core.errors import UnsupportedRoomVersionError
 from homeserver.core.power_levels import (
+    CREATOR_POWER_LEVEL,
     get_named_level,
     get_notification_level,
     get_power_level_for_auth_state,
@@ -72,8 +73,8 @@ class UserLevelTests(SynchronousTestCase):
             self.assertEqual(get_user_power_level(BOB, None, create, rv), 0)
         room = RoomFixture(V12)
         create = room.create({"additional_creators": [BOB]})
-        self.assertEqual(get_user_power_level(ALICE, None, create, V12), math.inf)
-        self.assertEqual(get_user_power_level(BOB, None, create, V12), math.inf)
+        self.assertEqual(get_user_power_level(ALICE, None, create, V12), CREATOR_POWER_LEVEL)
+        self.assertEqual(get_user_power_level(BOB, None, create, V12), CREATOR_POWER_LEVEL)
         self.assertEqual(get_user_power_level(CAROL, None, create, V12), 0)
         self.assertEqual(get_user_power_level(ALICE, None, None, V12), 0)
 
@@ -104,10 +105,10 @@ class UserLevelTests(SynchronousTestCase):
         room.create({"additional_creators": [BOB]})
         pl = room.power_levels({"users": {CAROL: 100}})
         state = room.auth_state()
-        self.assertEqual(get_power_level_for_auth_state(ALICE, state, V12), math.inf)
-        self.assertEqual(get_power_level_for_auth_state(BOB, state, V12), math.inf)
+        self.assertEqual(get_power_level_for_auth_state(ALICE, state, V12), CREATOR_POWER_LEVEL)
+        self.assertEqual(get_power_level_for_auth_state(BOB, state, V12), CREATOR_POWER_LEVEL)
         self.assertEqual(get_power_level_for_auth_state(CAROL, state, V12), 100)
-        self.assertGreater(math.inf, 2**53)
+        self.assertEqual(CREATOR_POWER_LEVEL, 2**53)
         self.assertIsNotNone(pl)
 
     def test_named_send_and_notification_levels(self) -> None:
