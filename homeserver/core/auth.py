@@ -655,12 +655,15 @@ def _check_redaction_v1(
     or the redacted event's ID to have the redaction's event ID domain."""
     if user_level >= get_named_level(power_levels, "redact", room_version):
         return
-    if isinstance(event.redacts, str):
-        try:
-            if ids.get_domain_from_id(event.redacts) == ids.get_domain_from_id(event.event_id):
-                return
-        except ValueError:
-            pass
+    if not isinstance(event.redacts, str):
+        # Synapse allows a redaction that names no event (it redacts
+        # nothing); the spec does not say.
+        return
+    try:
+        if ids.get_domain_from_id(event.redacts) == ids.get_domain_from_id(event.event_id):
+            return
+    except ValueError:
+        pass
     raise AuthError("Sender may not redact events from other servers")
 
 

@@ -15,7 +15,6 @@ version 12 have :data:`CREATOR_POWER_LEVEL`.
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING, Any, Mapping
 
 from homeserver.core.room_versions import RoomVersion
@@ -53,10 +52,6 @@ NAMED_LEVEL_DEFAULTS: Mapping[str, int] = {
     "invite": DEFAULT_INVITE,
 }
 
-# v1-stringy-power-levels: optional surrounding whitespace, optional sign,
-# base-10 digits (leading zeros allowed).
-_STRINGY_INT_RE = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*\Z")
-
 
 def parse_power_level(value: Any, room_version: RoomVersion) -> int:
     """Interpret one power level value for ``room_version``.
@@ -64,24 +59,25 @@ def parse_power_level(value: Any, room_version: RoomVersion) -> int:
     Spec: rooms v1-v9 accept integers, strings that are integers (fragment
     v1-stringy-power-levels) and floats, which are truncated (fragment
     v1-floaty-power-levels; infinities and NaN are refused). Rooms v10+ accept
-    only JSON integers (rooms/v10 auth rules 10.1, 10.2). Booleans are never
-    levels. Raises ValueError.
+    only JSON integers (rooms/v10 auth rules 10.1, 10.2). Raises ValueError.
+
+    Before v10 we coerce exactly as Synapse does (Python's ``int()``), so
+    that rooms auth identically: this also accepts booleans and strings with
+    ``_`` digit separators or non-ASCII digits, which the spec's string
+    grammar does not list.
     """
-    if isinstance(value, bool):
-        raise ValueError("%r is not a power level" % (value,))
-    if isinstance(value, int):
-        return value
     if room_version.enforce_int_power_levels:
-        raise ValueError("%r is not an integer power level" % (value,))
-    if isinstance(value, str):
-        if not _STRINGY_INT_RE.match(value):
-            raise ValueError("%r is not an integer string" % (value,))
-        return int(value.strip())
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("%r is not a finite power level" % (value,))
+        if type(value) is not int:
+            raise ValueError("%r is not an integer power level" % (value,))
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("%r is not a finite power level" % (value,))
+    if not isinstance(value, (int, str, float)):
+        raise ValueError("%r is not a power level" % (value,))
+    try:
         return int(value)
-    raise ValueError("%r is not a power level" % (value,))
+    except ValueError:
+        raise ValueError("%r is not an integer" % (value,)) from None
 
 
 def _content(event: "Event | None") -> Mapping[str, Any]:

@@ -990,6 +990,14 @@ def redaction_other_server(r: RoomFixture) -> Event:
     return _redaction(r, BOB, target)
 
 
+def redaction_without_target(r: RoomFixture) -> Event:
+    """v1 11 (Synapse): a redaction naming no event redacts nothing and is
+    allowed."""
+    r.standard_room()
+    r.member(BOB, "join")
+    return r.build("m.room.redaction", BOB, {})
+
+
 def _redaction(r: RoomFixture, sender: str, target: Event) -> Event:
     from homeserver.core.room_versions import RedactionRules
 
@@ -1122,6 +1130,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (redaction_by_redactor, always(ALLOW)),
     (redaction_same_server, always(ALLOW)),
     (redaction_other_server, when(v1, REFUSE, ALLOW)),
+    (redaction_without_target, always(ALLOW)),
 ]
 
 
