@@ -114,6 +114,24 @@ def check_size_limits(event: Event) -> None:
             )
 
 
+# Synapse drops received events citing more than these many prev / auth
+# events (not in the spec): they could force huge state resolutions or fetch
+# cascades.
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
+
+
+def check_received_event_limits(event: Event) -> None:
+    """Refuse received events with more than 20 ``prev_events`` or 10 auth
+    events (the v12 implied create event counts), as Synapse's early sanity
+    check does. Not a spec rule; raises :class:`EventSizeError`
+    (unpersistable)."""
+    if len(event.prev_event_ids) > MAX_PREV_EVENTS:
+        raise EventSizeError("Too many prev_events (%d)" % len(event.prev_event_ids))
+    if len(event.auth_event_ids_with_create) > MAX_AUTH_EVENTS:
+        raise EventSizeError("Too many auth_events (%d)" % len(event.auth_event_ids_with_create))
+
+
 def required_signature_servers(event: Event) -> set[str]:
     """The servers whose signatures an event must carry.
 

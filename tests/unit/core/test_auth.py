@@ -15,6 +15,7 @@ from unpaddedbase64 import encode_base64
 from homeserver.core.auth import (
     auth_types_for_event,
     check_auth_rules,
+    check_received_event_limits,
     check_size_limits,
     check_state_independent_auth_rules,
     redaction_allowed,
@@ -1350,6 +1351,39 @@ class SizeLimitTests(SynchronousTestCase):
             with self.assertRaises(EventSizeError) as cm:
                 check_size_limits(event)
             self.assertEqual(cm.exception.unpersistable, unpersistable)
+
+
+class ReceivedEventLimitTests(SynchronousTestCase):
+    """Synapse's early sanity check on prev / auth event counts."""
+
+    def test_limits(self) -> None:
+        """20 prev events and 10 auth events pass; one more is refused."""
+        rv = KNOWN_ROOM_VERSIONS["10"]
+        room = RoomFixture(rv)
+        room.standard_room()
+        fillers = [room.build("m.room.message", ALICE, {"n": i}) for i in range(21)]
+        check_received_event_limits(room.build("m.room.message", ALICE, {}, prev=fillers[:20]))
+        self.assertRaises(
+            EventSizeError, check_received_event_limits,
+            room.build("m.room.message", ALICE, {}, prev=fillers),
+        )
+        check_received_event_limits(room.build("m.room.message", ALICE, {}, auth=fillers[:10]))
+        self.assertRaises(
+            EventSizeError, check_received_event_limits,
+            room.build("m.room.message", ALICE, {}, auth=fillers[:11]),
+        )
+
+    def test_v12_counts_implied_create(self) -> None:
+        """In v12 the implied create event counts towards the 10."""
+        rv = KNOWN_ROOM_VERSIONS["12"]
+        room = RoomFixture(rv)
+        room.standard_room()
+        fillers = [room.build("m.room.message", ALICE, {"n": i}) for i in range(10)]
+        check_received_event_limits(room.build("m.room.message", ALICE, {}, auth=fillers[:9]))
+        self.assertRaises(
+            EventSizeError, check_received_event_limits,
+            room.build("m.room.message", ALICE, {}, auth=fillers),
+        )
 
 
 class RedactionApplicationTests(SynchronousTestCase):
