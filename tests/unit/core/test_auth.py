@@ -1404,3 +1404,48 @@ class RedactionApplicationTests(SynchronousTestCase):
         self.assertTrue(redaction_allowed(rv, by_alice, bob_msg, pl, create))
         self.assertFalse(redaction_allowed(rv, by_bob, alice_msg, pl, create))
         self.assertTrue(redaction_allowed(rv, by_bob_own, bob_msg, pl, create))
+
+
+class RoomHistoryTests(SynchronousTestCase):
+    """A realistic room history authorises against each event's own auth
+    events in every room version (the receipt-time check path)."""
+
+    def _history(self, room: RoomFixture) -> list[Event]:
+        events = []
+        rv = room.room_version
+        events.append(room.create())
+        events.append(room.member(ALICE, "join"))
+        users = {MOD: 50}
+        if not rv.creators_have_infinite_power:
+            users[ALICE] = 100
+        events.append(room.power_levels({"users": users}))
+        events.append(room.join_rules("invite"))
+        events.append(room.member(BOB, "invite", sender=ALICE))
+        events.append(room.member(BOB, "join"))
+        events.append(room.member(MOD, "invite", sender=ALICE))
+        events.append(room.member(MOD, "join"))
+        events.append(room.build("m.room.name", MOD, {"name": "n"}, state_key="", apply=True))
+        events.append(room.build("m.room.message", BOB, {"body": "hi"}, apply=True))
+        events.append(room.member(CAROL, "invite", sender=MOD))
+        events.append(room.member(CAROL, "leave"))
+        events.append(room.member(BOB, "ban", sender=MOD))
+        events.append(room.member(BOB, "leave", sender=ALICE))
+        events.append(room.build("m.room.power_levels", ALICE, {"users": dict(users, **{CAROL: 10})}, state_key="", apply=True))
+        return events
+
+    def test_history_passes_in_every_version(self) -> None:
+        """Every event passes the state-independent checks and the auth rules
+        against its own auth events."""
+        for rv in KNOWN_ROOM_VERSIONS.values():
+            room = RoomFixture(rv)
+            history = self._history(room)
+            by_id = {e.event_id: e for e in history}
+            create = history[0]
+            for event in history:
+                auth = [by_id[i] for i in event.auth_event_ids]
+                state = {(e.type, e.state_key): e for e in auth}
+                state.setdefault(("m.room.create", ""), create)
+                check_auth_rules(rv, event, state)
+                self.assertLessEqual(
+                    {(e.type, e.state_key) for e in auth}, auth_types_for_event(rv, event)
+                )
