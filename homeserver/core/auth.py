@@ -104,13 +104,11 @@ def check_size_limits(event: Event) -> None:
     for name, value in fields:
         if len(value) > MAX_FIELD_SIZE:
             raise EventSizeError("'%s' is longer than %d characters" % (name, MAX_FIELD_SIZE), unpersistable=True)
-    # Synapse applies byte limits strictly only from room v11 on.
-    lenient = event.room_version.identifier in {str(n) for n in range(1, 11)}
     for name, value in fields:
         if len(value.encode("utf-8", "surrogatepass")) > MAX_FIELD_SIZE:
             raise EventSizeError(
                 "'%s' is longer than %d bytes" % (name, MAX_FIELD_SIZE),
-                unpersistable=not lenient,
+                unpersistable=event.room_version.strict_event_byte_limits,
             )
 
 
@@ -268,6 +266,10 @@ def check_state_independent_auth_rules(
         seen[key] = event_id
     if room_version.create_event_in_auth_events and (CREATE, "") not in seen:
         raise AuthError("No m.room.create event in auth events")
+    if room_version.room_id_is_create_event_hash:
+        # rooms/v12 rule 2: the room's create event must not be rejected.
+        if "$" + event.room_id[1:] in rejected_event_ids:
+            raise AuthError("The room's create event was rejected")
 
 
 # --- The rules against an auth state ------------------------------------------

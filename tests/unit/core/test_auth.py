@@ -1281,6 +1281,18 @@ class AuthEventsSelectionTests(SynchronousTestCase):
         event = room.build("m.room.message", ALICE, {}, auth=auth, extra={"signatures": {"a.example": {"ed25519:x": "s"}}})
         self.assertRaises(AuthError, check_state_independent_auth_rules, rv, event, room.events.values())
 
+    def test_v12_rejected_create_event(self) -> None:
+        """v12 rule 2: events in a room whose create event was rejected are
+        refused."""
+        rv = KNOWN_ROOM_VERSIONS["12"]
+        room = self._standard(rv)
+        event = room.build("m.room.message", ALICE, {}, extra={"signatures": {"a.example": {"ed25519:x": "s"}}})
+        create_id = room.state[("m.room.create", "")].event_id
+        check_state_independent_auth_rules(rv, event, room.events.values())
+        self.assertRaises(
+            AuthError, check_state_independent_auth_rules, rv, event, room.events.values(), {create_id}
+        )
+
     def test_auth_event_from_other_room(self) -> None:
         """v1 2.5: auth events must be in the same room."""
         rv = KNOWN_ROOM_VERSIONS["10"]
