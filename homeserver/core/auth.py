@@ -597,7 +597,10 @@ def _check_power_levels(
     if not isinstance(users, Mapping):
         raise AuthError("power levels 'users' must be an object")
     for user_id, value in users.items():
-        if not ids.is_valid_user_id(user_id):
+        # The spec asks for valid user IDs; Synapse only checks the
+        # `@localpart:domain` shape here (invalid data exists in old rooms),
+        # and we must accept what it accepts.
+        if not (user_id.startswith("@") and ":" in user_id):
             raise AuthError("Invalid user ID %r in power levels" % (user_id,))
         _parse_level_for_auth(value, room_version, user_id)
     if room_version.enforce_int_power_levels:

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 MAX_ID_BYTES = 255
 
 _USER_LOCALPART_RE = re.compile(r"[a-z0-9._=\-/+]+\Z")
-_DNS_NAME_RE = re.compile(r"[A-Za-z0-9.\-]{1,255}\Z")
+# appendices "Server Name": dns-name = 1*255 of [A-Za-z0-9.-], "a series of
+# labels separated by '.'" (no empty labels, as Synapse also requires).
+_DNS_NAME_RE = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\Z")
 _PORT_RE = re.compile(r"[0-9]{1,5}\Z")
 _IPV4_RE = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
 _IPV6_CHARS = frozenset(string.hexdigits + ":.")
@@ -38,7 +40,8 @@ def parse_server_name(server_name: str) -> tuple[str, int | None]:
     Spec: appendices "Server Name": ``hostname [":" port]`` where hostname is
     a dotted-quad IPv4 literal (each part 0-255), a bracketed IPv6 literal
     (RFC 3513 section 2.2) or a DNS name of 1-255 characters from
-    ``[A-Za-z0-9.-]``; the port is 1-5 digits. Raises ValueError.
+    ``[A-Za-z0-9.-]`` made of non-empty dot-separated labels; the port is 1-5
+    digits. Raises ValueError.
     """
     if not isinstance(server_name, str) or not server_name:
         raise ValueError("Server name must be a non-empty string")
@@ -64,7 +67,7 @@ def parse_server_name(server_name: str) -> tuple[str, int | None]:
         if m:
             if any(int(part) > 255 for part in m.groups()):
                 raise ValueError("Invalid IPv4 literal in server name %r" % server_name)
-        elif not _DNS_NAME_RE.match(host):
+        elif len(host) > 255 or not _DNS_NAME_RE.match(host):
             raise ValueError("Invalid host name in server name %r" % server_name)
     if not rest:
         return host, None

@@ -801,6 +801,12 @@ def pl_invalid_user_id(r: RoomFixture) -> Event:
     return _pl(r, ALICE, users=_users(r, **{"not-a-user": 10}))
 
 
+def pl_odd_but_shaped_user_id(r: RoomFixture) -> Event:
+    """10.1 (Synapse): users keys only need the @localpart:domain shape."""
+    r.standard_room()
+    return _pl(r, ALICE, users=_users(r, **{"@odd:not a domain": 10}))
+
+
 def pl_string_user_level(r: RoomFixture) -> Event:
     """10.1 (v1-v9 stringy power levels; v10 10.3 integers only)."""
     r.standard_room()
@@ -1107,6 +1113,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (tpi_event_below_invite_level, always(REFUSE)),
     (pl_first_event_anything, always(ALLOW)),
     (pl_invalid_user_id, always(REFUSE)),
+    (pl_odd_but_shaped_user_id, always(ALLOW)),
     (pl_string_user_level, when(lambda rv: rv.enforce_int_power_levels, REFUSE, ALLOW)),
     (pl_bad_string_user_level, always(REFUSE)),
     (pl_float_user_level, when(lambda rv: rv.strict_canonical_json, INVALID, ALLOW)),
