@@ -627,6 +627,8 @@ def _check_power_levels(
     old = current.content
 
     def level_at(container: Mapping[str, Any], sub: str | None, key: str) -> int | None:
+        """The parsed level at ``container[sub][key]`` (or ``container[key]``),
+        None when absent."""
         if sub is not None:
             mapping = container.get(sub, {})
             if not isinstance(mapping, Mapping):
