@@ -196,6 +196,12 @@ def member_without_membership(r: RoomFixture) -> Event:
     return r.build("m.room.member", BOB, {}, state_key=BOB)
 
 
+def member_without_state_key(r: RoomFixture) -> Event:
+    """5.1: membership events need a state_key."""
+    r.standard_room()
+    return r.build("m.room.member", BOB, {"membership": "join"})
+
+
 def member_unknown_membership(r: RoomFixture) -> Event:
     """5.x: an unknown membership is refused."""
     r.standard_room()
@@ -851,6 +857,17 @@ def pl_creator_in_users(r: RoomFixture) -> Event:
     return _pl(r, ALICE, users=_users(r, **{ALICE: 100}))
 
 
+def pl_additional_creator_in_users(r: RoomFixture) -> Event:
+    """v12 10.4: additional creators cannot appear in users either."""
+    r.create({"additional_creators": [BOB]})
+    r.member(ALICE, "join")
+    users = {MOD: 50}
+    if not r.room_version.creators_have_infinite_power:
+        users[ALICE] = 100
+    r.power_levels({"users": users})
+    return _pl(r, ALICE, users=dict(users, **{BOB: 50}))
+
+
 def pl_raise_above_own(r: RoomFixture) -> Event:
     """10.3.7 (v12 10.10): cannot give a level above one's own."""
     r.standard_room()
@@ -1038,6 +1055,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (aliases_other_server, when(lambda rv: rv.special_case_aliases_auth, REFUSE, ALLOW)),
     (aliases_empty_state_key, when(lambda rv: rv.special_case_aliases_auth, REFUSE, ALLOW)),
     (member_without_membership, always(REFUSE)),
+    (member_without_state_key, always(REFUSE)),
     (member_unknown_membership, always(REFUSE)),
     (creator_first_join, always(ALLOW)),
     (content_creator_first_join, when(lambda rv: rv.implicit_room_creator, REFUSE, ALLOW)),
@@ -1121,6 +1139,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (pl_string_events_level, when(lambda rv: rv.enforce_int_power_levels, REFUSE, ALLOW)),
     (pl_notifications_not_object, when(lambda rv: rv.limit_notifications_power_levels, REFUSE, ALLOW)),
     (pl_creator_in_users, when(lambda rv: rv.creators_have_infinite_power, REFUSE, ALLOW)),
+    (pl_additional_creator_in_users, when(lambda rv: rv.creators_have_infinite_power, REFUSE, ALLOW)),
     (pl_raise_above_own, always(REFUSE)),
     (pl_raise_to_own, always(ALLOW)),
     (pl_demote_peer, always(REFUSE)),
