@@ -422,6 +422,8 @@ def _check_membership(
     target_membership = _membership_of(target, auth_events)
     join_rules = auth_events.get((JOIN_RULES, ""))
     join_rule = join_rules.content.get("join_rule", INVITE) if join_rules is not None else INVITE
+    if not isinstance(join_rule, str):
+        join_rule = None  # malformed: allows nothing but what any rule allows
     sender_level = get_user_power_level(sender, power_levels, create, room_version)
     target_level = get_user_power_level(target, power_levels, create, room_version)
     invite_level = get_named_level(power_levels, "invite", room_version)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from hypothesis import given as _given
+from hypothesis import settings as _settings
+from hypothesis import strategies as _st
 from twisted.trial.unittest import SynchronousTestCase
 from unpaddedbase64 import encode_base64
 
@@ -1487,3 +1490,89 @@ class RoomHistoryTests(SynchronousTestCase):
                 self.assertLessEqual(
                     {(e.type, e.state_key) for e in auth}, auth_types_for_event(rv, event)
                 )
+
+
+_LEVEL_NAMES = ["users", "events", "notifications", "ban", "kick", "invite", "redact",
+                "users_default", "events_default", "state_default"]
+
+_JSON = _st.recursive(
+    _st.none() | _st.booleans() | _st.integers(-(2**53) + 1, 2**53 - 1) | _st.text(max_size=8)
+    | _st.sampled_from(["join", "invite", "leave", "ban", "knock", "public", "restricted",
+                        "knock_restricted", ALICE, BOB, MOD, "tok"]),
+    lambda c: _st.lists(c, max_size=3) | _st.dictionaries(
+        _st.sampled_from(["membership", "join_rule", "users", "events", "notifications", "ban",
+                          "kick", "invite", "users_default", "third_party_invite", "signed",
+                          "token", "mxid", "signatures", "join_authorised_via_users_server",
+                          "additional_creators", "m.federate", "public_key", "public_keys", "x"]),
+        c, max_size=4),
+    max_leaves=12,
+)
+
+
+
+class MalformedContentTests(SynchronousTestCase):
+    """Arbitrary JSON in the content of the event or of the auth state never
+    crashes the rules: the outcome is allow or AuthError."""
+
+    def _check(self, version: str, event_type: str, content: dict, state_key: str | None,
+               join_rule: Any, old_levels: Any, sender: str = BOB) -> None:
+        rv = KNOWN_ROOM_VERSIONS[version]
+        room = RoomFixture(rv)
+        room.standard_room()
+        room.member(BOB, "join")
+        room.build("m.room.join_rules", ALICE, {"join_rule": join_rule}, state_key="", apply=True)
+        if isinstance(old_levels, dict):
+            room.build("m.room.power_levels", ALICE, old_levels, state_key="", apply=True)
+        try:
+            event = room.build(event_type, sender, content, state_key=state_key)
+        except InvalidEventError:
+            return
+        auth_types_for_event(rv, event)
+        try:
+            check_auth_rules(rv, event, room.auth_state())
+        except AuthError:
+            pass
+
+    @_settings(max_examples=300, deadline=None)
+    @_given(
+        _st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        _st.sampled_from(["join", "invite", "leave", "ban", "knock"]),
+        _st.dictionaries(_st.sampled_from(["third_party_invite", "join_authorised_via_users_server", "x"]), _JSON, max_size=2),
+        _st.sampled_from([ALICE, BOB, CAROL, MOD]),
+        _JSON,
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=4),
+    )
+    def test_membership(self, version: str, membership: str, extra: dict, target: str, join_rule: Any, levels: dict) -> None:
+        """Membership events with malformed content or state."""
+        self._check(version, "m.room.member", dict(extra, membership=membership), target, join_rule, levels)
+
+    @_settings(max_examples=300, deadline=None)
+    @_given(
+        _st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=5),
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=5),
+    )
+    def test_power_levels(self, version: str, new: dict, old: dict) -> None:
+        """Power levels events (sent by the creator, so that the change
+        rules run) replacing malformed power levels."""
+        if not KNOWN_ROOM_VERSIONS[version].creators_have_infinite_power:
+            old = dict(old)
+            users = old.get("users")
+            old["users"] = dict(users, **{ALICE: 100}) if isinstance(users, dict) else {ALICE: 100}
+            old.pop("state_default", None)
+            old.pop("events", None)
+        self._check(version, "m.room.power_levels", new, "", "public", old, sender=ALICE)
+
+    @_settings(max_examples=200, deadline=None)
+    @_given(
+        _st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        _st.sampled_from(["m.room.create", "m.room.message", "m.room.redaction", "m.room.aliases",
+                          "m.room.third_party_invite", "m.room.join_rules"]),
+        _st.dictionaries(_st.sampled_from(["room_version", "creator", "additional_creators", "m.federate",
+                                           "redacts", "join_rule", "x"]), _JSON, max_size=3),
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=4),
+    )
+    def test_other_events(self, version: str, event_type: str, content: dict, levels: dict) -> None:
+        """Other event types with malformed content."""
+        state_key = None if event_type in ("m.room.message", "m.room.redaction") else ""
+        self._check(version, event_type, content, state_key, "public", levels)
