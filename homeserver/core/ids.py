@@ -12,12 +12,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
-from typing import TYPE_CHECKING
-
 import attrs
 
-if TYPE_CHECKING:
-    from homeserver.core.room_versions import RoomVersion
+from homeserver.core.room_versions import EventFormat, RoomVersion
 
 # appendices "User Identifiers", "Room Aliases", "Event IDs", "Room IDs": the
 # whole identifier, sigil and domain included, must not exceed 255 bytes.
@@ -232,7 +229,7 @@ def _check_hash_id(value: str, sigil: str, kind: str, url_safe: bool) -> None:
         )
 
 
-def validate_room_id(value: str, room_version: "RoomVersion | None" = None) -> None:
+def validate_room_id(value: str, room_version: RoomVersion | None = None) -> None:
     """Validate a room ID (appendices "Room IDs").
 
     Room versions 1-11 use ``!opaque:domain``; room version 12 uses ``!`` +
@@ -253,7 +250,7 @@ def validate_room_id(value: str, room_version: "RoomVersion | None" = None) -> N
     _check_opaque_localpart(localpart, value, "Room ID")
 
 
-def is_valid_room_id(value: object, room_version: "RoomVersion | None" = None) -> bool:
+def is_valid_room_id(value: object, room_version: RoomVersion | None = None) -> bool:
     """Whether ``value`` is a valid room ID (see :func:`validate_room_id`)."""
     try:
         validate_room_id(value, room_version)  # type: ignore[arg-type]
@@ -262,7 +259,7 @@ def is_valid_room_id(value: object, room_version: "RoomVersion | None" = None) -
     return True
 
 
-def validate_event_id(value: str, room_version: "RoomVersion | None" = None) -> None:
+def validate_event_id(value: str, room_version: RoomVersion | None = None) -> None:
     """Validate an event ID (appendices "Event IDs", fragments v1-event-ids,
     v4-event-ids, room v3 "Event IDs").
 
@@ -271,8 +268,6 @@ def validate_event_id(value: str, room_version: "RoomVersion | None" = None) -> 
     ``room_version``, any ``$``-prefixed string of at most 255 bytes without
     NUL is accepted. Raises ValueError.
     """
-    from homeserver.core.room_versions import EventFormat
-
     if not isinstance(value, str) or not value.startswith("$"):
         raise ValueError("Event ID %r does not start with '$'" % (value,))
     if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
@@ -290,7 +285,7 @@ def validate_event_id(value: str, room_version: "RoomVersion | None" = None) -> 
         _check_hash_id(value, "$", "Event ID", url_safe=fmt is not EventFormat.V2)
 
 
-def is_valid_event_id(value: object, room_version: "RoomVersion | None" = None) -> bool:
+def is_valid_event_id(value: object, room_version: RoomVersion | None = None) -> bool:
     """Whether ``value`` is a valid event ID (see :func:`validate_event_id`)."""
     try:
         validate_event_id(value, room_version)  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import attrs
 
+from homeserver.core.errors import UnsupportedRoomVersionError
+
 
 class EventFormat(enum.Enum):
     """How events (PDUs) of a room version are shaped and identified.
@@ -231,8 +233,6 @@ def get_room_version(identifier: str) -> RoomVersion:
     Spec: rooms/_index.md. Raises ``UnsupportedRoomVersionError`` (a
     ValueError) for unknown versions.
     """
-    from homeserver.core.errors import UnsupportedRoomVersionError
-
     try:
         return KNOWN_ROOM_VERSIONS[identifier]
     except (KeyError, TypeError):
