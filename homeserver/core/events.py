@@ -145,6 +145,16 @@ def _require_int(pdu: Mapping[str, Any], key: str) -> int:
     return value
 
 
+def _is_acceptable_event_id(event_id: str, room_version: RoomVersion) -> bool:
+    """Hash-based event IDs (rooms v3+) must be exactly a hash. Rooms v1/v2
+    IDs are only required to look like ``$opaque:domain`` (fragment
+    v1-event-ids) without validating the domain's grammar, as Synapse does,
+    so old rooms with odd IDs stay readable."""
+    if room_version.event_format is EventFormat.V1:
+        return ids.is_valid_event_id(event_id) and ":" in event_id
+    return ids.is_valid_event_id(event_id, room_version)
+
+
 def _event_id_list(pdu: Mapping[str, Any], key: str, room_version: RoomVersion) -> tuple[str, ...]:
     """Normalise ``prev_events`` / ``auth_events`` to a tuple of event IDs.
 
@@ -169,7 +179,7 @@ def _event_id_list(pdu: Mapping[str, Any], key: str, room_version: RoomVersion) 
             if not isinstance(item, str):
                 _fail("Entries of %r must be event ID strings" % key)
             event_id = item
-        if not ids.is_valid_event_id(event_id, room_version):
+        if not _is_acceptable_event_id(event_id, room_version):
             _fail("Invalid event ID %r in %r" % (event_id, key))
         result.append(event_id)
     return tuple(result)
@@ -247,7 +257,7 @@ class Event:
             event_id = compute_event_id(room_version, pdu)
         except ValueError as e:
             _fail("Cannot compute the event ID: %s" % e)
-        if not ids.is_valid_event_id(event_id, room_version):
+        if not _is_acceptable_event_id(event_id, room_version):
             _fail("Invalid event ID %r" % (event_id,))
 
         is_hashed_create = (
