@@ -107,13 +107,14 @@ class _Loop:
         except CancelledError:
             if not self._stopping:
                 self._result = Failure()
-        except Exception:
+        except BaseException:
             self._result = Failure()
             log.failure("bus loop {loop!r} stopped by an error", self._result, loop=self)
-        self._finished = True
-        observers, self._observers = self._observers, []
-        for d in observers:
-            self._fire(d)
+        finally:
+            self._finished = True
+            observers, self._observers = self._observers, []
+            for d in observers:
+                self._fire(d)
 
     def _fire(self, d: Deferred) -> None:
         if self._result is None:
@@ -363,6 +364,11 @@ class _GroupShardLoop(_Loop):
                     need_create = False
                 if lost_group or self._epochs.due():
                     epoch_changed = bool(await self._epochs.check(self))
+                    if epoch_changed:
+                        # Redis lost the shard: the group is gone too (or
+                        # about to be found gone); recreate it now so that a
+                        # single gap is reported for the loss.
+                        await self._interruptible(bus.backend.group_create(self._key, w.group))
                     if epoch_changed or lost_group:
                         await self._gap(
                             Gap(self._shard.stream, self._shard.shard, None, None,
