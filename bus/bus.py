@@ -741,6 +741,25 @@ class Bus:
             writer = self._writers[sid] = _ShardWriter(self, sid)
         return writer.publish(position, payload)
 
+    def resume_writer(self, stream: str, shard: int, last_committed: int) -> None:
+        """Declare, before the first publish on a shard, its highest committed position.
+
+        A writer that (re)starts does not know which of its committed
+        positions reached Redis, so by default its first entry carries no
+        ``prev`` and every consumer re-reads PostgreSQL. If the writer passes
+        the highest position committed on the shard before it started
+        (``SELECT max(...)`` at start-up, 0 for none), that becomes the first
+        ``prev``: still correct, since the writer publishes everything after
+        it, and consumers already at that position skip the catch-up.
+        """
+        sid = ShardId(stream, shard)
+        if sid in self._writers:
+            raise ValueError(f"{sid}: resume_writer must come before the first publish")
+        if not isinstance(last_committed, int) or isinstance(last_committed, bool) or last_committed < 0:
+            raise ValueError(f"invalid position: {last_committed!r}")
+        writer = self._writers[sid] = _ShardWriter(self, sid)
+        writer.last = last_committed
+
     def last_published(self, stream: str, shard: int) -> int | None:
         """The last position passed to ``publish`` for a shard by this bus, if any."""
         writer = self._writers.get(ShardId(stream, shard))

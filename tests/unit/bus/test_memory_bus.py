@@ -135,6 +135,24 @@ class TailTests(BusTestCase):
         self.publish(4, bus=self.make_bus())
         self.assertEqual(rec.seen, [("gap", 2, 4, GAP_UNKNOWN_PREV), ("entry", 4, None, {"p": 4})])
 
+    def test_resumed_writer_vouches_for_committed_positions(self):
+        """A writer resumed at its last committed position spares up-to-date consumers a gap."""
+        self.publish(1, 2)
+        sub, rec = self.subscribe({EV0: 2})
+        late, late_rec = self.subscribe({EV0: 1})
+        self.successResultOf(late.stop())
+        writer = self.make_bus()
+        writer.resume_writer("events", 0, 3)  # 3 was committed, never published
+        self.publish(5, bus=writer)
+        self.assertEqual(rec.seen[-2:], [("gap", 2, 5, GAP_MISSED), ("entry", 5, 3, {"p": 5})])
+        other = self.make_bus()
+        other.resume_writer("events", 0, 5)
+        self.publish(7, bus=other)
+        self.assertEqual(rec.seen[-1], ("entry", 7, 5, {"p": 7}))
+        self.assertEqual(len(rec.gaps()), 1)
+        self.assertRaises(ValueError, other.resume_writer, "events", 0, 9)
+        self.assertRaises(ValueError, other.resume_writer, "events", 1, -1)
+
     def test_flush_on_quiet_shard_reported_by_epoch(self):
         """FLUSHALL with nothing published afterwards is noticed via the epoch key."""
         self.publish(1, 2)
