@@ -93,7 +93,9 @@ def _classify(e: Exception) -> Exception:
         return BusUnavailable(f"{type(e).__name__}: {e}")
     if isinstance(e, rx.ResponseError):
         msg = str(e)
-        if msg.startswith("NOGROUP"):
+        if msg.startswith(("NOGROUP", "UNBLOCKED")):
+            # UNBLOCKED: Redis >= 7 wakes a blocked XREADGROUP with this
+            # error when its stream key is deleted (FLUSHALL, DEL).
             return NoGroup(msg)
         if "equal or smaller than the target stream top item" in msg:
             return IdNotIncreasing(msg)

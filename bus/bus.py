@@ -274,6 +274,10 @@ class Subscription(_Loop):
                         if self._stopping:
                             return
                     await self._record_lag(shard, full=len(raws) >= bus.read_count)
+            except NoGroup:
+                # A read woken because its key was deleted: whatever was lost
+                # is reported by the epoch check or the next entry's prev.
+                self._epochs.force()
             except BusUnavailable as e:
                 if self._stopping:
                     return

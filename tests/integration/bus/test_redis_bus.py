@@ -156,6 +156,20 @@ class RedisBusTests(TestCase):
         hung[0][1].callback(None)  # let the abandoned loop finish so close() can stop it
         await dead.stop()
 
+    async def test_group_flush_mid_stream(self):
+        """FLUSHDB under a blocked group consumer: the group is recreated, one gap is reported."""
+        bus = self.make_bus()
+        handled, gaps = [], []
+        bus.consume_group([EV0], "g", "c", lambda e: handled.append(e.position),
+                          lambda g: gaps.append(g.reason), claim_idle=5)
+        await bus.publish("events", 0, 1, {})
+        await wait_for(lambda: handled == [1], what="first entry")
+        self.sync.flushdb()
+        await wait_for(lambda: gaps, what="gap after flush")
+        await bus.publish("events", 0, 2, {})
+        await wait_for(lambda: handled == [1, 2], what="entry after flush")
+        self.assertEqual(gaps, [GAP_EPOCH])
+
     async def test_group_reads_own_pending_after_restart(self):
         """A restarted consumer handles its own unacknowledged entries first."""
         bus = self.make_bus()

@@ -25,6 +25,8 @@ class ClassifyTests(SynchronousTestCase):
         """NOGROUP and a refused explicit ID get their own exceptions."""
         self.assertIsInstance(_classify(rx.ResponseError("NOGROUP No such key")), NoGroup)
         self.assertIsInstance(
+            _classify(rx.ResponseError("UNBLOCKED the stream key no longer exists")), NoGroup)
+        self.assertIsInstance(
             _classify(rx.ResponseError(
                 "The ID specified in XADD is equal or smaller than the target stream top item")),
             IdNotIncreasing,

@@ -5,10 +5,11 @@ These tests pin the gap semantics shared by ``MemoryBus`` and the Redis bus
 """
 
 from prometheus_client import REGISTRY
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from bus.backend import NoGroup
 from bus import (
     GAP_EPOCH,
     GAP_MALFORMED,
@@ -263,6 +264,25 @@ class TailTests(BusTestCase):
         """Subscribing to nothing, or with something other than ShardId, is refused."""
         self.assertRaises(ValueError, self.bus.subscribe, {}, print, print)
         self.assertRaises(TypeError, self.bus.subscribe, {("events", 0): 0}, print, print)
+
+    def test_unblocked_read_is_retried(self):
+        """A read woken by its key's deletion (UNBLOCKED) is retried, not fatal."""
+        backend = self.bus.backend
+        original = backend.xread
+        calls = []
+
+        def xread(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                return fail(NoGroup("UNBLOCKED the stream key no longer exists"))
+            return original(*args)
+
+        backend.xread = xread
+        self.publish(1)
+        sub, rec = self.subscribe({EV0: 0})
+        self.assertEqual(rec.positions(), [1])
+        self.assertEqual(len(calls), 3)  # failed, delivered 1, now blocked
+        self.assertTrue(sub.running)
 
     def test_lag_metric(self):
         """The consumer lag gauge counts positions between consumer and shard top."""
