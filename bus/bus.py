@@ -16,14 +16,21 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Union
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    ensureDeferred,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bus import metrics
-from bus.backend import Backend, IdNotIncreasing, NoGroup
+from bus.backend import Backend, IdNotIncreasing, NoGroup, RedisBackend
 from bus.backoff import Backoff
 from bus.codec import after_id, entry_id, from_fields, to_fields
 from bus.errors import (
@@ -532,8 +539,6 @@ class GroupWorker:
 
     @staticmethod
     def _gather(ds: list[Deferred]) -> Deferred[None]:
-        from twisted.internet.defer import gatherResults
-
         d = gatherResults(ds, consumeErrors=True)
         d.addCallback(lambda _: None)
         d.addErrback(lambda f: f.value.subFailure)
@@ -693,8 +698,6 @@ class Bus:
     @classmethod
     def from_url(cls, url: str, clock: IReactorTime, **kwargs: Any) -> "Bus":
         """A bus on the Redis at ``url``; needs the Twisted asyncio reactor."""
-        from bus.backend import RedisBackend
-
         block = kwargs.get("block_seconds", 5.0)
         return cls(RedisBackend.from_url(url, command_timeout=block + 25.0), clock, **kwargs)
 

@@ -9,7 +9,6 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from bus.backend import NoGroup
 from bus import (
     GAP_EPOCH,
     GAP_MALFORMED,
@@ -18,8 +17,6 @@ from bus import (
     Backoff,
     BusClosed,
     BusUnavailable,
-    Entry,
-    Gap,
     MemoryBroker,
     MemoryBus,
     PositionNotIncreasing,
@@ -28,6 +25,7 @@ from bus import (
     epoch_key,
     stream_key,
 )
+from bus.backend import NoGroup
 
 EV0 = ShardId("events", 0)
 EV1 = ShardId("events", 1)
