@@ -114,7 +114,7 @@ class _Loop:
         except CancelledError:
             if not self._stopping:
                 self._result = Failure()
-        except BaseException:
+        except Exception:
             self._result = Failure()
             log.failure("bus loop {loop!r} stopped by an error", self._result, loop=self)
         finally:
@@ -815,7 +815,11 @@ class Bus:
         return worker
 
     def close(self) -> Deferred[None]:
-        """Stop every subscription and worker, abandon queued publishes, disconnect."""
+        """Stop every subscription and worker, abandon queued publishes, disconnect.
+
+        Fires once every loop has ended; a handler still running is waited
+        for (loops are never interrupted inside a handler).
+        """
 
         async def go() -> None:
             if self._closed:
