@@ -783,7 +783,8 @@ class Bus:
         """Tail shards, each from the entries after a given position (0: all).
 
         See ``Subscription`` for the handler contract; ``name`` labels the
-        lag metric. The subscription runs until ``stop()`` or ``close()``.
+        lag metric. The subscription runs until ``stop()`` or ``close()``;
+        entries already in Redis may be delivered before this returns.
         """
         if self._closed:
             raise BusClosed("bus closed")

@@ -194,7 +194,8 @@ class MemoryBroker:
                 self._waiters.remove(w)
                 w.deferred.callback(empty)
 
-        w.timer = self.clock.callLater(block_ms / 1000.0, timeout)
+        if block_ms > 0:  # BLOCK 0 waits forever, as in Redis
+            w.timer = self.clock.callLater(block_ms / 1000.0, timeout)
         self._waiters.append(w)
         return w.deferred
 
