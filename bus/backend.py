@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Mapping, Protocol, Sequence, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
 from bus.errors import BusError, BusUnavailable
 
@@ -93,7 +93,9 @@ def _classify(e: Exception) -> Exception:
         return BusUnavailable(f"{type(e).__name__}: {e}")
     if isinstance(e, rx.ResponseError):
         msg = str(e)
-        if msg.startswith("NOGROUP"):
+        if msg.startswith(("NOGROUP", "UNBLOCKED")):
+            # UNBLOCKED: Redis >= 7 wakes a blocked XREADGROUP with this
+            # error when its stream key is deleted (FLUSHALL, DEL).
             return NoGroup(msg)
         if "equal or smaller than the target stream top item" in msg:
             return IdNotIncreasing(msg)
@@ -142,7 +144,15 @@ class RedisBackend:
             except Exception as e:
                 raise _classify(e) from e
 
-        return Deferred.fromFuture(asyncio.ensure_future(guarded()))
+        def translate_cancel(failure):
+            # Twisted code expects its own CancelledError from a cancelled
+            # Deferred, not asyncio's (a BaseException it would not catch).
+            failure.trap(asyncio.CancelledError)
+            raise CancelledError()
+
+        d = Deferred.fromFuture(asyncio.ensure_future(guarded()))
+        d.addErrback(translate_cancel)
+        return d
 
     def xadd(self, key, entry_id, fields, maxlen):
         """See ``Backend.xadd``."""

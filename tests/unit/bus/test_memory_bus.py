@@ -5,7 +5,7 @@ These tests pin the gap semantics shared by ``MemoryBus`` and the Redis bus
 """
 
 from prometheus_client import REGISTRY
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,8 +17,6 @@ from bus import (
     Backoff,
     BusClosed,
     BusUnavailable,
-    Entry,
-    Gap,
     MemoryBroker,
     MemoryBus,
     PositionNotIncreasing,
@@ -27,6 +25,7 @@ from bus import (
     epoch_key,
     stream_key,
 )
+from bus.backend import NoGroup
 
 EV0 = ShardId("events", 0)
 EV1 = ShardId("events", 1)
@@ -134,6 +133,24 @@ class TailTests(BusTestCase):
         sub, rec = self.subscribe({EV0: 2})
         self.publish(4, bus=self.make_bus())
         self.assertEqual(rec.seen, [("gap", 2, 4, GAP_UNKNOWN_PREV), ("entry", 4, None, {"p": 4})])
+
+    def test_resumed_writer_vouches_for_committed_positions(self):
+        """A writer resumed at its last committed position spares up-to-date consumers a gap."""
+        self.publish(1, 2)
+        sub, rec = self.subscribe({EV0: 2})
+        late, late_rec = self.subscribe({EV0: 1})
+        self.successResultOf(late.stop())
+        writer = self.make_bus()
+        writer.resume_writer("events", 0, 3)  # 3 was committed, never published
+        self.publish(5, bus=writer)
+        self.assertEqual(rec.seen[-2:], [("gap", 2, 5, GAP_MISSED), ("entry", 5, 3, {"p": 5})])
+        other = self.make_bus()
+        other.resume_writer("events", 0, 5)
+        self.publish(7, bus=other)
+        self.assertEqual(rec.seen[-1], ("entry", 7, 5, {"p": 7}))
+        self.assertEqual(len(rec.gaps()), 1)
+        self.assertRaises(ValueError, other.resume_writer, "events", 0, 9)
+        self.assertRaises(ValueError, other.resume_writer, "events", 1, -1)
 
     def test_flush_on_quiet_shard_reported_by_epoch(self):
         """FLUSHALL with nothing published afterwards is noticed via the epoch key."""
@@ -245,6 +262,25 @@ class TailTests(BusTestCase):
         """Subscribing to nothing, or with something other than ShardId, is refused."""
         self.assertRaises(ValueError, self.bus.subscribe, {}, print, print)
         self.assertRaises(TypeError, self.bus.subscribe, {("events", 0): 0}, print, print)
+
+    def test_unblocked_read_is_retried(self):
+        """A read woken by its key's deletion (UNBLOCKED) is retried, not fatal."""
+        backend = self.bus.backend
+        original = backend.xread
+        calls = []
+
+        def xread(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                return fail(NoGroup("UNBLOCKED the stream key no longer exists"))
+            return original(*args)
+
+        backend.xread = xread
+        self.publish(1)
+        sub, rec = self.subscribe({EV0: 0})
+        self.assertEqual(rec.positions(), [1])
+        self.assertEqual(len(calls), 3)  # failed, delivered 1, now blocked
+        self.assertTrue(sub.running)
 
     def test_lag_metric(self):
         """The consumer lag gauge counts positions between consumer and shard top."""

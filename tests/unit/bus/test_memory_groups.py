@@ -138,7 +138,7 @@ class GroupTests(BusTestCase):
         w = Worker()
         self.consume(w)
         self.push(1)
-        del self.broker._streams[KEY]
+        self.broker.delete(KEY)
         self.push(2)
         self.clock.advance(2)
         self.assertEqual(w.gaps, [(None, None, GAP_GROUP_RESET)])
