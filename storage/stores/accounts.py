@@ -13,6 +13,10 @@ from typing import Any, Optional, Sequence
 import attrs
 from twisted.internet import defer
 
+from homeserver.core.accounts import NewSession, UserInUse
+
+__all__ = ["AccountStore", "UserRecord", "DeviceRecord", "AccessTokenRecord", "RefreshOutcome", "NewSession", "UserInUse"]
+
 
 @attrs.frozen
 class UserRecord:
@@ -66,16 +70,6 @@ class AccessTokenRecord:
 
 
 @attrs.frozen
-class NewSession:
-    """Tokens to create for a device at login/registration/refresh (hashes only)."""
-
-    access_token_hash: bytes
-    access_valid_until_ms: Optional[int]
-    refresh_token_hash: Optional[bytes] = None
-    refresh_expiry_ts: Optional[int] = None
-
-
-@attrs.frozen
 class RefreshOutcome:
     """Result of :meth:`AccountStore.rotate_refresh_token`.
 
@@ -85,10 +79,6 @@ class RefreshOutcome:
     status: str
     user_id: Optional[str] = None
     device_id: Optional[str] = None
-
-
-class UserInUse(Exception):
-    """The user id is already registered."""
 
 
 class AccountStore:
@@ -149,7 +139,7 @@ class AccountStore:
         is_guest: bool = False,
         user_type: Optional[str] = None,
     ) -> None:
-        """Insert a user inside ``txn``; raises :class:`UserInUse`.
+        """Insert a user inside ``txn``; raises :class:`homeserver.core.accounts.UserInUse`.
 
         Ids equal ignoring case count as taken (logins match them
         case-insensitively). Serialised by a transaction-scoped advisory lock

@@ -7,9 +7,7 @@ from typing import Any, Optional
 
 from twisted.internet import defer
 
-
-class ProfileTooLarge(Exception):
-    """Storing the value would take the profile over its size limit."""
+from homeserver.core.accounts import ProfileTooLarge
 
 
 class ProfileStore:

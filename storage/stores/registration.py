@@ -10,7 +10,8 @@ from typing import Any, Optional
 import attrs
 from twisted.internet import defer
 
-from storage.stores.accounts import AccountStore, NewSession
+from homeserver.core.accounts import NewSession, TokenExists
+from storage.stores.accounts import AccountStore
 
 
 @attrs.frozen
@@ -47,10 +48,6 @@ class RegistrationToken:
 
 
 _TOKEN_COLUMNS = "token, uses_allowed, pending, completed, expiry_time"
-
-
-class TokenExists(Exception):
-    """A registration token with that name exists already."""
 
 
 class RegistrationStore:
@@ -204,7 +201,7 @@ class RegistrationStore:
 
         Consumes the UIA session (turning a reserved registration token's
         pending use into a completed one). Raises
-        :class:`storage.stores.accounts.UserInUse`; nothing is written then.
+        :class:`homeserver.core.accounts.UserInUse`; nothing is written then.
         Returns the access token id, or None without tokens.
         """
 
