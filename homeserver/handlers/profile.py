@@ -69,6 +69,8 @@ class ProfileHandler:
     def _check_writable(self, requester: Requester, user_id: str, key: str) -> None:
         if requester.user_id != user_id:
             raise forbidden("Cannot change another user's profile")
+        if requester.is_guest and key != "displayname":
+            raise forbidden("Guests may only change their display name")
         if key == "displayname" and not self._config.allow_set_displayname:
             raise forbidden("Changing display name is disabled on this server")
         if key == "avatar_url" and not self._config.allow_set_avatar_url:

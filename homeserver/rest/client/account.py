@@ -16,13 +16,13 @@ def register(resource: JsonResource, account: Any, authenticator: Any) -> None:
         return 200, account.whoami(requester)
 
     async def password(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request)
         await account.change_password(requester, body)
         return 200, {}
 
     async def deactivate(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request, allow_empty=True)
         return 200, await account.deactivate(requester, body)
 

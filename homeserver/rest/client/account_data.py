@@ -1,4 +1,8 @@
-"""Account data, room tags and filters."""
+"""Account data, room tags and filters.
+
+Guests may use filters (their /sync needs them) but not account data or
+tags (not in the guest access list of the spec).
+"""
 
 from __future__ import annotations
 
@@ -12,37 +16,37 @@ def register(resource: JsonResource, account_data: Any, filters: Any, authentica
     """Mount ``/user/{userId}/...`` account data, tags and filter endpoints."""
 
     async def put_global(request: Any, userId: str, type: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request)
         await account_data.set_account_data(requester, userId, None, type, body)
         return 200, {}
 
     async def get_global(request: Any, userId: str, type: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         return 200, await account_data.get_account_data(requester, userId, None, type)
 
     async def put_room(request: Any, userId: str, roomId: str, type: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request)
         await account_data.set_account_data(requester, userId, roomId, type, body)
         return 200, {}
 
     async def get_room(request: Any, userId: str, roomId: str, type: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         return 200, await account_data.get_account_data(requester, userId, roomId, type)
 
     async def get_tags(request: Any, userId: str, roomId: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         return 200, await account_data.get_tags(requester, userId, roomId)
 
     async def put_tag(request: Any, userId: str, roomId: str, tag: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request)
         await account_data.set_tag(requester, userId, roomId, tag, body)
         return 200, {}
 
     async def delete_tag(request: Any, userId: str, roomId: str, tag: str) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request)
         await account_data.remove_tag(requester, userId, roomId, tag)
         return 200, {}
 

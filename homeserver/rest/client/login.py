@@ -23,12 +23,13 @@ def register(resource: JsonResource, sessions: Any, authenticator: Any) -> None:
         return 200, await sessions.refresh(body)
 
     async def logout(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        # An expired token may still end its own session.
+        requester = await authenticator.get_user_by_req(request, allow_guest=True, allow_expired=True)
         await sessions.logout(requester)
         return 200, {}
 
     async def logout_all(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request, allow_guest=True, allow_expired=True)
         await sessions.logout_all(requester)
         return 200, {}
 

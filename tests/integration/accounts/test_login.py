@@ -183,6 +183,15 @@ class RefreshTests(ApiTestCase):
         self.assertEqual(resp.code, 200)
         self.assertEqual((await self.request("GET", WHOAMI, token=resp.json["access_token"])).code, 200)
 
+    async def test_logout_with_expired_token(self) -> None:
+        """An expired access token can still log its own session out."""
+        out = await self.login(refresh_token=True)
+        self.clock.advance(self.config.sessions.refreshable_access_token_lifetime_ms / 1000 + 1)
+        resp = await self.request("POST", "/_matrix/client/v3/logout", {}, token=out["access_token"])
+        self.assertEqual(resp.code, 200)
+        resp = await self.request("POST", REFRESH, {"refresh_token": out["refresh_token"]})
+        self.assertError(resp, 401, "M_UNKNOWN_TOKEN")
+
     async def test_bad_refresh_bodies(self) -> None:
         """Unknown refresh token is 401 M_UNKNOWN_TOKEN; wrong types M_BAD_JSON; nothing written."""
         before = await self.count("access_tokens")

@@ -171,9 +171,22 @@ class GuestTests(ApiTestCase):
         token = resp.json["access_token"]
         who = await self.request("GET", "/_matrix/client/v3/account/whoami", token=token)
         self.assertEqual(who.json["is_guest"], True)
-        # Guests may not delete devices or request login tokens.
+        # Guests may not delete devices, change passwords or keep account data.
         resp = await self.request("POST", "/_matrix/client/v3/delete_devices", {"devices": []}, token=token)
         self.assertError(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
+        resp = await self.request("POST", "/_matrix/client/v3/account/password", {"new_password": "long enough password"}, token=token)
+        self.assertError(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
+        user_id = who.json["user_id"]
+        resp = await self.request("PUT", f"/_matrix/client/v3/user/{user_id}/account_data/x.y", {}, token=token)
+        self.assertError(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
+        # They may set their display name but no other profile field.
+        resp = await self.request("PUT", f"/_matrix/client/v3/profile/{user_id}/displayname", {"displayname": "Guest"}, token=token)
+        self.assertEqual(resp.code, 200)
+        resp = await self.request("PUT", f"/_matrix/client/v3/profile/{user_id}/avatar_url", {"avatar_url": "mxc://a/b"}, token=token)
+        self.assertError(resp, 403, "M_FORBIDDEN")
+        # Filters are allowed (guest /sync uses them).
+        resp = await self.request("POST", f"/_matrix/client/v3/user/{user_id}/filter", {}, token=token)
+        self.assertEqual(resp.code, 200)
 
 
 class RegistrationTokenTests(ApiTestCase):
