@@ -234,6 +234,7 @@ class Database:
         retry_policy: RetryPolicy = RetryPolicy(),
         jitter: Callable[[], float] = random.random,
         application_name: str = "estuary",
+        connect_timeout: int = 10,
     ):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
@@ -242,10 +243,13 @@ class Database:
         self._retry_policy = retry_policy
         self._jitter = jitter
         self._pool = _ConnectionPool(
-            lambda: psycopg2.connect(dsn, application_name=application_name), pool_size
+            lambda: psycopg2.connect(dsn, application_name=application_name, connect_timeout=connect_timeout),
+            pool_size,
         )
         self._threadpool = ThreadPool(minthreads=0, maxthreads=pool_size, name="estuary-db")
         self._threadpool.start()
+        self._pool_size = pool_size
+        metrics.POOL_SIZE.inc(pool_size)
         self._closed = False
         self._shutdown_trigger = reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
@@ -326,6 +330,7 @@ class Database:
             pass  # Called from that very trigger, which is already removed.
         self._threadpool.stop()
         self._pool.close_idle()
+        metrics.POOL_SIZE.dec(self._pool_size)
 
     async def _run(
         self,
@@ -395,6 +400,8 @@ class Database:
             with conn.cursor() as cursor:
                 txn = Transaction(name, cursor)
                 value = fn(txn, *args, **kwargs)
+                if isinstance(value, defer.Deferred) or inspect.isawaitable(value):
+                    raise TypeError(f"interaction {name!r} returned {value!r}: it must block, not return an awaitable")
                 committing = True
                 conn.commit()
             return _Outcome(value=value, after=tuple(txn._after))
@@ -415,6 +422,10 @@ class Database:
             metrics.POOL_CONNECTIONS_IN_USE.dec()
             if broken:
                 self._pool.discard(conn)
+                # If one connection died the server probably restarted and the
+                # idle ones are dead too; drop them rather than let the retries
+                # of this interaction discover them one by one.
+                self._pool.close_idle()
             else:
                 self._pool.give_back(conn)
 

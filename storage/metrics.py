@@ -27,6 +27,11 @@ TRANSACTION_FAILURES = Counter(
     ["name", "reason"],
 )
 
+POOL_SIZE = Gauge(
+    "estuary_db_pool_size",
+    "Maximum number of connections (and database threads) of the open pools.",
+)
+
 POOL_CONNECTIONS_OPEN = Gauge(
     "estuary_db_pool_connections_open",
     "PostgreSQL connections currently open by the pool.",

@@ -104,15 +104,30 @@ def load_migrations(schema_dir: str = SCHEMA_DIR) -> list[Migration]:
 SCHEMA_VERSION = len(load_migrations())
 
 
-def pending_migrations(migrations: Sequence[Migration], database_version: int) -> list[Migration]:
-    """The migrations still to apply to a database at ``database_version``.
+def pending_migrations(
+    migrations: Sequence[Migration], recorded: Sequence[tuple[int, str]]
+) -> list[Migration]:
+    """The migrations still to apply, given the ``(version, name)`` rows of ``schema_version``.
 
-    Raises :class:`SchemaTooNewError` when the database is ahead of the code.
+    Raises :class:`SchemaTooNewError` when the database is ahead of the code,
+    and :class:`SchemaError` when the recorded history is not a prefix of the
+    code's files (a gap, or a version applied under another name: e.g. two
+    branches that each added their own 0002 file).
     """
     code_version = migrations[-1].version if migrations else 0
+    database_version = max((v for v, _ in recorded), default=0)
     if database_version > code_version:
         raise SchemaTooNewError(database_version, code_version)
-    return [m for m in migrations if m.version > database_version]
+    names = dict(recorded)
+    for migration in migrations[:database_version]:
+        if migration.version not in names:
+            raise SchemaError(f"schema version {migration.version} was never applied but later ones were")
+        if names[migration.version] != migration.name:
+            raise SchemaError(
+                f"schema version {migration.version} was applied as {names[migration.version]!r} "
+                f"but this code calls it {migration.name!r}"
+            )
+    return list(migrations[database_version:])
 
 
 def prepare_database_on_connection(
@@ -138,12 +153,15 @@ def prepare_database_on_connection(
                 )
                 """
             )
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            (current,) = cur.fetchone()
-            todo = pending_migrations(migrations, current)
+            cur.execute("SELECT version, name FROM schema_version")
+            recorded = cur.fetchall()
+            todo = pending_migrations(migrations, recorded)
+            current = max((v for v, _ in recorded), default=0)
             conn.autocommit = False
             for migration in todo:
-                log.info("Applying schema migration {version:04d}_{name}", version=migration.version, name=migration.name)
+                log.info(
+                    "Applying schema migration {version:04d}_{name}", version=migration.version, name=migration.name
+                )
                 try:
                     cur.execute(migration.read())
                     cur.execute(

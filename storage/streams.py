@@ -273,7 +273,12 @@ class ShardPositionAllocator:
             self._tracker.attach(position, payload)
 
     def on_publish(self, callback: Callable[[Published], Any]) -> None:
-        """Call ``callback(published)`` on the reactor for each committed position, in order."""
+        """Call ``callback(published)`` on the reactor for each committed position, in order.
+
+        Callbacks are called synchronously, one position after the other; a
+        callback that publishes asynchronously must itself keep the order
+        (e.g. append to a queue drained by one sender). Exceptions are logged.
+        """
         self._publish_callbacks.append(callback)
 
     def on_advance(self, callback: Callable[[int], Any]) -> None:

@@ -157,6 +157,18 @@ class InteractionTests(DatabaseTestCase):
         # The level does not leak into the next interaction on the same connection.
         self.assertEqual(await self.db.run_interaction("test_iso", level), "read committed")
 
+    async def test_returning_an_awaitable_rolls_back(self):
+        """A function that returns a Deferred (so did not do its work in the transaction) is rolled back."""
+        from twisted.internet import defer
+
+        def sneaky(txn):
+            txn.execute("INSERT INTO t VALUES ('a', 1)")
+            return defer.succeed(None)
+
+        with self.assertRaises(TypeError):
+            await self.db.run_interaction("test_sneaky", sneaky)
+        self.assertEqual(self.rows(), [])
+
     def test_coroutine_function_refused(self):
         """Passing an async function (which would never run in the transaction) is a TypeError."""
 
@@ -286,6 +298,33 @@ class RetryTests(DatabaseTestCase):
         # The pool keeps working afterwards.
         self.assertTrue(await self.db.ping())
 
+    async def test_server_restart_drops_every_idle_connection(self):
+        """After every backend is killed (as by a server restart), one retry on a fresh connection suffices."""
+        barrier = threading.Barrier(self.pool_size, timeout=10)
+
+        def hold(txn):
+            barrier.wait()  # forces pool_size connections to be open at once
+
+        await self.gather(*[self.db.run_interaction("test_fill", hold) for _ in range(self.pool_size)])
+        admin = psycopg2.connect(self.dsn)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            self.assertEqual(cur.fetchone()[0], self.pool_size)
+        admin.close()
+        self.assertGreaterEqual(self.pool_size, FAST_RETRIES.max_attempts)
+        calls = []
+
+        def count(txn):
+            calls.append(1)
+            txn.execute("SELECT 1")
+
+        await self.db.run_interaction("test_after_restart", count)
+        self.assertEqual(len(calls), 2)
+
     async def test_connection_lost_during_commit(self):
         """A connection lost while COMMIT is in flight is not retried: the outcome is unknown."""
         # A deferred constraint trigger runs at COMMIT time; this one kills its own backend.
@@ -339,6 +378,8 @@ class PoolTests(DatabaseTestCase):
             [self.db.run_interaction("test_pool", meet) for _ in range(self.pool_size)], consumeErrors=True
         )
         self.assertEqual(len(set(pids)), self.pool_size)
+        self.assertGreaterEqual(sample("estuary_db_pool_size"), self.pool_size)
+        self.assertGreaterEqual(sample("estuary_db_pool_connections_open"), self.pool_size)
         self.assertGreaterEqual(max(in_use), baseline + 1)
         self.assertEqual(sample("estuary_db_pool_connections_in_use"), baseline)
         self.assertEqual(sample("estuary_db_pool_interactions_queued"), 0)

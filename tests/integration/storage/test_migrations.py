@@ -7,11 +7,13 @@ import threading
 
 import psycopg2
 from twisted.internet import defer, reactor, threads
+from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
 from storage.database import Database
 from storage.migrations import (
     SCHEMA_VERSION,
+    SchemaError,
     SchemaTooNewError,
     prepare_database,
     prepare_database_on_connection,
@@ -97,9 +99,9 @@ class MigrationTests(unittest.TestCase):
             finally:
                 conn.close()
 
-        pool = reactor.getThreadPool()
-        if pool.max < workers:
-            pool.adjustPoolsize(pool.min, workers)
+        pool = ThreadPool(minthreads=workers, maxthreads=workers, name="test-preparers")
+        pool.start()
+        self.addCleanup(pool.stop)
         results = await defer.gatherResults(
             [threads.deferToThreadPool(reactor, pool, worker) for _ in range(workers)], consumeErrors=True
         )
@@ -127,6 +129,17 @@ class MigrationTests(unittest.TestCase):
             await prepare_database(db)
         self.assertEqual(cm.exception.database_version, SCHEMA_VERSION + 1)
         self.assertEqual(cm.exception.code_version, SCHEMA_VERSION)
+        self.assertEqual(self.advisory_locks_held(), 0)
+
+    async def test_diverged_history_refused(self):
+        """A database whose version 2 came from another file of that number is refused, not patched over."""
+        db = self.database()
+        files = {k: v for k, v in TEST_MIGRATIONS.items() if not k.startswith("0003")}
+        await prepare_database(db, self.schema_dir(files))
+        files.pop("0002_first.sql")
+        files["0002_other.sql"] = "SELECT 1;"
+        with self.assertRaises(SchemaError):
+            await prepare_database(db, self.schema_dir(files))
         self.assertEqual(self.advisory_locks_held(), 0)
 
     async def test_failed_migration_rolled_back(self):

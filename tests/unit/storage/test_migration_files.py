@@ -48,12 +48,19 @@ class PendingTests(unittest.TestCase):
 
     def test_pending(self):
         """Only files newer than the database's version are applied."""
-        self.assertEqual(pending_migrations(self.migrations, 0), self.migrations)
-        self.assertEqual(pending_migrations(self.migrations, 1), self.migrations[1:])
-        self.assertEqual(pending_migrations(self.migrations, 2), [])
+        self.assertEqual(pending_migrations(self.migrations, []), self.migrations)
+        self.assertEqual(pending_migrations(self.migrations, [(1, "a")]), self.migrations[1:])
+        self.assertEqual(pending_migrations(self.migrations, [(2, "b"), (1, "a")]), [])
 
     def test_too_new(self):
         """A database ahead of the code is refused with both versions in the error."""
-        e = self.assertRaises(SchemaTooNewError, pending_migrations, self.migrations, 3)
+        e = self.assertRaises(
+            SchemaTooNewError, pending_migrations, self.migrations, [(1, "a"), (2, "b"), (3, "c")]
+        )
         self.assertEqual((e.database_version, e.code_version), (3, 2))
         self.assertIn("version 3", str(e))
+
+    def test_diverged_history(self):
+        """A version recorded under another name, or a hole in the history, is refused."""
+        self.assertRaises(SchemaError, pending_migrations, self.migrations, [(1, "other")])
+        self.assertRaises(SchemaError, pending_migrations, self.migrations, [(2, "b")])
