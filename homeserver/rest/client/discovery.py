@@ -21,14 +21,18 @@ FALLBACK_DEFAULT_ROOM_VERSION = "10"
 
 
 def room_versions_capability() -> dict[str, Any]:
-    """``m.room_versions`` from the room version registry."""
+    """``m.room_versions`` from the room version registry (``homeserver.core.room_versions``)."""
     try:
-        from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS  # type: ignore[attr-defined]
-
-        available = {rv if isinstance(rv, str) else rv.identifier: "stable" for rv in KNOWN_ROOM_VERSIONS}
-    except ImportError:
-        available = {v: "stable" for v in FALLBACK_ROOM_VERSIONS}
-    return {"default": FALLBACK_DEFAULT_ROOM_VERSION, "available": available}
+        from homeserver.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+    except ImportError:  # the registry is not merged yet
+        return {
+            "default": FALLBACK_DEFAULT_ROOM_VERSION,
+            "available": {v: "stable" for v in FALLBACK_ROOM_VERSIONS},
+        }
+    return {
+        "default": DEFAULT_ROOM_VERSION.identifier,
+        "available": {identifier: "stable" for identifier in KNOWN_ROOM_VERSIONS},
+    }
 
 
 def register(resource: JsonResource, config: Any, sessions_config: Any, authenticator: Any) -> None:

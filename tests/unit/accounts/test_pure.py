@@ -56,6 +56,19 @@ class ConfigTests(unittest.SynchronousTestCase):
             load_config(dict(BASE, rate_limits={"join_per_user": {"burst": 0}}))
         self.assertEqual(cm.exception.path, "rate_limits.join_per_user.burst")
 
+    def test_documented_fragment_matches_defaults(self) -> None:
+        """docs/config-accounts.yaml parses without unknown keys and documents the real defaults."""
+        import os
+
+        import yaml
+
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "config-accounts.yaml")
+        with open(path, encoding="utf-8") as f:
+            documented = yaml.safe_load(f)
+        loaded = load_config(dict(BASE, **documented))
+        self.assertEqual(loaded.unknown_keys, ())
+        self.assertEqual(AccountsConfig.from_homeserver_config(loaded), AccountsConfig.from_homeserver_config(load_config(BASE)))
+
     def test_unknown_keys_reported(self) -> None:
         """Typos inside account sections are reported as unknown keys."""
         config = load_config(dict(BASE, registration={"enable_registraton": True}, rate_limits={"login_per_address": {"brust": 2}}))
