@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable, Optional
 
 from homeserver.core.accounts import ProfileTooLarge
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
+from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
 from homeserver.handlers.auth import Requester
 from homeserver.handlers.ids import server_of
 

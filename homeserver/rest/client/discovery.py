@@ -6,7 +6,7 @@ from typing import Any
 
 from homeserver.errors import not_found
 from homeserver.http.server import JsonResource
-from homeserver.rest.client._common import paths
+from homeserver.rest.client._common import paths, route
 
 #: Spec versions advertised. The accounts surface of v1.1-v1.16 (refresh
 #: tokens 1.3, get_token 1.7, extended profiles 1.16...) is implemented; the
@@ -74,11 +74,11 @@ def register(resource: JsonResource, config: Any, sessions_config: Any, authenti
             }
         }
 
-    resource.register("GET", "/_matrix/client/versions", versions, name="versions")
-    resource.register("GET", "/.well-known/matrix/client", well_known_client, name="well_known_client")
-    resource.register("GET", "/.well-known/matrix/server", well_known_server, name="well_known_server")
-    resource.register("GET", "/.well-known/matrix/support", support, name="well_known_support")
-    resource.register("GET", paths("/capabilities"), capabilities, name="capabilities")
+    route(resource, "GET", "/_matrix/client/versions", versions, name="versions")
+    route(resource, "GET", "/.well-known/matrix/client", well_known_client, name="well_known_client")
+    route(resource, "GET", "/.well-known/matrix/server", well_known_server, name="well_known_server")
+    route(resource, "GET", "/.well-known/matrix/support", support, name="well_known_support")
+    route(resource, "GET", paths("/capabilities"), capabilities, name="capabilities")
 
 
 def _profile_fields_capability(profiles: Any) -> dict[str, Any]:

@@ -248,3 +248,26 @@ class WellKnownUnsetTests(ApiTestCase):
         self.assertEqual(resp.code, 404)
         validate_error(resp.json)
         self.assertEqual((await self.request("GET", "/.well-known/matrix/server")).code, 404)
+
+
+class NulCharacterTests(ApiTestCase):
+    async def test_nul_refused_everywhere(self) -> None:
+        """NUL characters (which PostgreSQL cannot store) are 400s, never 500s, and write nothing."""
+        token = (await self.register_user("alice"))["access_token"]
+        cases = [
+            ("PUT", f"{C}/user/{ALICE}/account_data/x.y", {"a": "b\u0000"}, "M_BAD_JSON"),
+            ("PUT", f"{C}/user/{ALICE}/account_data/x%00y", {"a": 1}, "M_INVALID_PARAM"),
+            ("PUT", f"{C}/profile/{ALICE}/displayname", {"displayname": "a\u0000"}, "M_BAD_JSON"),
+            ("POST", f"{C}/user/{ALICE}/filter", {"room": {"rooms": ["\u0000"]}}, "M_BAD_JSON"),
+            ("PUT", f"{C}/devices/X%00", {"display_name": "x"}, "M_INVALID_PARAM"),
+            ("POST", f"{C}/login", {"type": "m.login.password", "user": "al\u0000ice", "password": "x"}, "M_BAD_JSON"),
+            ("POST", f"{C}/register", {"username": "bob", "password": "correct horse battery", "device_id": "D\u0000",
+                                       "auth": {"type": "m.login.dummy"}}, "M_BAD_JSON"),
+            ("GET", f"{C}/register/available?username=a%00b", None, "M_INVALID_PARAM"),
+        ]
+        for method, path, body, errcode in cases:
+            resp = await self.request(method, path, body, token=token)
+            self.assertError(resp, 400, errcode)
+        self.assertEqual(await self.count("account_data"), 0)
+        self.assertEqual(await self.count("user_filters"), 0)
+        self.assertEqual(await self.count("users"), 1)

@@ -255,8 +255,10 @@ class RegistrationTokenTests(ApiTestCase):
         self.assertEqual(resp.json["registration_tokens"], [])
         resp = await self.request("POST", "/_synapse/admin/v1/registration_tokens/new", {"token": user["token"]}, token=admin)
         self.assertError(resp, 400, "M_INVALID_PARAM")
-        resp = await self.request("POST", "/_synapse/admin/v1/registration_tokens/new", {"uses_allowed": -1}, token=admin)
-        self.assertError(resp, 400, "M_INVALID_PARAM")
+        for bad in ({"uses_allowed": -1}, {"uses_allowed": 2**40}, {"expiry_time": 2**70}, {"expiry_time": 5},
+                    {"token": "bad token"}, {"length": 0}, {"uses_allowed": "1"}):
+            resp = await self.request("POST", "/_synapse/admin/v1/registration_tokens/new", bad, token=admin)
+            self.assertError(resp, 400, "M_INVALID_PARAM")
         resp = await self.request("DELETE", f"/_synapse/admin/v1/registration_tokens/{user['token']}", token=admin)
         self.assertEqual(resp.code, 200)
         resp = await self.request("DELETE", f"/_synapse/admin/v1/registration_tokens/{user['token']}", token=admin)
