@@ -94,6 +94,16 @@ class DeviceTests(ApiTestCase):
             resp = await self.request("POST", "/_matrix/client/v3/delete_devices", bad, token=self.token)
             self.assertError(resp, 400, "M_BAD_JSON")
 
+    async def test_uia_session_bound_to_devices(self) -> None:
+        """A session started to delete one device cannot delete another."""
+        await self.login(device_id="OTHER")
+        resp = await self.request("DELETE", DEVICES + "/OTHER", {}, token=self.token)
+        session = resp.json["session"]
+        resp = await self.request("POST", "/_matrix/client/v3/delete_devices",
+                                  {"devices": ["FIRST"], "auth": password_auth(session)}, token=self.token)
+        self.assertError(resp, 403, "M_FORBIDDEN")
+        self.assertEqual(await self.count("devices"), 2)
+
     async def test_uia_session_cannot_cross_operations(self) -> None:
         """A session started for deleting devices cannot authorise a password change."""
         resp = await self.request("DELETE", DEVICES + "/FIRST", {}, token=self.token)
