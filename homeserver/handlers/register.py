@@ -91,7 +91,7 @@ class RegistrationHandler:
         """``GET /register/available``."""
         if not self._reg.enable_registration:
             raise forbidden("Registration has been disabled")
-        await self._ratelimiter.check_registration_address(client_ip)
+        await self._ratelimiter.check_availability_address(client_ip)
         if username is None:
             raise missing_param("username")
         await self.check_username(username)
@@ -208,7 +208,7 @@ class RegistrationHandler:
         """``GET /register/m.login.registration_token/validity``."""
         if not (self._reg.enable_registration and self._reg.registration_requires_token):
             raise forbidden("Registration tokens are not in use on this server")
-        await self._ratelimiter.check_registration_address(client_ip)
+        await self._ratelimiter.check_availability_address(client_ip)
         if token is None:
             raise missing_param("token")
         found = await self._store.get_registration_token(token)
