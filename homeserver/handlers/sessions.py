@@ -195,6 +195,7 @@ class SessionHandler:
             # Several accounts differ only by case: only an exact match counts.
             candidates = [u for u in candidates if u.user_id == qualified]
         if len(candidates) != 1:
+            await self._hasher.check(password, None)  # same cost as a real check
             await self._ratelimiter.record_failed_login(account_key)
             raise forbidden("Invalid username or password")
         user = candidates[0]
