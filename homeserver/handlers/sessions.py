@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import attrs
 
@@ -107,6 +107,8 @@ class SessionHandler:
         self._uia = uia
         self._ratelimiter = ratelimiter
         self._config = sessions_config
+        #: Called with ``(user_id, device_ids)`` after logouts deleted devices.
+        self.device_observers: list[Callable[[str, Sequence[str]], None]] = []
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -228,13 +230,21 @@ class SessionHandler:
 
     async def logout(self, requester: Requester) -> None:
         """End the requester's session (its device goes too)."""
-        await self._accounts.delete_access_token(requester.access_token_id)
+        device_id = await self._accounts.delete_access_token(requester.access_token_id)
         self._auth.invalidate_user(requester.user_id)
+        if device_id is not None:
+            self._notify_devices(requester.user_id, [device_id])
 
     async def logout_all(self, requester: Requester) -> None:
         """End every session of the requester's account."""
-        await self._accounts.delete_all_sessions(requester.user_id)
+        devices = await self._accounts.delete_all_sessions(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
+        if devices:
+            self._notify_devices(requester.user_id, devices)
+
+    def _notify_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
+        for observer in list(self.device_observers):
+            observer(user_id, list(device_ids))
 
     # -- m.login.token --------------------------------------------------------
 
