@@ -303,3 +303,24 @@ class SharedSecretTests(ApiTestCase):
         self.api.registration._reg = type(self.api.registration._reg)()
         resp = await self.request("GET", "/_synapse/admin/v1/register")
         self.assertEqual(resp.code, 400)
+
+
+class RegistrationRaceTests(ApiTestCase):
+    async def test_concurrent_same_name(self) -> None:
+        """Concurrent registrations of one name (in different cases): exactly one wins."""
+        from twisted.internet import defer
+
+        from tests.utils.http import make_request
+        from tests.utils.client import wait_for_response
+
+        bodies = [{"username": name, "password": "correct horse battery", "auth": {"type": "m.login.dummy"}}
+                  for name in ("race", "RACE", "Race", "race")]
+        pending = [make_request(self.site, "POST", REGISTER, b) for b in bodies]
+        responses = await defer.gatherResults([defer.ensureDeferred(wait_for_response(r)) for r in pending])
+        codes = sorted(r.code for r in responses)
+        self.assertEqual(codes, [200, 400, 400, 400])
+        for r in responses:
+            if r.code == 400:
+                self.assertEqual(r.json["errcode"], "M_USER_IN_USE")
+        self.assertEqual(await self.count("users"), 1)
+        self.assertEqual(await self.count("devices"), 1)
