@@ -69,10 +69,14 @@ class RateLimiter:
         except Exception as e:  # noqa: BLE001
             logger.warning("Rate limiter unavailable recording a failed login: %s", e)
 
-    async def check_registration_address(self, ip: str) -> None:
-        """A registration attempt from ``ip``."""
+    async def check_registration_address(self, ip: str, consume: bool = True) -> None:
+        """An account about to be created from ``ip``.
+
+        ``consume=False`` only checks that one is still allowed (for the
+        requests of a UIA exchange, which must not use up the bucket).
+        """
         if ip not in self._exempt:
-            await self._check(f"register:ip:{ip}", self._config.registration_per_address)
+            await self._check(f"register:ip:{ip}", self._config.registration_per_address, cost=1 if consume else 0)
 
     async def check_availability_address(self, ip: str) -> None:
         """A username-availability or registration-token validity check from ``ip``."""

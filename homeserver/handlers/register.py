@@ -117,7 +117,7 @@ class RegistrationHandler:
             raise bad_json("'inhibit_login' must be a boolean")
         device_id, display_name = parse_device_fields(body)
         refreshable = parse_refresh_flag(body)
-        await self._ratelimiter.check_registration_address(client_ip)
+        await self._ratelimiter.check_registration_address(client_ip, consume=False)
 
         # Fail early, before any UIA stage is spent, on what is already wrong.
         user_id: Optional[str] = None
@@ -130,6 +130,7 @@ class RegistrationHandler:
 
         if password is None:
             raise missing_param("password")
+        await self._ratelimiter.check_registration_address(client_ip)
         if user_id is None:
             user_id = await self._fresh_numeric_user_id(guest=False)
         password_hash = await self._hasher.hash(password)
