@@ -113,6 +113,15 @@ class DeviceTests(ApiTestCase):
         self.assertError(resp, 403, "M_FORBIDDEN")
 
 
+class ThreepidTests(ApiTestCase):
+    async def test_no_threepids(self) -> None:
+        """GET /account/3pid lists none: third-party identifiers are not supported."""
+        token = (await self.register_user("alice"))["access_token"]
+        resp = await self.request("GET", "/_matrix/client/v3/account/3pid", token=token)
+        self.assertEqual((resp.code, resp.json), (200, {"threepids": []}))
+        validate_response("administrative_contact.yaml", "/account/3pid", "get", 200, resp.json)
+
+
 class PasswordChangeTests(ApiTestCase):
     async def setUp(self) -> None:  # type: ignore[override]
         await super().setUp()
