@@ -41,6 +41,8 @@ class ProcessContext:
     dispatcher: Any = None
     #: Called (and awaited if they return a Deferred) when the process stops.
     stop_hooks: list[Any] = attrs.Factory(list)
+    #: Feature object graphs built once per process (several roles share them).
+    features: dict[str, Any] = attrs.Factory(dict)
 
     def on_stop(self, hook: Any) -> None:
         self.stop_hooks.append(hook)

@@ -10,7 +10,7 @@ handlers is the only change they need.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
@@ -25,6 +25,45 @@ Mount = Callable[["ProcessContext", "JsonResource"], None]
 
 def _nothing(ctx: "ProcessContext", resource: "JsonResource") -> None:
     return None
+
+
+def account_api(ctx: "ProcessContext") -> Any:
+    """The accounts object graph of this process, built on first use."""
+    api = ctx.features.get("accounts")
+    if api is None:
+        import redis.asyncio as aioredis
+
+        from bus.ratelimit import RedisRateLimiter
+        from homeserver.config.accounts import AccountsConfig
+        from workers.accounts import build_account_api
+
+        client = aioredis.Redis.from_url(ctx.config.redis.url)
+        ctx.on_stop(lambda: _close_redis(client))
+        api = build_account_api(ctx.reactor, AccountsConfig.from_homeserver_config(ctx.config), ctx.database, RedisRateLimiter(client))
+        ctx.features["accounts"] = api
+    return api
+
+
+def _close_redis(client: Any) -> Any:
+    import asyncio
+
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromFuture(asyncio.ensure_future(client.aclose()))
+
+
+def _mount_accounts(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    """Discovery, registration, login, devices, profiles, account data, filters.
+
+    Mounted once per process even when several client roles share it; the
+    router decides which of those requests reach this instance.
+    """
+    if ctx.features.get("accounts_mounted"):
+        return
+    from homeserver.rest.client import register_account_api
+
+    register_account_api(resource, account_api(ctx), admin=r.ADMIN in ctx.instance.roles)
+    ctx.features["accounts_mounted"] = True
 
 
 def _start_background(ctx: "ProcessContext", resource: "JsonResource") -> None:
@@ -53,12 +92,13 @@ class RoleSpec:
 
 
 ROLE_SPECS: dict[str, RoleSpec] = {
-    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",)),
+    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",), mount=_mount_accounts),
     r.CLIENT_WRITER: RoleSpec(
         r.CLIENT_WRITER,
         "creates and persists events, receipts, account data, to-device, device lists, presence and typing",
         consumes=("caches",),
         owns="the stream shards assigned in instances.<name>.shards",
+        mount=_mount_accounts,
     ),
     r.SYNC: RoleSpec(
         r.SYNC,
@@ -77,7 +117,7 @@ ROLE_SPECS: dict[str, RoleSpec] = {
     r.BACKGROUND: RoleSpec(
         r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock", mount=_start_background
     ),
-    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API"),
+    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API", mount=_mount_accounts),
 }
 
 assert set(ROLE_SPECS) == set(r.ROLES)
