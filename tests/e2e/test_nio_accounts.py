@@ -87,3 +87,37 @@ class NioAccountsTests(unittest.TestCase):
         who = yield as_deferred(c2.whoami())
         self.assertIsInstance(who, nio.WhoamiError)
         self.assertEqual(who.status_code, "M_UNKNOWN_TOKEN")
+
+
+class RegisterUserCommandTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self):
+        if nio is None:
+            raise unittest.SkipTest("matrix-nio is not installed")
+
+    @defer.inlineCallbacks
+    def test_register_admin_then_login(self):
+        """`estuary register-user` creates an admin through the running stack; a wrong secret is refused."""
+        import os
+        import subprocess
+        import sys
+
+        from tests.e2e.stack import ROOT
+
+        stack = Stack(self, reactor, layout_three(None), extra_config={"registration": {"enable_registration": False, "registration_shared_secret": "operator-secret-0123456789"}})
+        yield stack.start()
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        cmd = [sys.executable, "-m", "workers", "register-user", "--config", stack.config_path, "--user", "root", "--password", "pw for the admin 1", "--admin"]
+        result = yield defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, env=env, timeout=60)))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("registered @root:localhost (admin)", result.stdout)
+
+        bad = yield defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.to_thread(subprocess.run, cmd[:-5] + ["--user", "eve", "--password", "x" * 12, "--shared-secret", "wrong-secret-0123456789"], capture_output=True, text=True, env=env, timeout=60)))
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("registration refused (403)", bad.stderr)
+
+        client = nio.AsyncClient(stack.base, "root")
+        self.addCleanup(lambda: as_deferred(client.close()))
+        login = yield as_deferred(client.login("pw for the admin 1"))
+        self.assertIsInstance(login, nio.LoginResponse, str(login))
