@@ -1,0 +1,73 @@
+"""State resolution: the room state before an event, from the states after its
+``prev_events`` (spec rooms/v1.md, rooms/fragments/v2-state-res.md,
+rooms/v12.md).
+
+Public API:
+
+- :func:`resolve_state` — pure function over plain data.
+- :class:`RoomGraph` — a room's events interned once for many resolutions
+  (``RoomGraph(room_version).resolve(state_sets, event_map)``).
+- :data:`IMPLEMENTATION` — ``"c"`` or ``"python"``, the kernel live in this
+  process (``ESTUARY_PURE_STATERES=1`` forces Python).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping, Sequence
+
+from homeserver.state._kernel import IMPLEMENTATION
+from homeserver.state.interning import RoomGraph as _RoomGraph
+from homeserver.state.v1 import resolve_v1
+from homeserver.state.v2 import resolve_v2
+
+__all__ = ["IMPLEMENTATION", "RoomGraph", "resolve_state"]
+
+
+def _state_res_name(room_version: Any) -> str:
+    state_res = room_version.state_res
+    return getattr(state_res, "name", str(state_res))
+
+
+class RoomGraph(_RoomGraph):
+    """A room's events interned for state resolution; reuse it across
+    resolutions in the same room so events are converted only once."""
+
+    def resolve(
+        self,
+        state_sets: Sequence[Mapping[tuple[str, str], str]],
+        event_map: Mapping[str, Any],
+    ) -> dict[tuple[str, str], str]:
+        """Resolve ``state_sets``. ``event_map`` must hold every event of the
+        state sets and their auth chains not interned yet (it may hold more)."""
+        name = _state_res_name(self.room_version)
+        if name == "V1":
+            return resolve_v1(self.room_version, state_sets, event_map)
+        return resolve_v2(self, state_sets, event_map, v2_1=(name == "V2_1"))
+
+
+def resolve_state(
+    room_version: Any,
+    state_sets: Sequence[Mapping[tuple[str, str], str]],
+    event_map: Mapping[str, Any],
+    *,
+    rejected_event_ids: Collection[str] = (),
+    kernel: Any = None,
+) -> dict[tuple[str, str], str]:
+    """Resolve the state sets of a room (the states after each ``prev_event``).
+
+    Args:
+        room_version: the room's ``RoomVersion``.
+        state_sets: ``(type, state_key) -> event_id`` maps to resolve.
+        event_map: every event of the state sets and of their auth chains.
+        rejected_event_ids: events known to be rejected (in addition to events
+            whose ``rejected_reason`` attribute is set, if they have one).
+        kernel: force a kernel module (tests); default the live one.
+
+    Returns:
+        The resolved ``(type, state_key) -> event_id`` map.
+    """
+    if not state_sets:
+        return {}
+    graph = RoomGraph(room_version, kernel=kernel)
+    graph.mark_rejected(rejected_event_ids)
+    return graph.resolve(state_sets, event_map)
