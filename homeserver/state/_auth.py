@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from homeserver.core.auth import check_auth_rules
 from homeserver.core.errors import AuthError
 
 
 def is_allowed(room_version: Any, event: Any, auth_events: Mapping[tuple[str, str], Any]) -> bool:
     """Whether the core authorization rules allow ``event`` given
     ``auth_events`` (which, in room v12, includes the create event)."""
+    from homeserver.core.auth import check_auth_rules
+
     try:
         check_auth_rules(room_version, event, auth_events)
     except AuthError:

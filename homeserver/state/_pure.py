@@ -148,7 +148,7 @@ class Graph:
         for a in auth:
             if not 0 <= a < n:
                 raise ValueError("auth event index out of range")
-        if pl_auth >= n or key >= len(self.keys):
+        if not -1 <= pl_auth < n or not -1 <= key < len(self.keys):
             raise ValueError("index out of range")
         for k in auth_keys:
             if not 0 <= k < len(self.keys):

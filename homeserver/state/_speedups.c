@@ -1,0 +1,976 @@
+/*
+ * C kernels for state resolution: the twin of homeserver/state/_pure.py.
+ *
+ * Same surface, same results (tests/unit/state proves it on generated DAGs).
+ * A Graph holds the interned auth DAG of one room in flat arrays: event i's
+ * auth events are auth_data[auth_off[i] .. auth_off[i+1]) and always have
+ * indices < i (events are interned after their auth events), which gives every
+ * kernel a free topological order. Kernels that touch only these arrays run
+ * with the GIL released; the iterative auth checks hold it because they call
+ * the Python authorization rules.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FLAG_POWER 1
+#define FLAG_POWER_LEVELS 2
+#define FLAG_REJECTED 4
+#define FLAG_STATE 8
+
+typedef struct {
+    int32_t *data;
+    Py_ssize_t len, cap;
+} ivec;
+
+static int ivec_push(ivec *v, int32_t x) {
+    if (v->len == v->cap) {
+        Py_ssize_t cap = v->cap ? v->cap * 2 : 64;
+        int32_t *d = realloc(v->data, (size_t)cap * sizeof(int32_t));
+        if (!d) return -1;
+        v->data = d;
+        v->cap = cap;
+    }
+    v->data[v->len++] = x;
+    return 0;
+}
+
+static void ivec_free(ivec *v) {
+    free(v->data);
+    v->data = NULL;
+    v->len = v->cap = 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *index;     /* dict: event_id -> int */
+    PyObject *key_index; /* dict: key -> int */
+    PyObject *keys;      /* list of keys */
+    PyObject *ids;       /* list of event_id str (keeps the UTF-8 buffers alive) */
+    Py_ssize_t n, cap;
+    int32_t *auth_off;   /* n + 1 */
+    ivec auth;
+    int32_t *akey_off;   /* n + 1 */
+    ivec akeys;
+    int64_t *ts, *power;
+    int32_t *flags, *key, *pl_auth;
+    const char **id_utf8;
+    Py_ssize_t *id_len;
+    /* scratch, sized cap */
+    uint32_t *stamp, *stamp2;
+    int32_t *aux;        /* kept all-zero between kernel calls */
+    int32_t *stack;
+    uint32_t epoch;
+    int busy;
+} GraphObject;
+
+static int graph_grow(GraphObject *g) {
+    Py_ssize_t cap = g->cap ? g->cap * 2 : 256;
+#define GROW(field, type, count)                                              \
+    do {                                                                      \
+        type *p = realloc(g->field, (size_t)(count) * sizeof(type));          \
+        if (!p) { PyErr_NoMemory(); return -1; }                               \
+        g->field = p;                                                         \
+    } while (0)
+    GROW(auth_off, int32_t, cap + 1);
+    GROW(akey_off, int32_t, cap + 1);
+    GROW(ts, int64_t, cap);
+    GROW(power, int64_t, cap);
+    GROW(flags, int32_t, cap);
+    GROW(key, int32_t, cap);
+    GROW(pl_auth, int32_t, cap);
+    GROW(id_utf8, const char *, cap);
+    GROW(id_len, Py_ssize_t, cap);
+    GROW(stamp, uint32_t, cap);
+    GROW(stamp2, uint32_t, cap);
+    GROW(aux, int32_t, cap);
+    GROW(stack, int32_t, cap);
+#undef GROW
+    memset(g->stamp + g->cap, 0, (size_t)(cap - g->cap) * sizeof(uint32_t));
+    memset(g->stamp2 + g->cap, 0, (size_t)(cap - g->cap) * sizeof(uint32_t));
+    memset(g->aux + g->cap, 0, (size_t)(cap - g->cap) * sizeof(int32_t));
+    if (g->cap == 0) {
+        g->auth_off[0] = 0;
+        g->akey_off[0] = 0;
+    }
+    g->cap = cap;
+    return 0;
+}
+
+/* A fresh traversal epoch; both stamp arrays are cleared when it wraps. */
+static uint32_t next_epoch(GraphObject *g) {
+    g->epoch++;
+    if (g->epoch == 0) {
+        memset(g->stamp, 0, (size_t)g->cap * sizeof(uint32_t));
+        memset(g->stamp2, 0, (size_t)g->cap * sizeof(uint32_t));
+        g->epoch = 1;
+    }
+    return g->epoch;
+}
+
+static int graph_check_idle(GraphObject *g) {
+    if (g->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Graph is in use by another thread");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Convert a sequence of ints to a malloc'ed int32 array of valid indices. */
+static int32_t *indices_from(GraphObject *g, PyObject *seq, Py_ssize_t *out_len) {
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of event indices");
+    if (!fast) return NULL;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    int32_t *out = malloc((size_t)(len ? len : 1) * sizeof(int32_t));
+    if (!out) { Py_DECREF(fast); PyErr_NoMemory(); return NULL; }
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        long v = PyLong_AsLong(items[i]);
+        if (v == -1 && PyErr_Occurred()) { free(out); Py_DECREF(fast); return NULL; }
+        if (v < 0 || v >= g->n) {
+            PyErr_SetString(PyExc_IndexError, "event index out of range");
+            free(out); Py_DECREF(fast); return NULL;
+        }
+        out[i] = (int32_t)v;
+    }
+    Py_DECREF(fast);
+    *out_len = len;
+    return out;
+}
+
+static PyObject *list_from(const int32_t *xs, Py_ssize_t len) {
+    PyObject *list = PyList_New(len);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *v = PyLong_FromLong(xs[i]);
+        if (!v) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static int cmp_int32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Python str ordering == UTF-8 byte ordering for valid code points. */
+static int cmp_ids(const GraphObject *g, int32_t a, int32_t b) {
+    Py_ssize_t la = g->id_len[a], lb = g->id_len[b];
+    int c = memcmp(g->id_utf8[a], g->id_utf8[b], (size_t)(la < lb ? la : lb));
+    if (c) return c;
+    return (la > lb) - (la < lb);
+}
+
+/* DFS over auth edges from starts (marking stamp == ep), skipping nodes with
+ * stop_arr[x] == stop_ep when stop_arr is given. Visited nodes are appended to
+ * out when out is non-NULL. Returns -1 on allocation failure. */
+static int chain_from(GraphObject *g, uint32_t *marks, const int32_t *starts, Py_ssize_t ns,
+                      uint32_t ep, const uint32_t *stop_arr, uint32_t stop_ep, ivec *out) {
+    int32_t *stack = g->stack;
+    Py_ssize_t sp = 0;
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        int32_t s = starts[i];
+        if (marks[s] == ep) continue;
+        if (stop_arr && stop_arr[s] == stop_ep) continue;
+        marks[s] = ep;
+        stack[sp++] = s;
+    }
+    while (sp) {
+        int32_t x = stack[--sp];
+        if (out && ivec_push(out, x) < 0) return -1;
+        for (int32_t j = g->auth_off[x]; j < g->auth_off[x + 1]; j++) {
+            int32_t a = g->auth.data[j];
+            if (marks[a] == ep) continue;
+            if (stop_arr && stop_arr[a] == stop_ep) continue;
+            marks[a] = ep;
+            stack[sp++] = a;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static PyObject *Graph_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    GraphObject *g = (GraphObject *)type->tp_alloc(type, 0);
+    if (!g) return NULL;
+    g->index = PyDict_New();
+    g->key_index = PyDict_New();
+    g->keys = PyList_New(0);
+    g->ids = PyList_New(0);
+    if (!g->index || !g->key_index || !g->keys || !g->ids || graph_grow(g) < 0) {
+        Py_DECREF(g);
+        return NULL;
+    }
+    return (PyObject *)g;
+}
+
+static int Graph_traverse(GraphObject *g, visitproc visit, void *arg) {
+    Py_VISIT(g->index);
+    Py_VISIT(g->key_index);
+    Py_VISIT(g->keys);
+    Py_VISIT(g->ids);
+    return 0;
+}
+
+static int Graph_clear(GraphObject *g) {
+    Py_CLEAR(g->index);
+    Py_CLEAR(g->key_index);
+    Py_CLEAR(g->keys);
+    Py_CLEAR(g->ids);
+    return 0;
+}
+
+static void Graph_dealloc(GraphObject *g) {
+    PyObject_GC_UnTrack(g);
+    Graph_clear(g);
+    free(g->auth_off); free(g->akey_off);
+    ivec_free(&g->auth); ivec_free(&g->akeys);
+    free(g->ts); free(g->power); free(g->flags); free(g->key); free(g->pl_auth);
+    free(g->id_utf8); free(g->id_len);
+    free(g->stamp); free(g->stamp2); free(g->aux); free(g->stack);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static Py_ssize_t Graph_len(GraphObject *g) { return g->n; }
+
+/* ------------------------------------------------------------ interning */
+
+static PyObject *Graph_add_key(GraphObject *g, PyObject *key) {
+    PyObject *k = PyDict_GetItemWithError(g->key_index, key);
+    if (k) { Py_INCREF(k); return k; }
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(g->keys);
+    if (n >= INT32_MAX) { PyErr_SetString(PyExc_OverflowError, "too many keys"); return NULL; }
+    k = PyLong_FromSsize_t(n);
+    if (!k) return NULL;
+    if (PyDict_SetItem(g->key_index, key, k) < 0 || PyList_Append(g->keys, key) < 0) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    return k;
+}
+
+static PyObject *Graph_add_event(GraphObject *g, PyObject *args) {
+    PyObject *event_id, *auth_seq, *akeys_seq;
+    long long ts, power;
+    int flags, key, pl_auth;
+    if (!PyArg_ParseTuple(args, "UOLLiiiO:add_event", &event_id, &auth_seq, &ts, &power,
+                          &flags, &key, &pl_auth, &akeys_seq))
+        return NULL;
+    if (graph_check_idle(g) < 0) return NULL;
+    int has = PyDict_Contains(g->index, event_id);
+    if (has < 0) return NULL;
+    if (has) { PyErr_Format(PyExc_ValueError, "event already interned: %R", event_id); return NULL; }
+    Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
+    if (pl_auth >= g->n || pl_auth < -1 || key >= nkeys || key < -1) {
+        PyErr_SetString(PyExc_ValueError, "index out of range");
+        return NULL;
+    }
+    if (g->n >= INT32_MAX - 1) { PyErr_SetString(PyExc_OverflowError, "too many events"); return NULL; }
+    Py_ssize_t id_len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(event_id, &id_len);
+    if (!utf8) return NULL;
+
+    Py_ssize_t auth_start = g->auth.len, akey_start = g->akeys.len;
+    PyObject *fast = PySequence_Fast(auth_seq, "auth must be a sequence");
+    if (!fast) return NULL;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        long a = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (a == -1 && PyErr_Occurred()) goto fail_fast;
+        if (a < 0 || a >= g->n) { PyErr_SetString(PyExc_ValueError, "auth event index out of range"); goto fail_fast; }
+        int dup = 0;
+        for (Py_ssize_t j = auth_start; j < g->auth.len; j++)
+            if (g->auth.data[j] == a) { dup = 1; break; }
+        if (!dup && ivec_push(&g->auth, (int32_t)a) < 0) { PyErr_NoMemory(); goto fail_fast; }
+    }
+    Py_DECREF(fast);
+    fast = PySequence_Fast(akeys_seq, "auth_keys must be a sequence");
+    if (!fast) goto fail;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        long k = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (k == -1 && PyErr_Occurred()) goto fail_fast;
+        if (k < 0 || k >= nkeys) { PyErr_SetString(PyExc_ValueError, "key index out of range"); goto fail_fast; }
+        if (ivec_push(&g->akeys, (int32_t)k) < 0) { PyErr_NoMemory(); goto fail_fast; }
+    }
+    Py_DECREF(fast);
+    if (g->n == g->cap && graph_grow(g) < 0) goto fail;
+    PyObject *idx = PyLong_FromSsize_t(g->n);
+    if (!idx) goto fail;
+    if (PyList_Append(g->ids, event_id) < 0) { Py_DECREF(idx); goto fail; }
+    if (PyDict_SetItem(g->index, event_id, idx) < 0) {
+        PyList_SetSlice(g->ids, g->n, g->n + 1, NULL);
+        Py_DECREF(idx);
+        goto fail;
+    }
+    Py_ssize_t i = g->n;
+    g->auth_off[i + 1] = (int32_t)g->auth.len;
+    g->akey_off[i + 1] = (int32_t)g->akeys.len;
+    g->ts[i] = ts;
+    g->power[i] = power;
+    g->flags[i] = flags;
+    g->key[i] = key;
+    g->pl_auth[i] = pl_auth;
+    g->id_utf8[i] = utf8;
+    g->id_len[i] = id_len;
+    g->n++;
+    return idx;
+fail_fast:
+    Py_DECREF(fast);
+fail:
+    g->auth.len = auth_start;
+    g->akeys.len = akey_start;
+    return NULL;
+}
+
+static int index_arg(GraphObject *g, PyObject *arg, long *out) {
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < 0 || v >= g->n) { PyErr_SetString(PyExc_IndexError, "event index out of range"); return -1; }
+    *out = v;
+    return 0;
+}
+
+static PyObject *Graph_event_id(GraphObject *g, PyObject *arg) {
+    long i;
+    if (index_arg(g, arg, &i) < 0) return NULL;
+    PyObject *r = PyList_GET_ITEM(g->ids, i);
+    Py_INCREF(r);
+    return r;
+}
+
+static PyObject *Graph_event_key(GraphObject *g, PyObject *arg) {
+    long i;
+    if (index_arg(g, arg, &i) < 0) return NULL;
+    return PyLong_FromLong(g->key[i]);
+}
+
+static PyObject *Graph_flags(GraphObject *g, PyObject *arg) {
+    long i;
+    if (index_arg(g, arg, &i) < 0) return NULL;
+    return PyLong_FromLong(g->flags[i]);
+}
+
+static PyObject *Graph_set_rejected(GraphObject *g, PyObject *args) {
+    long i;
+    int rejected;
+    if (!PyArg_ParseTuple(args, "lp:set_rejected", &i, &rejected)) return NULL;
+    if (graph_check_idle(g) < 0) return NULL;
+    if (i < 0 || i >= g->n) { PyErr_SetString(PyExc_IndexError, "event index out of range"); return NULL; }
+    if (rejected) g->flags[i] |= FLAG_REJECTED; else g->flags[i] &= ~FLAG_REJECTED;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Graph_lookup(GraphObject *g, PyObject *seq) {
+    PyObject *it = PyObject_GetIter(seq);
+    if (!it) return NULL;
+    PyObject *out = PyList_New(0), *item;
+    if (!out) { Py_DECREF(it); return NULL; }
+    while ((item = PyIter_Next(it))) {
+        PyObject *idx = PyDict_GetItemWithError(g->index, item);
+        Py_DECREF(item);
+        if (idx) {
+            if (PyList_Append(out, idx) < 0) goto fail;
+        } else if (PyErr_Occurred()) {
+            goto fail;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) { Py_DECREF(out); return NULL; }
+    return out;
+fail:
+    Py_DECREF(it);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* -------------------------------------------------------- auth difference */
+
+static PyObject *Graph_auth_difference(GraphObject *g, PyObject *args) {
+    PyObject *common_seq, *sets_seq;
+    if (!PyArg_ParseTuple(args, "OO:auth_difference", &common_seq, &sets_seq)) return NULL;
+    if (graph_check_idle(g) < 0) return NULL;
+    PyObject *sets_fast = PySequence_Fast(sets_seq, "per_set must be a sequence");
+    if (!sets_fast) return NULL;
+    Py_ssize_t nsets = PySequence_Fast_GET_SIZE(sets_fast);
+    if (nsets < 2) { Py_DECREF(sets_fast); return PyList_New(0); }
+    Py_ssize_t ncommon;
+    int32_t *common = indices_from(g, common_seq, &ncommon);
+    int32_t **sets = calloc((size_t)nsets, sizeof(int32_t *));
+    Py_ssize_t *lens = calloc((size_t)nsets, sizeof(Py_ssize_t));
+    PyObject *result = NULL;
+    ivec touched = {0}, diff = {0};
+    int failed = 0;
+    if (!common || !sets || !lens) { if (!PyErr_Occurred()) PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < nsets; i++) {
+        sets[i] = indices_from(g, PySequence_Fast_GET_ITEM(sets_fast, i), &lens[i]);
+        if (!sets[i]) goto done;
+    }
+    g->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    /* Chain of the common (unconflicted) events: in every set's chain. Mark it
+     * in stamp2 so the per-set walks stop there. */
+    uint32_t ep_common = next_epoch(g);
+    failed = chain_from(g, g->stamp2, common, ncommon, ep_common, NULL, 0, NULL);
+    for (Py_ssize_t i = 0; i < nsets && !failed; i++) {
+        uint32_t ep = next_epoch(g);
+        ivec visited = {0};
+        if (chain_from(g, g->stamp, sets[i], lens[i], ep, g->stamp2, ep_common, &visited) < 0) {
+            failed = 1;
+        } else {
+            for (Py_ssize_t k = 0; k < visited.len; k++) {
+                int32_t x = visited.data[k];
+                if (g->aux[x]++ == 0 && ivec_push(&touched, x) < 0) { failed = 1; break; }
+            }
+        }
+        ivec_free(&visited);
+    }
+    for (Py_ssize_t k = 0; k < touched.len; k++) {
+        int32_t x = touched.data[k];
+        if (!failed && g->aux[x] < nsets && ivec_push(&diff, x) < 0) failed = 1;
+        g->aux[x] = 0;
+    }
+    if (!failed && diff.len) qsort(diff.data, (size_t)diff.len, sizeof(int32_t), cmp_int32);
+    Py_END_ALLOW_THREADS
+    g->busy = 0;
+    if (failed) PyErr_NoMemory();
+    else result = list_from(diff.data, diff.len);
+done:
+    if (sets) for (Py_ssize_t i = 0; i < nsets; i++) free(sets[i]);
+    free(sets); free(lens); free(common);
+    ivec_free(&touched); ivec_free(&diff);
+    Py_DECREF(sets_fast);
+    return result;
+}
+
+/* ---------------------------------------------------- conflicted subgraph */
+
+static PyObject *Graph_conflicted_subgraph(GraphObject *g, PyObject *seq) {
+    if (graph_check_idle(g) < 0) return NULL;
+    Py_ssize_t nc;
+    int32_t *conf = indices_from(g, seq, &nc);
+    if (!conf) return NULL;
+    ivec down = {0}, up = {0};
+    int failed = 0;
+    PyObject *result = NULL;
+    g->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t ep_down = next_epoch(g);
+    failed = chain_from(g, g->stamp, conf, nc, ep_down, NULL, 0, &down);
+    if (!failed) {
+        qsort(down.data, (size_t)down.len, sizeof(int32_t), cmp_int32);
+        for (Py_ssize_t i = 0; i < nc; i++) g->aux[conf[i]] = 1;
+        uint32_t ep_up = next_epoch(g);
+        for (Py_ssize_t k = 0; k < down.len && !failed; k++) {
+            int32_t x = down.data[k];
+            int is_up = g->aux[x];
+            for (int32_t j = g->auth_off[x]; !is_up && j < g->auth_off[x + 1]; j++)
+                if (g->stamp2[g->auth.data[j]] == ep_up) is_up = 1;
+            if (is_up) {
+                g->stamp2[x] = ep_up;
+                if (ivec_push(&up, x) < 0) failed = 1;
+            }
+        }
+        for (Py_ssize_t i = 0; i < nc; i++) g->aux[conf[i]] = 0;
+    }
+    Py_END_ALLOW_THREADS
+    g->busy = 0;
+    if (failed) PyErr_NoMemory();
+    else result = list_from(up.data, up.len);
+    ivec_free(&down); ivec_free(&up); free(conf);
+    return result;
+}
+
+/* ------------------------------------------------------------ power sort */
+
+/* Heap of local node ids, ordered by (-power, ts, event_id). */
+typedef struct {
+    const GraphObject *g;
+    const int32_t *node; /* local -> global */
+    int32_t *heap;
+    Py_ssize_t len;
+} pheap;
+
+static int power_less(const pheap *h, int32_t la, int32_t lb) {
+    const GraphObject *g = h->g;
+    int32_t a = h->node[la], b = h->node[lb];
+    if (g->power[a] != g->power[b]) return g->power[a] > g->power[b];
+    if (g->ts[a] != g->ts[b]) return g->ts[a] < g->ts[b];
+    return cmp_ids(g, a, b) < 0;
+}
+
+static void pheap_push(pheap *h, int32_t v) {
+    Py_ssize_t i = h->len++;
+    h->heap[i] = v;
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!power_less(h, h->heap[i], h->heap[p])) break;
+        int32_t t = h->heap[i]; h->heap[i] = h->heap[p]; h->heap[p] = t;
+        i = p;
+    }
+}
+
+static int32_t pheap_pop(pheap *h) {
+    int32_t top = h->heap[0];
+    h->heap[0] = h->heap[--h->len];
+    Py_ssize_t i = 0;
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->len && power_less(h, h->heap[l], h->heap[m])) m = l;
+        if (r < h->len && power_less(h, h->heap[r], h->heap[m])) m = r;
+        if (m == i) break;
+        int32_t t = h->heap[i]; h->heap[i] = h->heap[m]; h->heap[m] = t;
+        i = m;
+    }
+    return top;
+}
+
+static PyObject *Graph_power_sort(GraphObject *g, PyObject *seq) {
+    if (graph_check_idle(g) < 0) return NULL;
+    Py_ssize_t nf;
+    int32_t *full = indices_from(g, seq, &nf);
+    if (!full) return NULL;
+    ivec nodes = {0};
+    int32_t *outdeg = NULL, *roff = NULL, *rdata = NULL, *heap = NULL, *order = NULL;
+    Py_ssize_t norder = 0;
+    int failed = 0;
+    PyObject *result = NULL;
+    g->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t ep_full = next_epoch(g);
+    for (Py_ssize_t i = 0; i < nf; i++) g->stamp2[full[i]] = ep_full;
+    /* Nodes: power events of the full set and, transitively, their auth
+     * events inside the full set. */
+    uint32_t ep_graph = next_epoch(g);
+    int32_t *stack = g->stack;
+    Py_ssize_t sp = 0;
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        int32_t p = full[i];
+        if ((g->flags[p] & FLAG_POWER) && g->stamp[p] != ep_graph) {
+            g->stamp[p] = ep_graph;
+            stack[sp++] = p;
+        }
+    }
+    while (sp && !failed) {
+        int32_t x = stack[--sp];
+        if (ivec_push(&nodes, x) < 0) { failed = 1; break; }
+        for (int32_t j = g->auth_off[x]; j < g->auth_off[x + 1]; j++) {
+            int32_t a = g->auth.data[j];
+            if (g->stamp2[a] == ep_full && g->stamp[a] != ep_graph) {
+                g->stamp[a] = ep_graph;
+                stack[sp++] = a;
+            }
+        }
+    }
+    Py_ssize_t nn = nodes.len;
+    if (!failed) {
+        outdeg = calloc((size_t)nn + 1, sizeof(int32_t));
+        roff = calloc((size_t)nn + 2, sizeof(int32_t));
+        heap = malloc(((size_t)nn + 1) * sizeof(int32_t));
+        order = malloc(((size_t)nn + 1) * sizeof(int32_t));
+        if (!outdeg || !roff || !heap || !order) failed = 1;
+    }
+    if (!failed) {
+        /* aux[x] = local id + 1 for graph nodes. */
+        for (Py_ssize_t l = 0; l < nn; l++) g->aux[nodes.data[l]] = (int32_t)l + 1;
+        Py_ssize_t nedges = 0;
+        for (Py_ssize_t l = 0; l < nn; l++) {
+            int32_t x = nodes.data[l];
+            for (int32_t j = g->auth_off[x]; j < g->auth_off[x + 1]; j++) {
+                int32_t a = g->auth.data[j];
+                if (g->aux[a]) { outdeg[l]++; roff[g->aux[a] - 1 + 1]++; nedges++; }
+            }
+        }
+        for (Py_ssize_t l = 0; l < nn; l++) roff[l + 1] += roff[l];
+        rdata = malloc(((size_t)nedges + 1) * sizeof(int32_t));
+        int32_t *fill = calloc((size_t)nn + 1, sizeof(int32_t));
+        if (!rdata || !fill) {
+            failed = 1;
+        } else {
+            for (Py_ssize_t l = 0; l < nn; l++) {
+                int32_t x = nodes.data[l];
+                for (int32_t j = g->auth_off[x]; j < g->auth_off[x + 1]; j++) {
+                    int32_t a = g->auth.data[j];
+                    if (g->aux[a]) {
+                        int32_t la = g->aux[a] - 1;
+                        rdata[roff[la] + fill[la]++] = (int32_t)l;
+                    }
+                }
+            }
+            pheap h = {g, nodes.data, heap, 0};
+            for (Py_ssize_t l = 0; l < nn; l++)
+                if (outdeg[l] == 0) pheap_push(&h, (int32_t)l);
+            while (h.len) {
+                int32_t l = pheap_pop(&h);
+                order[norder++] = nodes.data[l];
+                for (int32_t j = roff[l]; j < roff[l + 1]; j++) {
+                    int32_t parent = rdata[j];
+                    if (--outdeg[parent] == 0) pheap_push(&h, parent);
+                }
+            }
+        }
+        free(fill);
+        for (Py_ssize_t l = 0; l < nn; l++) g->aux[nodes.data[l]] = 0;
+    }
+    Py_END_ALLOW_THREADS
+    g->busy = 0;
+    if (failed) PyErr_NoMemory();
+    else result = list_from(order, norder);
+    ivec_free(&nodes);
+    free(outdeg); free(roff); free(rdata); free(heap); free(order); free(full);
+    return result;
+}
+
+/* ---------------------------------------------------------- mainline sort */
+
+typedef struct {
+    int64_t depth, ts;
+    int32_t node;
+    const GraphObject *g;
+} mentry;
+
+static int mentry_cmp(const void *pa, const void *pb) {
+    const mentry *a = pa, *b = pb;
+    if (a->depth != b->depth) return a->depth < b->depth ? -1 : 1;
+    if (a->ts != b->ts) return a->ts < b->ts ? -1 : 1;
+    return cmp_ids(a->g, a->node, b->node);
+}
+
+static PyObject *Graph_mainline_sort(GraphObject *g, PyObject *args) {
+    PyObject *seq;
+    long pl;
+    if (!PyArg_ParseTuple(args, "Ol:mainline_sort", &seq, &pl)) return NULL;
+    if (graph_check_idle(g) < 0) return NULL;
+    if (pl < -1 || pl >= g->n) { PyErr_SetString(PyExc_IndexError, "event index out of range"); return NULL; }
+    Py_ssize_t ne;
+    int32_t *events = indices_from(g, seq, &ne);
+    if (!events) return NULL;
+    mentry *entries = malloc(((size_t)ne + 1) * sizeof(mentry));
+    ivec mainline = {0};
+    int failed = !entries;
+    PyObject *result = NULL;
+    g->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    /* pl_auth always points to a smaller index, so these walks terminate. */
+    for (int32_t p = (int32_t)pl; p >= 0 && !failed; p = g->pl_auth[p])
+        if (ivec_push(&mainline, p) < 0) failed = 1;
+    if (!failed) {
+        for (Py_ssize_t i = 0; i < mainline.len; i++)
+            g->aux[mainline.data[i]] = (int32_t)(mainline.len - i);
+        for (Py_ssize_t i = 0; i < ne; i++) {
+            int32_t e = events[i], d = 0;
+            for (int32_t p = e; p >= 0; p = g->pl_auth[p])
+                if (g->aux[p]) { d = g->aux[p]; break; }
+            entries[i].depth = d;
+            entries[i].ts = g->ts[e];
+            entries[i].node = e;
+            entries[i].g = g;
+        }
+        qsort(entries, (size_t)ne, sizeof(mentry), mentry_cmp);
+        for (Py_ssize_t i = 0; i < ne; i++) events[i] = entries[i].node;
+        for (Py_ssize_t i = 0; i < mainline.len; i++) g->aux[mainline.data[i]] = 0;
+    }
+    Py_END_ALLOW_THREADS
+    g->busy = 0;
+    if (failed) PyErr_NoMemory();
+    else result = list_from(events, ne);
+    free(entries); free(events); ivec_free(&mainline);
+    return result;
+}
+
+/* ----------------------------------------------------- iterative auth */
+
+/* Current state at key k: overlay first, then base (string-keyed). Returns the
+ * event index, -1 if none, -2 on error. */
+static long current_state(GraphObject *g, PyObject *base, PyObject *overlay, int32_t k) {
+    PyObject *kobj = PyLong_FromLong(k);
+    if (!kobj) return -2;
+    PyObject *cur = PyDict_GetItemWithError(overlay, kobj);
+    Py_DECREF(kobj);
+    if (cur) return PyLong_AsLong(cur);
+    if (PyErr_Occurred()) return -2;
+    PyObject *key = PyList_GET_ITEM(g->keys, k), *eid;
+    if (PyDict_CheckExact(base)) {
+        eid = PyDict_GetItemWithError(base, key);
+        if (!eid) return PyErr_Occurred() ? -2 : -1;
+        Py_INCREF(eid);
+    } else {
+        eid = PyObject_GetItem(base, key);
+        if (!eid) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError)) { PyErr_Clear(); return -1; }
+            return -2;
+        }
+    }
+    PyObject *idx = PyDict_GetItemWithError(g->index, eid);
+    Py_DECREF(eid);
+    if (idx) return PyLong_AsLong(idx);
+    return PyErr_Occurred() ? -2 : -1;
+}
+
+static PyObject *Graph_iterative_auth(GraphObject *g, PyObject *args) {
+    PyObject *seq, *base, *overlay, *check;
+    if (!PyArg_ParseTuple(args, "OOO!O:iterative_auth", &seq, &base, &PyDict_Type, &overlay,
+                          &check))
+        return NULL;
+    if (graph_check_idle(g) < 0) return NULL;
+    Py_ssize_t no;
+    int32_t *order = indices_from(g, seq, &no);
+    if (!order) return NULL;
+    int32_t ckeys[64], cevents[64];
+    for (Py_ssize_t i = 0; i < no; i++) {
+        int32_t e = order[i];
+        int nchosen = 0;
+        int32_t *keys = ckeys, *evs = cevents;
+        Py_ssize_t want = (g->auth_off[e + 1] - g->auth_off[e]) + (g->akey_off[e + 1] - g->akey_off[e]);
+        int32_t *heap_keys = NULL;
+        if (want > 64) {
+            heap_keys = malloc((size_t)want * 2 * sizeof(int32_t));
+            if (!heap_keys) { free(order); return PyErr_NoMemory(); }
+            keys = heap_keys;
+            evs = heap_keys + want;
+        }
+#define CHOOSE(kk, ev)                                                    \
+        do {                                                              \
+            int found_ = 0;                                               \
+            for (int q_ = 0; q_ < nchosen; q_++)                          \
+                if (keys[q_] == (kk)) { evs[q_] = (ev); found_ = 1; break; } \
+            if (!found_) { keys[nchosen] = (kk); evs[nchosen] = (ev); nchosen++; } \
+        } while (0)
+        for (int32_t j = g->auth_off[e]; j < g->auth_off[e + 1]; j++) {
+            int32_t a = g->auth.data[j];
+            if (!(g->flags[a] & FLAG_REJECTED) && g->key[a] >= 0) CHOOSE(g->key[a], a);
+        }
+        for (int32_t j = g->akey_off[e]; j < g->akey_off[e + 1]; j++) {
+            int32_t k = g->akeys.data[j];
+            long cur = current_state(g, base, overlay, k);
+            if (cur == -2) { free(heap_keys); free(order); return NULL; }
+            if (cur >= g->n) {
+                PyErr_SetString(PyExc_IndexError, "overlay holds an unknown event index");
+                free(heap_keys); free(order); return NULL;
+            }
+            if (cur >= 0 && !(g->flags[cur] & FLAG_REJECTED)) CHOOSE(k, (int32_t)cur);
+        }
+#undef CHOOSE
+        if ((g->flags[e] & FLAG_REJECTED) || g->key[e] < 0) { free(heap_keys); continue; }
+        /* Present the auth events in first-chosen order, as the Python twin's
+         * dict does. */
+        PyObject *auth = list_from(evs, nchosen);
+        free(heap_keys);
+        if (!auth) { free(order); return NULL; }
+        PyObject *eobj = PyLong_FromLong(e);
+        if (!eobj) { Py_DECREF(auth); free(order); return NULL; }
+        PyObject *r = PyObject_CallFunctionObjArgs(check, eobj, auth, NULL);
+        Py_DECREF(auth);
+        if (!r) { Py_DECREF(eobj); free(order); return NULL; }
+        int ok = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (ok < 0) { Py_DECREF(eobj); free(order); return NULL; }
+        if (ok) {
+            PyObject *kobj = PyLong_FromLong(g->key[e]);
+            if (!kobj || PyDict_SetItem(overlay, kobj, eobj) < 0) {
+                Py_XDECREF(kobj); Py_DECREF(eobj); free(order); return NULL;
+            }
+            Py_DECREF(kobj);
+        }
+        Py_DECREF(eobj);
+    }
+    free(order);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------- separate */
+
+static PyObject *as_dict(PyObject *m) {
+    if (PyDict_CheckExact(m)) { Py_INCREF(m); return m; }
+    PyObject *d = PyDict_New();
+    if (d && PyDict_Update(d, m) < 0) Py_CLEAR(d);
+    return d;
+}
+
+/* Append v to values unless an equal value is there. */
+static int add_value(PyObject *values, PyObject *v) {
+    int has = PySequence_Contains(values, v);
+    if (has < 0) return -1;
+    return has ? 0 : PyList_Append(values, v);
+}
+
+/* Classify one key: value from dicts[from], compared against dicts[from+1..]. */
+static int classify(PyObject **dicts, Py_ssize_t nd, Py_ssize_t from, PyObject *key, PyObject *value,
+                    int missing_is_conflict, int missing_from_earlier, Py_ssize_t *found,
+                    PyObject *unconflicted, PyObject *conflicted) {
+    PyObject *values = NULL;
+    int same = !missing_from_earlier;
+    for (Py_ssize_t j = from + 1; j < nd; j++) {
+        PyObject *v = PyDict_GetItemWithError(dicts[j], key);
+        if (!v) {
+            if (PyErr_Occurred()) goto fail;
+            if (missing_is_conflict) same = 0;
+            continue;
+        }
+        if (found) found[j]++;
+        int ne = PyObject_RichCompareBool(v, value, Py_NE);
+        if (ne < 0) goto fail;
+        if (ne) {
+            same = 0;
+            if (!values) {
+                values = PyList_New(1);
+                if (!values) goto fail;
+                Py_INCREF(value);
+                PyList_SET_ITEM(values, 0, value);
+            }
+            if (add_value(values, v) < 0) goto fail;
+        }
+    }
+    if (same) {
+        if (PyDict_SetItem(unconflicted, key, value) < 0) goto fail;
+    } else {
+        if (!values) {
+            values = PyList_New(1);
+            if (!values) goto fail;
+            Py_INCREF(value);
+            PyList_SET_ITEM(values, 0, value);
+        }
+        if (PyDict_SetItem(conflicted, key, values) < 0) goto fail;
+    }
+    Py_XDECREF(values);
+    return 0;
+fail:
+    Py_XDECREF(values);
+    return -1;
+}
+
+static PyObject *mod_separate(PyObject *self, PyObject *args) {
+    PyObject *sets_seq;
+    int missing_is_conflict;
+    if (!PyArg_ParseTuple(args, "Op:separate", &sets_seq, &missing_is_conflict)) return NULL;
+    PyObject *fast = PySequence_Fast(sets_seq, "state_sets must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t nd = PySequence_Fast_GET_SIZE(fast);
+    PyObject **dicts = calloc((size_t)(nd ? nd : 1), sizeof(PyObject *));
+    Py_ssize_t *found = calloc((size_t)(nd ? nd : 1), sizeof(Py_ssize_t));
+    PyObject *unconflicted = PyDict_New(), *conflicted = PyDict_New(), *result = NULL;
+    if (!dicts || !found) { PyErr_NoMemory(); goto done; }
+    if (!unconflicted || !conflicted) goto done;
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        dicts[i] = as_dict(PySequence_Fast_GET_ITEM(fast, i));
+        if (!dicts[i]) goto done;
+    }
+    if (nd == 0) goto build;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(dicts[0], &pos, &key, &value)) {
+        Py_INCREF(key); Py_INCREF(value);
+        int r = classify(dicts, nd, 0, key, value, missing_is_conflict, 0, found, unconflicted, conflicted);
+        Py_DECREF(key); Py_DECREF(value);
+        if (r < 0) goto done;
+    }
+    for (Py_ssize_t i = 1; i < nd; i++) {
+        /* Every key of dicts[i] was already met in dicts[0]: nothing new. */
+        if (found[i] == PyDict_GET_SIZE(dicts[i])) continue;
+        pos = 0;
+        while (PyDict_Next(dicts[i], &pos, &key, &value)) {
+            int seen = 0;
+            for (Py_ssize_t j = 0; j < i && !seen; j++) {
+                seen = PyDict_Contains(dicts[j], key);
+                if (seen < 0) goto done;
+            }
+            if (seen) continue;
+            Py_INCREF(key); Py_INCREF(value);
+            int r = classify(dicts, nd, i, key, value, 0, missing_is_conflict, NULL, unconflicted, conflicted);
+            Py_DECREF(key); Py_DECREF(value);
+            if (r < 0) goto done;
+        }
+    }
+build:
+    result = PyTuple_Pack(2, unconflicted, conflicted);
+done:
+    if (dicts) for (Py_ssize_t i = 0; i < nd; i++) Py_XDECREF(dicts[i]);
+    free(dicts); free(found);
+    Py_XDECREF(unconflicted); Py_XDECREF(conflicted);
+    Py_DECREF(fast);
+    return result;
+}
+
+/* ------------------------------------------------------------- type glue */
+
+static PyMemberDef Graph_members[] = {
+    {"index", T_OBJECT, offsetof(GraphObject, index), READONLY, "dict: event ID -> index"},
+    {"key_index", T_OBJECT, offsetof(GraphObject, key_index), READONLY, "dict: key -> key index"},
+    {"keys", T_OBJECT, offsetof(GraphObject, keys), READONLY, "list: key index -> key"},
+    {NULL}
+};
+
+static PyMethodDef Graph_methods[] = {
+    {"add_key", (PyCFunction)Graph_add_key, METH_O, "Intern a (type, state_key) pair; return its key index."},
+    {"add_event", (PyCFunction)Graph_add_event, METH_VARARGS,
+     "add_event(event_id, auth, ts, power, flags, key, pl_auth, auth_keys) -> index"},
+    {"event_id", (PyCFunction)Graph_event_id, METH_O, "The event ID of an interned event."},
+    {"event_key", (PyCFunction)Graph_event_key, METH_O, "The key index of an event (-1: not state)."},
+    {"flags", (PyCFunction)Graph_flags, METH_O, "The FLAG_* bits of an event."},
+    {"set_rejected", (PyCFunction)Graph_set_rejected, METH_VARARGS, "Mark or unmark an event as rejected."},
+    {"lookup", (PyCFunction)Graph_lookup, METH_O, "Indices of the given event IDs, skipping unknown ones."},
+    {"auth_difference", (PyCFunction)Graph_auth_difference, METH_VARARGS,
+     "auth_difference(common, per_set) -> sorted indices"},
+    {"conflicted_subgraph", (PyCFunction)Graph_conflicted_subgraph, METH_O,
+     "conflicted_subgraph(conflicted) -> sorted indices"},
+    {"power_sort", (PyCFunction)Graph_power_sort, METH_O,
+     "power_sort(full_conflicted) -> power events + auth chains, reverse topological power order"},
+    {"mainline_sort", (PyCFunction)Graph_mainline_sort, METH_VARARGS,
+     "mainline_sort(events, power_levels_index) -> events in mainline order"},
+    {"iterative_auth", (PyCFunction)Graph_iterative_auth, METH_VARARGS,
+     "iterative_auth(order, base, overlay, check) -> None; updates overlay"},
+    {NULL}
+};
+
+static PySequenceMethods Graph_as_sequence = {
+    .sq_length = (lenfunc)Graph_len,
+};
+
+static PyTypeObject GraphType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "homeserver.state._speedups.Graph",
+    .tp_basicsize = sizeof(GraphObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The interned auth DAG of one room.",
+    .tp_new = Graph_new,
+    .tp_dealloc = (destructor)Graph_dealloc,
+    .tp_traverse = (traverseproc)Graph_traverse,
+    .tp_clear = (inquiry)Graph_clear,
+    .tp_methods = Graph_methods,
+    .tp_members = Graph_members,
+    .tp_as_sequence = &Graph_as_sequence,
+};
+
+static PyMethodDef module_methods[] = {
+    {"separate", mod_separate, METH_VARARGS,
+     "separate(state_sets, missing_is_conflict) -> (unconflicted, conflicted)"},
+    {NULL}
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "homeserver.state._speedups",
+    "C kernels for state resolution (twin of homeserver.state._pure).", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&GraphType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    Py_INCREF(&GraphType);
+    if (PyModule_AddObject(m, "Graph", (PyObject *)&GraphType) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_POWER", FLAG_POWER) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_POWER_LEVELS", FLAG_POWER_LEVELS) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_REJECTED", FLAG_REJECTED) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_STATE", FLAG_STATE) < 0 ||
+        PyModule_AddStringConstant(m, "IMPLEMENTATION", "c") < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
