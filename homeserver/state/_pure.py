@@ -16,7 +16,7 @@ return lists of indices; strings only appear at the edges.
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Hashable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 #: Event flag: a "power event" (see ``homeserver.state.interning``).
 FLAG_POWER = 1
@@ -103,6 +103,7 @@ class Graph:
         self._key: list[int] = []
         self._pl_auth: list[int] = []
         self._auth_keys: list[tuple[int, ...]] = []
+        self._python_checks = 0
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -163,6 +164,50 @@ class Graph:
         self._pl_auth.append(int(pl_auth))
         self._auth_keys.append(tuple(auth_keys))
         return n
+
+    def set_room_config(
+        self,
+        infinite_creators: bool,
+        limit_notifications: bool,
+        create_key: int,
+        power_levels_key: int,
+        users_default: int,
+        state_default: int,
+        no_power_levels_creator_level: int,
+    ) -> None:
+        """Room-wide settings of the C kernel's fast authorization path.
+        The pure kernel asks the Python rules for every decision, so it only
+        validates them."""
+        for k in (create_key, power_levels_key):
+            if not -1 <= k < len(self.keys):
+                raise ValueError("key index out of range")
+
+    def set_auth_info(
+        self,
+        idx: int,
+        kind: int,
+        membership: int,
+        type_id: int,
+        sender_id: int,
+        sender_domain: int,
+        room_key: int,
+        sender_member_key: int,
+        rule9: bool,
+        power_levels_table: Any,
+        create_info: Any,
+    ) -> None:
+        """Pre-parsed authorization data for one event (used by the C
+        kernel's fast path; see ``homeserver.state._auth.auth_info``). The
+        pure kernel validates and ignores it."""
+        if not 0 <= idx < len(self._ids):
+            raise IndexError("event index out of range")
+        if kind not in (0, 1, 2) or (kind == 2 and power_levels_table is None):
+            raise ValueError("bad kind")
+
+    def auth_stats(self) -> tuple[int, int]:
+        """(decisions taken by a fast path, decisions asked of the Python
+        rules): the pure kernel always asks Python."""
+        return 0, self._python_checks
 
     def event_id(self, idx: int) -> str:
         """The event ID of an interned event."""
@@ -346,5 +391,6 @@ class Graph:
                     chosen[k] = cur
             if flags[e] & FLAG_REJECTED or key_of[e] < 0:
                 continue
+            self._python_checks += 1
             if check(e, list(chosen.values())):
                 overlay[key_of[e]] = e

@@ -65,7 +65,54 @@ typedef struct {
     int32_t *stack;
     uint32_t epoch;
     int busy;
+    /* Fast authorization path (see fast_auth()). */
+    int8_t *kind, *membership, *rule9;
+    int32_t *type_id, *sender_id, *sender_domain, *room_key, *sender_mkey;
+    struct pltable **pl;
+    struct createinfo **ci;
+    int infinite_creators, limit_notifications;
+    int32_t create_key, pl_key;
+    int64_t def_users_default, def_state_default, no_pl_creator_level;
+    long long fast_decisions, python_checks;
 } GraphObject;
+
+#define KIND_PYTHON 0
+#define KIND_STATE 1
+#define KIND_POWER_LEVELS 2
+#define LEVEL_INFINITE INT64_MAX
+#define N_NAMED 7
+
+typedef struct { int32_t id; int64_t level; } lentry;
+
+typedef struct pltable {
+    int8_t has[N_NAMED];
+    int64_t named[N_NAMED]; /* users_default, events_default, state_default, ban, redact, kick, invite */
+    Py_ssize_t n_maps[3];   /* events, users, notifications */
+    lentry *maps[3];        /* sorted by id */
+} pltable;
+
+#define MAP_EVENTS 0
+#define MAP_USERS 1
+#define MAP_NOTIFICATIONS 2
+
+typedef struct createinfo {
+    Py_ssize_t n_creators;
+    int32_t *creators;
+    int federate;
+    int32_t sender_domain;
+} createinfo;
+
+static void pltable_free(pltable *t) {
+    if (!t) return;
+    for (int i = 0; i < 3; i++) free(t->maps[i]);
+    free(t);
+}
+
+static void createinfo_free(createinfo *c) {
+    if (!c) return;
+    free(c->creators);
+    free(c);
+}
 
 static int graph_grow(GraphObject *g) {
     Py_ssize_t cap = g->cap ? g->cap * 2 : 256;
@@ -88,6 +135,16 @@ static int graph_grow(GraphObject *g) {
     GROW(stamp2, uint32_t, cap);
     GROW(aux, int32_t, cap);
     GROW(stack, int32_t, cap);
+    GROW(kind, int8_t, cap);
+    GROW(membership, int8_t, cap);
+    GROW(rule9, int8_t, cap);
+    GROW(type_id, int32_t, cap);
+    GROW(sender_id, int32_t, cap);
+    GROW(sender_domain, int32_t, cap);
+    GROW(room_key, int32_t, cap);
+    GROW(sender_mkey, int32_t, cap);
+    GROW(pl, pltable *, cap);
+    GROW(ci, createinfo *, cap);
 #undef GROW
     memset(g->stamp + g->cap, 0, (size_t)(cap - g->cap) * sizeof(uint32_t));
     memset(g->stamp2 + g->cap, 0, (size_t)(cap - g->cap) * sizeof(uint32_t));
@@ -204,6 +261,9 @@ static PyObject *Graph_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     g->key_index = PyDict_New();
     g->keys = PyList_New(0);
     g->ids = PyList_New(0);
+    g->create_key = g->pl_key = -1;
+    g->def_state_default = 50;
+    g->no_pl_creator_level = 100;
     if (!g->index || !g->key_index || !g->keys || !g->ids || graph_grow(g) < 0) {
         Py_DECREF(g);
         return NULL;
@@ -235,6 +295,11 @@ static void Graph_dealloc(GraphObject *g) {
     free(g->ts); free(g->power); free(g->flags); free(g->key); free(g->pl_auth);
     free(g->id_utf8); free(g->id_len);
     free(g->stamp); free(g->stamp2); free(g->aux); free(g->stack);
+    if (g->pl) for (Py_ssize_t i = 0; i < g->n; i++) pltable_free(g->pl[i]);
+    if (g->ci) for (Py_ssize_t i = 0; i < g->n; i++) createinfo_free(g->ci[i]);
+    free(g->kind); free(g->membership); free(g->rule9);
+    free(g->type_id); free(g->sender_id); free(g->sender_domain); free(g->room_key); free(g->sender_mkey);
+    free(g->pl); free(g->ci);
     Py_TYPE(g)->tp_free((PyObject *)g);
 }
 
@@ -319,6 +384,12 @@ static PyObject *Graph_add_event(GraphObject *g, PyObject *args) {
     g->pl_auth[i] = pl_auth;
     g->id_utf8[i] = utf8;
     g->id_len[i] = id_len;
+    g->kind[i] = KIND_PYTHON;
+    g->membership[i] = 0;
+    g->rule9[i] = 0;
+    g->type_id[i] = g->sender_id[i] = g->sender_domain[i] = g->room_key[i] = g->sender_mkey[i] = -1;
+    g->pl[i] = NULL;
+    g->ci[i] = NULL;
     g->n++;
     return idx;
 fail_fast:
@@ -684,6 +755,253 @@ static PyObject *Graph_mainline_sort(GraphObject *g, PyObject *args) {
     return result;
 }
 
+
+/* ------------------------------------------------- fast authorization */
+
+static int lentry_cmp(const void *a, const void *b) {
+    int32_t x = ((const lentry *)a)->id, y = ((const lentry *)b)->id;
+    return (x > y) - (x < y);
+}
+
+static int parse_level_map(PyObject *seq, lentry **out, Py_ssize_t *n_out) {
+    PyObject *fast = PySequence_Fast(seq, "level map must be a sequence of (id, level)");
+    if (!fast) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    lentry *m = malloc((size_t)(n ? n : 1) * sizeof(lentry));
+    if (!m) { Py_DECREF(fast); PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int id;
+        long long level;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iL", &id, &level)) {
+            free(m); Py_DECREF(fast); return -1;
+        }
+        m[i].id = id;
+        m[i].level = level;
+    }
+    Py_DECREF(fast);
+    qsort(m, (size_t)n, sizeof(lentry), lentry_cmp);
+    *out = m;
+    *n_out = n;
+    return 0;
+}
+
+static pltable *parse_pltable(PyObject *obj) {
+    PyObject *named, *maps[3];
+    if (!PyArg_ParseTuple(obj, "OOOO", &named, &maps[0], &maps[1], &maps[2])) return NULL;
+    pltable *t = calloc(1, sizeof(pltable));
+    if (!t) { PyErr_NoMemory(); return NULL; }
+    PyObject *fast = PySequence_Fast(named, "named levels must be a sequence");
+    if (!fast) { free(t); return NULL; }
+    if (PySequence_Fast_GET_SIZE(fast) != N_NAMED) {
+        PyErr_SetString(PyExc_ValueError, "expected 7 named levels");
+        Py_DECREF(fast); free(t); return NULL;
+    }
+    for (int i = 0; i < N_NAMED; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(fast, i);
+        if (v == Py_None) continue;
+        long long level = PyLong_AsLongLong(v);
+        if (level == -1 && PyErr_Occurred()) { Py_DECREF(fast); free(t); return NULL; }
+        t->has[i] = 1;
+        t->named[i] = level;
+    }
+    Py_DECREF(fast);
+    for (int i = 0; i < 3; i++) {
+        if (parse_level_map(maps[i], &t->maps[i], &t->n_maps[i]) < 0) { pltable_free(t); return NULL; }
+    }
+    return t;
+}
+
+static createinfo *parse_createinfo(PyObject *obj) {
+    PyObject *creators;
+    int federate, domain;
+    if (!PyArg_ParseTuple(obj, "Opi", &creators, &federate, &domain)) return NULL;
+    createinfo *c = calloc(1, sizeof(createinfo));
+    if (!c) { PyErr_NoMemory(); return NULL; }
+    PyObject *fast = PySequence_Fast(creators, "creators must be a sequence");
+    if (!fast) { free(c); return NULL; }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    c->creators = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (!c->creators) { Py_DECREF(fast); free(c); PyErr_NoMemory(); return NULL; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) { Py_DECREF(fast); createinfo_free(c); return NULL; }
+        c->creators[i] = (int32_t)v;
+    }
+    Py_DECREF(fast);
+    c->n_creators = n;
+    c->federate = federate;
+    c->sender_domain = domain;
+    return c;
+}
+
+static PyObject *Graph_set_room_config(GraphObject *g, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"infinite_creators", "limit_notifications", "create_key", "power_levels_key",
+                             "users_default", "state_default", "no_power_levels_creator_level", NULL};
+    int inf, lim, ck, pk;
+    long long ud, sd, nc;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ppiiLLL:set_room_config", kwlist, &inf, &lim, &ck, &pk,
+                                     &ud, &sd, &nc))
+        return NULL;
+    Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
+    if (ck < -1 || ck >= nkeys || pk < -1 || pk >= nkeys) {
+        PyErr_SetString(PyExc_ValueError, "key index out of range");
+        return NULL;
+    }
+    g->infinite_creators = inf;
+    g->limit_notifications = lim;
+    g->create_key = ck;
+    g->pl_key = pk;
+    g->def_users_default = ud;
+    g->def_state_default = sd;
+    g->no_pl_creator_level = nc;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Graph_set_auth_info(GraphObject *g, PyObject *args) {
+    long idx;
+    int kind, membership, type_id, sender_id, sender_domain, room_key, sender_mkey, rule9;
+    PyObject *plobj, *ciobj;
+    if (!PyArg_ParseTuple(args, "liiiiiiipOO:set_auth_info", &idx, &kind, &membership, &type_id, &sender_id,
+                          &sender_domain, &room_key, &sender_mkey, &rule9, &plobj, &ciobj))
+        return NULL;
+    if (graph_check_idle(g) < 0) return NULL;
+    if (idx < 0 || idx >= g->n) { PyErr_SetString(PyExc_IndexError, "event index out of range"); return NULL; }
+    if (kind < KIND_PYTHON || kind > KIND_POWER_LEVELS) { PyErr_SetString(PyExc_ValueError, "bad kind"); return NULL; }
+    if (sender_mkey < -1 || sender_mkey >= PyList_GET_SIZE(g->keys)) {
+        PyErr_SetString(PyExc_ValueError, "key index out of range");
+        return NULL;
+    }
+    pltable *t = NULL;
+    createinfo *c = NULL;
+    if (plobj != Py_None && !(t = parse_pltable(plobj))) return NULL;
+    if (ciobj != Py_None && !(c = parse_createinfo(ciobj))) { pltable_free(t); return NULL; }
+    if (kind == KIND_POWER_LEVELS && !t) {
+        PyErr_SetString(PyExc_ValueError, "a power levels event needs its table");
+        createinfo_free(c);
+        return NULL;
+    }
+    pltable_free(g->pl[idx]);
+    createinfo_free(g->ci[idx]);
+    g->pl[idx] = t;
+    g->ci[idx] = c;
+    g->kind[idx] = (int8_t)kind;
+    g->membership[idx] = (int8_t)(membership != 0);
+    g->type_id[idx] = type_id;
+    g->sender_id[idx] = sender_id;
+    g->sender_domain[idx] = sender_domain;
+    g->room_key[idx] = room_key;
+    g->sender_mkey[idx] = sender_mkey;
+    g->rule9[idx] = (int8_t)rule9;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Graph_auth_stats(GraphObject *g, PyObject *unused) {
+    return Py_BuildValue("LL", g->fast_decisions, g->python_checks);
+}
+
+static const lentry *map_find(const pltable *t, int m, int32_t id) {
+    Py_ssize_t lo = 0, hi = t->n_maps[m];
+    const lentry *a = t->maps[m];
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (a[mid].id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return (lo < t->n_maps[m] && a[lo].id == id) ? &a[lo] : NULL;
+}
+
+/* One changed entry of a power levels event (core auth _check_power_levels). */
+static int level_change_ok(int users_sub, int32_t key, int32_t sender, int has_old, int64_t old_level,
+                           int has_new, int64_t new_level, int64_t user_level) {
+    if (has_old == has_new && (!has_old || old_level == new_level)) return 1;
+    if (users_sub && key != sender && has_old && old_level >= user_level) return 0;
+    if (has_old && old_level > user_level) return 0;
+    if (has_new && new_level > user_level) return 0;
+    return 1;
+}
+
+/*
+ * Decide the authorization rules in C for state events other than
+ * membership/create/aliases/third-party-invite events, over pre-parsed power
+ * level tables. Mirrors homeserver.core.auth.check_auth_rules for that subset.
+ * Returns 1 allowed, 0 rejected, -1 "ask Python" (anything unusual: unparsed
+ * tables, a create event without parsed info, other event types).
+ */
+static int fast_auth(GraphObject *g, int32_t e, const int32_t *keys, const int32_t *evs, int n) {
+    int kind = g->kind[e];
+    if (kind == KIND_PYTHON || g->create_key < 0 || g->pl_key < 0) return -1;
+    int32_t create = -1, pl = -1, member = -1;
+    for (int i = 0; i < n; i++) {
+        if (keys[i] == g->create_key) create = evs[i];
+        else if (keys[i] == g->pl_key) pl = evs[i];
+        if (keys[i] == g->sender_mkey[e]) member = evs[i];
+    }
+    if (create < 0) return 0; /* no create event in the auth state */
+    const createinfo *ci = g->ci[create];
+    if (!ci) return -1;
+    if (g->room_key[e] != g->room_key[create]) return 0;
+    if (g->sender_domain[e] != ci->sender_domain && !ci->federate) return 0;
+    if (member < 0 || !g->membership[member]) return 0; /* sender not joined */
+    const pltable *cur = NULL;
+    if (pl >= 0) {
+        cur = g->pl[pl];
+        if (!cur) return -1;
+    }
+    int32_t sender = g->sender_id[e];
+    int is_creator = 0;
+    for (Py_ssize_t i = 0; i < ci->n_creators; i++)
+        if (ci->creators[i] == sender) { is_creator = 1; break; }
+    int64_t user_level;
+    if (g->infinite_creators && is_creator) {
+        user_level = LEVEL_INFINITE;
+    } else if (!cur) {
+        user_level = is_creator ? g->no_pl_creator_level : g->def_users_default;
+    } else {
+        const lentry *u = map_find(cur, MAP_USERS, sender);
+        user_level = u ? u->level : (cur->has[0] ? cur->named[0] : g->def_users_default);
+    }
+    int64_t send_level = g->def_state_default;
+    if (cur) {
+        const lentry *ev = map_find(cur, MAP_EVENTS, g->type_id[e]);
+        if (ev) send_level = ev->level;
+        else if (cur->has[2]) send_level = cur->named[2];
+    }
+    if (user_level < send_level) return 0;
+    if (g->rule9[e]) return 0;
+    if (kind != KIND_POWER_LEVELS) return 1;
+
+    const pltable *nw = g->pl[e];
+    if (!nw) return -1;
+    if (g->infinite_creators) {
+        for (Py_ssize_t i = 0; i < ci->n_creators; i++)
+            if (map_find(nw, MAP_USERS, ci->creators[i])) return 0;
+    }
+    if (!cur) return 1;
+    for (int i = 0; i < N_NAMED; i++)
+        if (!level_change_ok(0, -1, sender, cur->has[i], cur->named[i], nw->has[i], nw->named[i], user_level))
+            return 0;
+    int nmaps = g->limit_notifications ? 3 : 2;
+    for (int m = 0; m < nmaps; m++) {
+        const lentry *a = cur->maps[m], *b = nw->maps[m];
+        Py_ssize_t na = cur->n_maps[m], nb = nw->n_maps[m], i = 0, j = 0;
+        while (i < na || j < nb) {
+            int32_t key;
+            int has_old = 0, has_new = 0;
+            int64_t old_level = 0, new_level = 0;
+            if (j >= nb || (i < na && a[i].id < b[j].id)) {
+                key = a[i].id; has_old = 1; old_level = a[i].level; i++;
+            } else if (i >= na || b[j].id < a[i].id) {
+                key = b[j].id; has_new = 1; new_level = b[j].level; j++;
+            } else {
+                key = a[i].id; has_old = has_new = 1; old_level = a[i].level; new_level = b[j].level; i++; j++;
+            }
+            if (!level_change_ok(m == MAP_USERS, key, sender, has_old, old_level, has_new, new_level, user_level))
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* ----------------------------------------------------- iterative auth */
 
 /* Current state at key k: overlay first, then base (string-keyed). Returns the
@@ -758,6 +1076,20 @@ static PyObject *Graph_iterative_auth(GraphObject *g, PyObject *args) {
         }
 #undef CHOOSE
         if ((g->flags[e] & FLAG_REJECTED) || g->key[e] < 0) { free(heap_keys); continue; }
+        int decided = fast_auth(g, e, keys, evs, nchosen);
+        if (decided >= 0) {
+            free(heap_keys);
+            g->fast_decisions++;
+            if (decided) {
+                PyObject *kobj = PyLong_FromLong(g->key[e]), *eobj = PyLong_FromLong(e);
+                int rc = (kobj && eobj) ? PyDict_SetItem(overlay, kobj, eobj) : -1;
+                Py_XDECREF(kobj);
+                Py_XDECREF(eobj);
+                if (rc < 0) { free(order); return NULL; }
+            }
+            continue;
+        }
+        g->python_checks++;
         /* Present the auth events in first-chosen order, as the Python twin's
          * dict does. */
         PyObject *auth = list_from(evs, nchosen);
@@ -923,6 +1255,13 @@ static PyMethodDef Graph_methods[] = {
      "power_sort(full_conflicted) -> power events + auth chains, reverse topological power order"},
     {"mainline_sort", (PyCFunction)Graph_mainline_sort, METH_VARARGS,
      "mainline_sort(events, power_levels_index) -> events in mainline order"},
+    {"set_room_config", (PyCFunction)(void (*)(void))Graph_set_room_config, METH_VARARGS | METH_KEYWORDS,
+     "Room-wide settings of the fast authorization path."},
+    {"set_auth_info", (PyCFunction)Graph_set_auth_info, METH_VARARGS,
+     "set_auth_info(idx, kind, membership, type_id, sender_id, sender_domain, room_key, sender_member_key,"
+     " rule9, power_levels_table, create_info)"},
+    {"auth_stats", (PyCFunction)Graph_auth_stats, METH_NOARGS,
+     "(decisions taken by the fast path, decisions asked of the Python rules)"},
     {"iterative_auth", (PyCFunction)Graph_iterative_auth, METH_VARARGS,
      "iterative_auth(order, base, overlay, check) -> None; updates overlay"},
     {NULL}

@@ -126,12 +126,15 @@ def random_room(
     initial_members: int | None = None,
     merge_probability: float = 0.15,
     power_bias: float = 0.3,
+    active: int | None = None,
 ) -> SyntheticRoom:
     """Grow a random room; return the forks' states to resolve.
 
     ``checker(event, auth_state)`` decides whether a fork's state authorises
     an event (the core auth rules); ``resolver`` resolves two forks' states
-    when they merge (no merges without it).
+    when they merge (no merges without it). ``active`` users (default all)
+    hold the initial power levels and send the forks' events; the others
+    only join (large rooms).
     """
     rnd = random.Random(seed)
     b = _Builder(room_version, rnd, checker)
@@ -149,7 +152,8 @@ def random_room(
 
     depth += 1
     prev = step(MEMBER, creator, creator, {"membership": "join"}, state, prev, depth)
-    levels = {b.user(i): rnd.choice([0, 0, 50, 100]) for i in range(1, users)}
+    active = users if active is None else min(active, users)
+    levels = {b.user(i): rnd.choice([0, 0, 50, 100]) for i in range(1, active)}
     if not room_version.creators_have_infinite_power:
         levels[creator] = 100
     depth += 1
@@ -173,12 +177,15 @@ def random_room(
                 heads[f] = (dict(merged), pv + other[1], max(d, other[2]))
                 continue
         d += 1
-        sender = b.user(rnd.randrange(users))
-        target = b.user(rnd.randrange(users))
+        sender = b.user(rnd.randrange(active))
+        target = b.user(rnd.randrange(active) if rnd.random() < 0.7 else rnd.randrange(users))
         r = rnd.random()
         if r < power_bias:
             pl_id = st.get((POWER_LEVELS, ""))
             old = dict(b.events[pl_id].content.get("users", {})) if pl_id else {}
+            admins = sorted(u for u, level in old.items() if level >= 50)
+            if admins and rnd.random() < 0.8:
+                sender = rnd.choice(admins)
             old[target] = rnd.choice([0, 10, 50, 75, 100])
             if room_version.creators_have_infinite_power:
                 old.pop(creator, None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Collection, Iterable, Mapping
 
-from homeserver.state import _kernel
+from homeserver.state import _auth, _kernel
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,16 @@ class RoomGraph:
         self.graph = self.kernel.Graph()
         self.events: list[Any] = []
         self._rejected: set[str] = set()
+        # Strings (types, user IDs, domains, room keys) interned for the
+        # fast authorization path of the C kernel.
+        self._names: dict[str, int] = {}
+        _auth.configure(self)
+
+    def _name_id(self, name: str) -> int:
+        n = self._names.get(name)
+        if n is None:
+            n = self._names[name] = len(self._names)
+        return n
 
     def __len__(self) -> int:
         return len(self.events)
@@ -262,6 +272,7 @@ class RoomGraph:
             auth_keys,
         )
         self.events.append(event)
+        _auth.set_auth_info(self, idx, event, self._name_id)
         return idx
 
     def _sender_power(self, event: Any, pl_event: Any, create_event: Any) -> int:
