@@ -109,8 +109,6 @@ def _strict_int(text: str) -> int:
     value = int(text)
     if not CANONICALJSON_MIN_INT <= value <= CANONICALJSON_MAX_INT:
         raise ValueError("Integer %s outside the canonical JSON range" % text)
-    if text == "-0":
-        raise ValueError("Negative zero is not permitted")
     return value
 
 
@@ -133,8 +131,9 @@ def decode_json(data: bytes | str, strict: bool) -> Any:
     Always refused: invalid UTF-8, duplicate object keys, ``NaN`` /
     ``Infinity``, lone surrogate escapes (they cannot be re-encoded as UTF-8
     for hashing). When ``strict`` (room versions 6+, appendices "Canonical
-    JSON" and fragment v6-canonical-json): floats, exponents, negative zero and
-    integers outside +/-(2**53 - 1) are refused too.
+    JSON" and fragment v6-canonical-json): floats, exponents and integers
+    outside +/-(2**53 - 1) are refused too. ``-0`` is read as ``0`` (the
+    grammar's ``number = ["-"] int`` admits it; Synapse accepts it).
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
@@ -164,3 +163,28 @@ def check_strict_canonical_values(obj: Any) -> None:
     rules (fragment v6-canonical-json): no floats, integers within
     +/-(2**53 - 1). Raises ValueError."""
     _check_encodable(obj, allow_floats=False, check_int_range=True)
+
+
+def _integralise(value: Any) -> Any:
+    if isinstance(value, float):
+        if value.is_integer() and CANONICALJSON_MIN_INT <= value <= CANONICALJSON_MAX_INT:
+            return int(value)
+        raise ValueError("%r is not an integer" % (value,))
+    if isinstance(value, dict):
+        return {k: _integralise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integralise(v) for v in value]
+    return value
+
+
+def canonicalise_json(data: bytes | str) -> bytes:
+    """Rewrite any JSON text as canonical JSON.
+
+    Spec: appendices "Canonical JSON" examples: numbers written with
+    exponents or as ``-0`` that denote integers in range become plain
+    integers (``{"a": -0, "b": 1e10}`` gives ``{"a":0,"b":10000000000}``);
+    other non-integers are refused with ValueError.
+    """
+    return encode_canonical_json(
+        _integralise(decode_json(data, strict=False)), strict_int_range=True
+    )

@@ -23,7 +23,16 @@ class AuthError(Exception):
 class EventSizeError(AuthError):
     """The event exceeds the size limits a server applies before auth
     (client-server-api "Size limits": 65536 bytes per PDU, 255 bytes for
-    several fields)."""
+    several fields).
+
+    ``unpersistable`` is True when the event must be dropped outright; False
+    when older servers accepted it, so it must be stored as rejected to keep
+    the room's DAG intact (Synapse's distinction, rooms v1-v10 byte limits).
+    """
+
+    def __init__(self, reason: str, unpersistable: bool = True) -> None:
+        super().__init__(reason)
+        self.unpersistable = unpersistable
 
 
 class InvalidEventError(ValueError):
