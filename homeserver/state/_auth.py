@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from homeserver.core.auth import check_auth_rules
 from homeserver.core.errors import AuthError
+from homeserver.core.ids import get_domain_from_id, is_valid_user_id
+from homeserver.core.power_levels import (
+    DEFAULT_STATE_DEFAULT,
+    DEFAULT_USERS_DEFAULT,
+    NO_POWER_LEVELS_CREATOR_LEVEL,
+    get_room_creators,
+    parse_power_level,
+)
+from homeserver.state._util import content_of
 
 
 def is_allowed(room_version: Any, event: Any, auth_events: Mapping[tuple[str, str], Any]) -> bool:
     """Whether the core authorization rules allow ``event`` given
     ``auth_events`` (which, in room v12, includes the create event)."""
-    from homeserver.core.auth import check_auth_rules
 
     try:
         check_auth_rules(room_version, event, auth_events)
@@ -62,11 +71,6 @@ class _Unclean(Exception):
 
 def configure(room_graph: Any) -> None:
     """Send the room-wide settings of the fast path to the kernel graph."""
-    from homeserver.core.power_levels import (
-        DEFAULT_STATE_DEFAULT,
-        DEFAULT_USERS_DEFAULT,
-        NO_POWER_LEVELS_CREATOR_LEVEL,
-    )
 
     rv = room_graph.room_version
     graph = room_graph.graph
@@ -82,7 +86,6 @@ def configure(room_graph: Any) -> None:
 
 
 def _level(value: Any, rv: Any) -> int:
-    from homeserver.core.power_levels import parse_power_level
 
     try:
         level = parse_power_level(value, rv)
@@ -93,16 +96,29 @@ def _level(value: Any, rv: Any) -> int:
     return level
 
 
+_valid_user_cache: dict[str, bool] = {}
+
+
+def _is_valid_user_id(user_id: str) -> bool:
+    # Power levels events repeat the same users map: validate each ID once.
+    valid = _valid_user_cache.get(user_id)
+    if valid is None:
+        valid = is_valid_user_id(user_id)
+        if len(_valid_user_cache) > 100_000:
+            _valid_user_cache.clear()
+        _valid_user_cache[user_id] = valid
+    return valid
+
+
 def _level_map(content: Mapping[str, Any], sub: str, rv: Any, name_id: Callable[[str], int],
                user_ids: bool) -> list[tuple[int, int]]:
-    from homeserver.core.ids import is_valid_user_id
 
     mapping = content.get(sub, {})
-    if not isinstance(mapping, Mapping):
+    if not isinstance(mapping, (dict, Mapping)):
         raise _Unclean()
     result = []
     for key, value in mapping.items():
-        if not isinstance(key, str) or (user_ids and not is_valid_user_id(key)):
+        if not isinstance(key, str) or (user_ids and not _is_valid_user_id(key)):
             raise _Unclean()
         result.append((name_id(key), _level(value, rv)))
     return result
@@ -125,12 +141,10 @@ def power_levels_table(content: Mapping[str, Any], rv: Any, name_id: Callable[[s
 
 def set_auth_info(room_graph: Any, idx: int, event: Any, name_id: Callable[[str], int]) -> None:
     """Compute and store the fast-path data of one interned event."""
-    from homeserver.core.ids import get_domain_from_id
-    from homeserver.core.power_levels import get_room_creators
 
     rv = room_graph.room_version
     graph = room_graph.graph
-    content = event.content if isinstance(event.content, Mapping) else {}
+    content = content_of(event)
     etype = event.type
     if etype == "m.room.member":
         # Only its membership matters, when it is the sender's membership.

@@ -16,6 +16,7 @@ import logging
 from typing import Any, Collection, Iterable, Mapping
 
 from homeserver.state import _auth, _kernel
+from homeserver.state._util import content_of
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,11 @@ _INT64_MAX = 2**63 - 1
 
 
 def _clamp64(value: int) -> int:
-    return max(_INT64_MIN, min(_INT64_MAX, value))
+    if _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    return _INT64_MIN if value < 0 else _INT64_MAX
+
+
 
 
 def as_power_int(value: Any) -> int:
@@ -68,8 +73,7 @@ def is_power_event(event: Any) -> bool:
     if event.type in (POWER_LEVELS, JOIN_RULES, CREATE) and state_key == "":
         return True
     if event.type == MEMBER:
-        content = event.content if isinstance(event.content, Mapping) else {}
-        if content.get("membership") in ("leave", "ban"):
+        if content_of(event).get("membership") in ("leave", "ban"):
             return event.sender != state_key
     return False
 
@@ -83,16 +87,16 @@ def auth_types_for_event(room_version: Any, event: Any) -> list[tuple[str, str]]
         return []
     keys = [(POWER_LEVELS, ""), (MEMBER, event.sender), (CREATE, "")]
     if event.type == MEMBER and isinstance(event.state_key, str):
-        content = event.content if isinstance(event.content, Mapping) else {}
+        content = content_of(event)
         membership = content.get("membership")
         if membership in ("join", "invite", "knock"):
             keys.append((JOIN_RULES, ""))
         keys.append((MEMBER, event.state_key))
         if membership == "invite":
             tpi = content.get("third_party_invite")
-            if isinstance(tpi, Mapping):
+            if isinstance(tpi, (dict, Mapping)):
                 signed = tpi.get("signed")
-                if isinstance(signed, Mapping) and isinstance(signed.get("token"), str):
+                if isinstance(signed, (dict, Mapping)) and isinstance(signed.get("token"), str):
                     keys.append((THIRD_PARTY_INVITE, signed["token"]))
         if getattr(room_version, "restricted_join_rule", False) and membership == "join":
             via = content.get("join_authorised_via_users_server")
@@ -124,7 +128,7 @@ def is_creator(room_version: Any, create: Any, user_id: str) -> bool:
     if create.sender == user_id:
         return True
     if getattr(room_version, "additional_creators", False):
-        extra = create.content.get("additional_creators") if isinstance(create.content, Mapping) else None
+        extra = content_of(create).get("additional_creators")
         if isinstance(extra, list):
             return user_id in [u for u in extra if isinstance(u, str)]
     return False
@@ -293,14 +297,13 @@ class RoomGraph:
                 if getattr(rv, "implicit_room_creator", False):
                     creator = create_event.sender
                 else:
-                    content = create_event.content if isinstance(create_event.content, Mapping) else {}
-                    creator = content.get("creator")
+                    creator = content_of(create_event).get("creator")
                 if creator == sender:
                     return 100
             return 0
-        content = pl_event.content if isinstance(pl_event.content, Mapping) else {}
+        content = content_of(pl_event)
         users = content.get("users")
-        level = users.get(sender) if isinstance(users, Mapping) else None
+        level = users.get(sender) if isinstance(users, (dict, Mapping)) else None
         if level is None:
             level = content.get("users_default", 0)
         if level is None:
