@@ -169,40 +169,48 @@ class Graph:
         self,
         infinite_creators: bool,
         limit_notifications: bool,
+        knock_join_rule: bool,
+        restricted_join_rule: bool,
+        knock_restricted_join_rule: bool,
         create_key: int,
         power_levels_key: int,
-        users_default: int,
-        state_default: int,
+        join_rules_key: int,
+        named_defaults: Sequence[int],
         no_power_levels_creator_level: int,
     ) -> None:
         """Room-wide settings of the C kernel's fast authorization path.
         The pure kernel asks the Python rules for every decision, so it only
         validates them."""
-        for k in (create_key, power_levels_key):
+        for k in (create_key, power_levels_key, join_rules_key):
             if not -1 <= k < len(self.keys):
                 raise ValueError("key index out of range")
+        if len(named_defaults) != 7:
+            raise ValueError("expected 7 named defaults")
 
     def set_auth_info(
         self,
         idx: int,
         kind: int,
-        membership: int,
+        code: int,
         type_id: int,
         sender_id: int,
         sender_domain: int,
         room_key: int,
         sender_member_key: int,
+        target_id: int,
+        target_domain: int,
+        target_member_key: int,
         rule9: bool,
         power_levels_table: Any,
         create_info: Any,
     ) -> None:
         """Pre-parsed authorization data for one event (used by the C
-        kernel's fast path; see ``homeserver.state._auth.auth_info``). The
-        pure kernel validates and ignores it."""
+        kernel's fast path; see ``homeserver.state._auth.set_auth_info``).
+        The pure kernel validates and ignores it."""
         if not 0 <= idx < len(self._ids):
             raise IndexError("event index out of range")
-        if kind not in (0, 1, 2) or (kind == 2 and power_levels_table is None):
-            raise ValueError("bad kind")
+        if kind not in (0, 1, 2, 3) or not 0 <= code <= 127 or (kind == 2 and power_levels_table is None):
+            raise ValueError("bad kind or code")
 
     def auth_stats(self) -> tuple[int, int]:
         """(decisions taken by a fast path, decisions asked of the Python

@@ -68,17 +68,36 @@ typedef struct {
     /* Fast authorization path (see fast_auth()). */
     int8_t *kind, *membership, *rule9;
     int32_t *type_id, *sender_id, *sender_domain, *room_key, *sender_mkey;
+    int32_t *target_id, *target_domain, *target_mkey;
     struct pltable **pl;
     struct createinfo **ci;
     int infinite_creators, limit_notifications;
-    int32_t create_key, pl_key;
-    int64_t def_users_default, def_state_default, no_pl_creator_level;
+    int32_t create_key, pl_key, jr_key;
+    int64_t named_default[7];
+    int64_t no_pl_creator_level;
+    int knock_join_rule, restricted_join_rule, knock_restricted_join_rule;
     long long fast_decisions, python_checks;
 } GraphObject;
 
 #define KIND_PYTHON 0
 #define KIND_STATE 1
 #define KIND_POWER_LEVELS 2
+#define KIND_MEMBER 3
+
+/* membership / join_rule codes (the "content code" of member and join rules events) */
+#define M_NONE 0
+#define M_JOIN 1
+#define M_INVITE 2
+#define M_LEAVE 3
+#define M_BAN 4
+#define M_KNOCK 5
+#define M_OTHER 6
+#define JR_PUBLIC 1
+#define JR_INVITE 2
+#define JR_KNOCK 3
+#define JR_RESTRICTED 4
+#define JR_KNOCK_RESTRICTED 5
+#define JR_OTHER 6
 #define LEVEL_INFINITE INT64_MAX
 #define N_NAMED 7
 
@@ -143,6 +162,9 @@ static int graph_grow(GraphObject *g) {
     GROW(sender_domain, int32_t, cap);
     GROW(room_key, int32_t, cap);
     GROW(sender_mkey, int32_t, cap);
+    GROW(target_id, int32_t, cap);
+    GROW(target_domain, int32_t, cap);
+    GROW(target_mkey, int32_t, cap);
     GROW(pl, pltable *, cap);
     GROW(ci, createinfo *, cap);
 #undef GROW
@@ -261,8 +283,7 @@ static PyObject *Graph_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     g->key_index = PyDict_New();
     g->keys = PyList_New(0);
     g->ids = PyList_New(0);
-    g->create_key = g->pl_key = -1;
-    g->def_state_default = 50;
+    g->create_key = g->pl_key = g->jr_key = -1;
     g->no_pl_creator_level = 100;
     if (!g->index || !g->key_index || !g->keys || !g->ids || graph_grow(g) < 0) {
         Py_DECREF(g);
@@ -299,6 +320,7 @@ static void Graph_dealloc(GraphObject *g) {
     if (g->ci) for (Py_ssize_t i = 0; i < g->n; i++) createinfo_free(g->ci[i]);
     free(g->kind); free(g->membership); free(g->rule9);
     free(g->type_id); free(g->sender_id); free(g->sender_domain); free(g->room_key); free(g->sender_mkey);
+    free(g->target_id); free(g->target_domain); free(g->target_mkey);
     free(g->pl); free(g->ci);
     Py_TYPE(g)->tp_free((PyObject *)g);
 }
@@ -388,6 +410,7 @@ static PyObject *Graph_add_event(GraphObject *g, PyObject *args) {
     g->membership[i] = 0;
     g->rule9[i] = 0;
     g->type_id[i] = g->sender_id[i] = g->sender_domain[i] = g->room_key[i] = g->sender_mkey[i] = -1;
+    g->target_id[i] = g->target_domain[i] = g->target_mkey[i] = -1;
     g->pl[i] = NULL;
     g->ci[i] = NULL;
     g->n++;
@@ -835,39 +858,64 @@ static createinfo *parse_createinfo(PyObject *obj) {
 }
 
 static PyObject *Graph_set_room_config(GraphObject *g, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"infinite_creators", "limit_notifications", "create_key", "power_levels_key",
-                             "users_default", "state_default", "no_power_levels_creator_level", NULL};
-    int inf, lim, ck, pk;
-    long long ud, sd, nc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ppiiLLL:set_room_config", kwlist, &inf, &lim, &ck, &pk,
-                                     &ud, &sd, &nc))
+    static char *kwlist[] = {"infinite_creators", "limit_notifications", "knock_join_rule",
+                             "restricted_join_rule", "knock_restricted_join_rule", "create_key",
+                             "power_levels_key", "join_rules_key", "named_defaults",
+                             "no_power_levels_creator_level", NULL};
+    int inf, lim, knock, restricted, knock_restricted, ck, pk, jk;
+    PyObject *defaults;
+    long long nc;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "pppppiiiOL:set_room_config", kwlist, &inf, &lim, &knock,
+                                     &restricted, &knock_restricted, &ck, &pk, &jk, &defaults, &nc))
         return NULL;
     Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
-    if (ck < -1 || ck >= nkeys || pk < -1 || pk >= nkeys) {
+    if (ck < -1 || ck >= nkeys || pk < -1 || pk >= nkeys || jk < -1 || jk >= nkeys) {
         PyErr_SetString(PyExc_ValueError, "key index out of range");
         return NULL;
     }
+    PyObject *fast = PySequence_Fast(defaults, "named_defaults must be a sequence");
+    if (!fast) return NULL;
+    if (PySequence_Fast_GET_SIZE(fast) != N_NAMED) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "expected 7 named defaults");
+        return NULL;
+    }
+    int64_t values[N_NAMED];
+    for (int i = 0; i < N_NAMED; i++) {
+        values[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (values[i] == -1 && PyErr_Occurred()) { Py_DECREF(fast); return NULL; }
+    }
+    Py_DECREF(fast);
+    memcpy(g->named_default, values, sizeof(values));
     g->infinite_creators = inf;
     g->limit_notifications = lim;
+    g->knock_join_rule = knock;
+    g->restricted_join_rule = restricted;
+    g->knock_restricted_join_rule = knock_restricted;
     g->create_key = ck;
     g->pl_key = pk;
-    g->def_users_default = ud;
-    g->def_state_default = sd;
+    g->jr_key = jk;
     g->no_pl_creator_level = nc;
     Py_RETURN_NONE;
 }
 
 static PyObject *Graph_set_auth_info(GraphObject *g, PyObject *args) {
     long idx;
-    int kind, membership, type_id, sender_id, sender_domain, room_key, sender_mkey, rule9;
+    int kind, code, type_id, sender_id, sender_domain, room_key, sender_mkey, target_id, target_domain,
+        target_mkey, rule9;
     PyObject *plobj, *ciobj;
-    if (!PyArg_ParseTuple(args, "liiiiiiipOO:set_auth_info", &idx, &kind, &membership, &type_id, &sender_id,
-                          &sender_domain, &room_key, &sender_mkey, &rule9, &plobj, &ciobj))
+    if (!PyArg_ParseTuple(args, "liiiiiiiiiipOO:set_auth_info", &idx, &kind, &code, &type_id, &sender_id,
+                          &sender_domain, &room_key, &sender_mkey, &target_id, &target_domain, &target_mkey,
+                          &rule9, &plobj, &ciobj))
         return NULL;
     if (graph_check_idle(g) < 0) return NULL;
     if (idx < 0 || idx >= g->n) { PyErr_SetString(PyExc_IndexError, "event index out of range"); return NULL; }
-    if (kind < KIND_PYTHON || kind > KIND_POWER_LEVELS) { PyErr_SetString(PyExc_ValueError, "bad kind"); return NULL; }
-    if (sender_mkey < -1 || sender_mkey >= PyList_GET_SIZE(g->keys)) {
+    if (kind < KIND_PYTHON || kind > KIND_MEMBER || code < 0 || code > 127) {
+        PyErr_SetString(PyExc_ValueError, "bad kind or code");
+        return NULL;
+    }
+    Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
+    if (sender_mkey < -1 || sender_mkey >= nkeys || target_mkey < -1 || target_mkey >= nkeys) {
         PyErr_SetString(PyExc_ValueError, "key index out of range");
         return NULL;
     }
@@ -885,7 +933,10 @@ static PyObject *Graph_set_auth_info(GraphObject *g, PyObject *args) {
     g->pl[idx] = t;
     g->ci[idx] = c;
     g->kind[idx] = (int8_t)kind;
-    g->membership[idx] = (int8_t)(membership != 0);
+    g->membership[idx] = (int8_t)code;
+    g->target_id[idx] = target_id;
+    g->target_domain[idx] = target_domain;
+    g->target_mkey[idx] = target_mkey;
     g->type_id[idx] = type_id;
     g->sender_id[idx] = sender_id;
     g->sender_domain[idx] = sender_domain;
@@ -927,44 +978,113 @@ static int level_change_ok(int users_sub, int32_t key, int32_t sender, int has_o
  * Returns 1 allowed, 0 rejected, -1 "ask Python" (anything unusual: unparsed
  * tables, a create event without parsed info, other event types).
  */
+static int64_t named_level(const GraphObject *g, const pltable *t, int i) {
+    return (t && t->has[i]) ? t->named[i] : g->named_default[i];
+}
+
+static int is_creator_of(const createinfo *ci, int32_t user) {
+    for (Py_ssize_t i = 0; i < ci->n_creators; i++)
+        if (ci->creators[i] == user) return 1;
+    return 0;
+}
+
+/* core power_levels.get_user_power_level over a parsed table. */
+static int64_t user_level_of(const GraphObject *g, const pltable *cur, const createinfo *ci, int32_t user) {
+    int creator = is_creator_of(ci, user);
+    if (g->infinite_creators && creator) return LEVEL_INFINITE;
+    if (!cur) return creator ? g->no_pl_creator_level : g->named_default[0];
+    const lentry *u = map_find(cur, MAP_USERS, user);
+    return u ? u->level : named_level(g, cur, 0);
+}
+
+/* core auth._check_membership (and _check_join) for the cases it models. */
+static int fast_member(const GraphObject *g, int32_t e, const pltable *cur, const createinfo *ci,
+                       int32_t sender_member, int32_t target_member, int32_t jr) {
+    int code = g->membership[e];
+    if (code == M_NONE || code == M_OTHER) return 0;
+    if (g->target_domain[e] != ci->sender_domain && !ci->federate) return 0;
+    int sm = sender_member >= 0 ? g->membership[sender_member] : M_NONE;
+    int tm = target_member >= 0 ? g->membership[target_member] : M_NONE;
+    int join_rule = jr >= 0 ? g->membership[jr] : JR_INVITE;
+    int32_t sender = g->sender_id[e], target = g->target_id[e];
+    switch (code) {
+    case M_JOIN:
+        if (sender != target) return 0;
+        if (tm == M_BAN) return 0;
+        if (join_rule == JR_INVITE || (g->knock_join_rule && join_rule == JR_KNOCK))
+            return tm == M_INVITE || tm == M_JOIN;
+        if ((g->restricted_join_rule && join_rule == JR_RESTRICTED) ||
+            (g->knock_restricted_join_rule && join_rule == JR_KNOCK_RESTRICTED))
+            return (tm == M_INVITE || tm == M_JOIN) ? 1 : -1; /* authorising user: Python */
+        return join_rule == JR_PUBLIC;
+    case M_INVITE: {
+        if (sm != M_JOIN) return 0;
+        if (tm == M_JOIN || tm == M_BAN) return 0;
+        return user_level_of(g, cur, ci, sender) >= named_level(g, cur, 6);
+    }
+    case M_LEAVE: {
+        if (sender == target)
+            return sm == M_INVITE || sm == M_JOIN || (g->knock_join_rule && sm == M_KNOCK);
+        if (sm != M_JOIN) return 0;
+        int64_t sl = user_level_of(g, cur, ci, sender);
+        if (tm == M_BAN && sl < named_level(g, cur, 3)) return 0;
+        if (sl < named_level(g, cur, 5) || user_level_of(g, cur, ci, target) >= sl) return 0;
+        return 1;
+    }
+    case M_BAN: {
+        if (sm != M_JOIN) return 0;
+        int64_t sl = user_level_of(g, cur, ci, sender);
+        if (sl < named_level(g, cur, 3) || user_level_of(g, cur, ci, target) >= sl) return 0;
+        return 1;
+    }
+    case M_KNOCK:
+        if (!g->knock_join_rule) return 0;
+        if (!(join_rule == JR_KNOCK || (g->knock_restricted_join_rule && join_rule == JR_KNOCK_RESTRICTED)))
+            return 0;
+        if (sender != target) return 0;
+        if (sm == M_BAN || sm == M_INVITE || sm == M_JOIN) return 0;
+        return 1;
+    }
+    return -1;
+}
+
+/*
+ * Decide the authorization rules in C for state events (other than create,
+ * aliases and third-party invites), power levels events and membership events
+ * (other than third-party invites, the creator's first join and joins that
+ * need an authorising user), over pre-parsed power level tables. Mirrors
+ * homeserver.core.auth.check_auth_rules for that subset. Returns 1 allowed,
+ * 0 rejected, -1 "ask Python" (anything it does not model).
+ */
 static int fast_auth(GraphObject *g, int32_t e, const int32_t *keys, const int32_t *evs, int n) {
     int kind = g->kind[e];
-    if (kind == KIND_PYTHON || g->create_key < 0 || g->pl_key < 0) return -1;
-    int32_t create = -1, pl = -1, member = -1;
+    if (kind == KIND_PYTHON || g->create_key < 0 || g->pl_key < 0 || g->jr_key < 0) return -1;
+    int32_t create = -1, pl = -1, member = -1, target_member = -1, jr = -1;
     for (int i = 0; i < n; i++) {
         if (keys[i] == g->create_key) create = evs[i];
         else if (keys[i] == g->pl_key) pl = evs[i];
+        else if (keys[i] == g->jr_key) jr = evs[i];
         if (keys[i] == g->sender_mkey[e]) member = evs[i];
+        if (keys[i] == g->target_mkey[e]) target_member = evs[i];
     }
     if (create < 0) return 0; /* no create event in the auth state */
     const createinfo *ci = g->ci[create];
     if (!ci) return -1;
     if (g->room_key[e] != g->room_key[create]) return 0;
     if (g->sender_domain[e] != ci->sender_domain && !ci->federate) return 0;
-    if (member < 0 || !g->membership[member]) return 0; /* sender not joined */
     const pltable *cur = NULL;
     if (pl >= 0) {
         cur = g->pl[pl];
         if (!cur) return -1;
     }
+    if (kind == KIND_MEMBER) return fast_member(g, e, cur, ci, member, target_member, jr);
+    if (member < 0 || g->membership[member] != M_JOIN) return 0; /* sender not joined */
     int32_t sender = g->sender_id[e];
-    int is_creator = 0;
-    for (Py_ssize_t i = 0; i < ci->n_creators; i++)
-        if (ci->creators[i] == sender) { is_creator = 1; break; }
-    int64_t user_level;
-    if (g->infinite_creators && is_creator) {
-        user_level = LEVEL_INFINITE;
-    } else if (!cur) {
-        user_level = is_creator ? g->no_pl_creator_level : g->def_users_default;
-    } else {
-        const lentry *u = map_find(cur, MAP_USERS, sender);
-        user_level = u ? u->level : (cur->has[0] ? cur->named[0] : g->def_users_default);
-    }
-    int64_t send_level = g->def_state_default;
+    int64_t user_level = user_level_of(g, cur, ci, sender);
+    int64_t send_level = named_level(g, cur, 2);
     if (cur) {
         const lentry *ev = map_find(cur, MAP_EVENTS, g->type_id[e]);
         if (ev) send_level = ev->level;
-        else if (cur->has[2]) send_level = cur->named[2];
     }
     if (user_level < send_level) return 0;
     if (g->rule9[e]) return 0;
@@ -1258,8 +1378,8 @@ static PyMethodDef Graph_methods[] = {
     {"set_room_config", (PyCFunction)(void (*)(void))Graph_set_room_config, METH_VARARGS | METH_KEYWORDS,
      "Room-wide settings of the fast authorization path."},
     {"set_auth_info", (PyCFunction)Graph_set_auth_info, METH_VARARGS,
-     "set_auth_info(idx, kind, membership, type_id, sender_id, sender_domain, room_key, sender_member_key,"
-     " rule9, power_levels_table, create_info)"},
+     "set_auth_info(idx, kind, code, type_id, sender_id, sender_domain, room_key, sender_member_key,"
+     " target_id, target_domain, target_member_key, rule9, power_levels_table, create_info)"},
     {"auth_stats", (PyCFunction)Graph_auth_stats, METH_NOARGS,
      "(decisions taken by the fast path, decisions asked of the Python rules)"},
     {"iterative_auth", (PyCFunction)Graph_iterative_auth, METH_VARARGS,

@@ -151,6 +151,7 @@ class RoomGraph:
         # Strings (types, user IDs, domains, room keys) interned for the
         # fast authorization path of the C kernel.
         self._names: dict[str, int] = {}
+        self.create_event_ids: set[str] = set()
         _auth.configure(self)
 
     def _name_id(self, name: str) -> int:
