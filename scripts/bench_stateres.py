@@ -13,9 +13,12 @@ joins, join rules, topics; the ones a fork's state does not authorise are
 rejected), and a room whose two forks hold ~1,500 power levels events.
 
 For each scenario it prints milliseconds for:
-- C warm / Py warm: a ``RoomGraph`` reused across resolutions (events are
-  interned once per room: the intended use);
-- C cold / Py cold: ``resolve_state`` from scratch (interning included);
+- warm: a ``RoomGraph`` and ``StateSet`` objects reused across resolutions
+  (events and state maps interned once: the intended use, e.g. state sets
+  cached per state group);
+- dicts: the ``RoomGraph`` reused, state maps passed as dicts (converted on
+  every call);
+- cold: ``resolve_state`` from scratch (all interning included);
 - Synapse: ``synapse.state.v2.resolve_events_with_store`` from a separate
   virtualenv (``--synapse-python`` or $SYNAPSE_PYTHON; skipped when absent),
   run by ``scripts/synapse_stateres_driver.py`` on the same events through its
@@ -81,7 +84,9 @@ def build_rooms(args: argparse.Namespace) -> list[tuple[str, Any, list[int]]]:
     return rooms
 
 
-def run_ours(kernel: Any, room: Any, state_sets: list, repeat: int) -> tuple[float, float, dict]:
+def run_ours(kernel: Any, room: Any, state_sets: list, repeat: int) -> dict:
+    """Times for one kernel: warm (interned graph and state sets), dicts
+    (interned graph, state maps converted on each call), cold (from scratch)."""
     rv = room.room_version
     cold, result = timed(
         lambda: resolve_state(rv, state_sets, room.event_map, rejected_event_ids=room.rejected, kernel=kernel),
@@ -89,10 +94,12 @@ def run_ours(kernel: Any, room: Any, state_sets: list, repeat: int) -> tuple[flo
     )
     graph = RoomGraph(rv, kernel=kernel)
     graph.mark_rejected(room.rejected)
-    graph.resolve(state_sets, room.event_map)  # interns the room once
-    warm, again = timed(lambda: graph.resolve(state_sets, room.event_map), repeat)
+    interned = [graph.intern_state(s, room.event_map) for s in state_sets]
+    warm, again = timed(lambda: graph.resolve(interned), repeat)
     assert again == result, "warm and cold resolutions differ"
-    return warm, cold, result
+    dicts, again = timed(lambda: graph.resolve(state_sets, room.event_map), repeat)
+    assert again == result, "dict and cold resolutions differ"
+    return {"warm": warm, "dicts": dicts, "cold": cold, "result": result}
 
 
 def synapse_job(room: Any, scenarios: list[tuple[str, list]], repeat: int) -> dict:
@@ -161,17 +168,12 @@ def main() -> None:
             name = "%s x %d forks" % (label, k) if label != "pl" else "1.5k power levels"
             sets = room.state_sets[:k]
             unconflicted, conflicted = _pure.separate(sets, True)
-            c_warm, c_cold, c_result = run_ours(c_kernel, room, sets, args.repeat)
-            py_warm, py_cold, py_result = run_ours(_pure, room, sets, args.repeat)
-            assert c_result == py_result, "C and Python disagree on %s" % name
-            graph = RoomGraph(room.room_version, kernel=c_kernel)
-            graph.ensure([e for v in conflicted.values() for e in v], room.event_map)
-            n_pl = sum(1 for e in room.event_map.values()
-                       if e.type == "m.room.power_levels" and e.event_id not in room.rejected)
+            c = run_ours(c_kernel, room, sets, args.repeat)
+            py = run_ours(_pure, room, sets, args.repeat)
+            assert c["result"] == py["result"], "C and Python disagree on %s" % name
             rows.append({
-                "name": name, "state": len(sets[0]), "conflicted_keys": len(conflicted), "pl_events": n_pl,
-                "c_warm": c_warm, "c_cold": c_cold, "py_warm": py_warm, "py_cold": py_cold,
-                "result": c_result,
+                "name": name, "state": len(sets[0]), "conflicted_keys": len(conflicted),
+                "c": c, "py": py, "result": c["result"],
             })
             scenarios.append((name, sets))
             print("done %s" % name, file=sys.stderr)
@@ -186,21 +188,27 @@ def main() -> None:
                     row["syn_store"] = statistics.median(syn["store_ms"])
 
     print()
-    print("room version %s; milliseconds (median of %d)" % (args.room_version, args.repeat))
-    header = "%-20s %7s %6s | %8s %8s | %8s %8s | %9s %8s | %8s %8s %8s" % (
-        "scenario", "state", "confl", "C warm", "C cold", "Py warm", "Py cold",
-        "Synapse", "store", "Syn/Cw", "Syn/Cc", "Py/C w")
+    print("room version %s; milliseconds (median of %d). warm: interned graph and state sets;"
+          " dicts: interned graph, dict state maps; cold: nothing interned" % (args.room_version, args.repeat))
+    header = "%-18s %6s %5s | %6s %6s %6s | %7s %7s %7s | %8s %7s | %8s %8s %8s | %6s %6s" % (
+        "scenario", "state", "confl", "C warm", "dicts", "cold", "Py warm", "dicts", "cold",
+        "Synapse", "store", "Syn/Cw", "Syn/Cd", "Syn/Cc", "Py/C w", "Py/C d")
     print(header)
     print("-" * len(header))
     for r in rows:
         syn = r.get("syn")
-        print("%-20s %7d %6d | %8.1f %8.1f | %8.1f %8.1f | %9s %8s | %8s %8s %8.1f" % (
-            r["name"], r["state"], r["conflicted_keys"], r["c_warm"], r["c_cold"], r["py_warm"], r["py_cold"],
+        c, py = r["c"], r["py"]
+
+        def ratio(x: float | None, y: float) -> str:
+            return "%.1fx" % (x / y) if x is not None else "-"
+
+        print("%-18s %6d %5d | %6.1f %6.1f %6.1f | %7.1f %7.1f %7.1f | %8s %7s | %8s %8s %8s | %6.1f %6.1f" % (
+            r["name"], r["state"], r["conflicted_keys"], c["warm"], c["dicts"], c["cold"],
+            py["warm"], py["dicts"], py["cold"],
             "%.1f" % syn if syn is not None else "-",
             "%.1f" % r["syn_store"] if syn is not None else "-",
-            "%.1fx" % (syn / r["c_warm"]) if syn is not None else "-",
-            "%.1fx" % (syn / r["c_cold"]) if syn is not None else "-",
-            r["py_warm"] / r["c_warm"],
+            ratio(syn, c["warm"]), ratio(syn, c["dicts"]), ratio(syn, c["cold"]),
+            py["warm"] / c["warm"], py["dicts"] / c["dicts"],
         ))
     print("all implementations agree on every scenario")
 

@@ -34,15 +34,54 @@ class RoomGraph(_RoomGraph):
 
     def resolve(
         self,
-        state_sets: Sequence[Mapping[tuple[str, str], str]],
-        event_map: Mapping[str, Any],
+        state_sets: Sequence[Mapping[tuple[str, str], str] | Any],
+        event_map: Mapping[str, Any] | None = None,
     ) -> dict[tuple[str, str], str]:
-        """Resolve ``state_sets``. ``event_map`` must hold every event of the
-        state sets and their auth chains not interned yet (it may hold more)."""
+        """Resolve ``state_sets`` (mappings, or ``StateSet`` objects from
+        :meth:`intern_state`). ``event_map`` must hold every event of the
+        mappings and their auth chains not interned yet (it may hold more)."""
+        return self.graph.state_to_dict(self.resolve_interned(state_sets, event_map))
+
+    def resolve_interned(
+        self,
+        state_sets: Sequence[Mapping[tuple[str, str], str] | Any],
+        event_map: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """As :meth:`resolve`, returning the resolved state as a ``StateSet``
+        (convert with ``graph.state_to_dict``; cache it for later
+        resolutions)."""
+        sets = [s if isinstance(s, self.kernel.StateSet) else self.intern_state(s, event_map) for s in state_sets]
+        if not sets:
+            return self.empty_state
         name = _state_res_name(self.room_version)
         if name == "V1":
-            return resolve_v1(self.room_version, state_sets, event_map)
-        return resolve_v2(self, state_sets, event_map, v2_1=(name == "V2_1"))
+            dicts = [self.graph.state_to_dict(s) for s in sets]
+            events = _EventLookup(self, event_map if event_map is not None else {})
+            return self.intern_state(resolve_v1(self.room_version, dicts, events))
+        return resolve_v2(self, sets, v2_1=(name == "V2_1"))
+
+
+class _EventLookup(Mapping[str, Any]):
+    """Events by ID: the interned ones, then ``event_map``."""
+
+    def __init__(self, graph: _RoomGraph, event_map: Mapping[str, Any]) -> None:
+        self._graph = graph
+        self._map = event_map
+
+    def __getitem__(self, event_id: str) -> Any:
+        idx = self._graph.index_of(event_id)
+        if idx is not None:
+            return self._graph.event(idx)
+        return self._map[event_id]
+
+    def __contains__(self, event_id: object) -> bool:
+        return (isinstance(event_id, str) and self._graph.index_of(event_id) is not None) or event_id in self._map
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
 
 
 def resolve_state(
@@ -68,6 +107,8 @@ def resolve_state(
     """
     if not state_sets:
         return {}
+    if _state_res_name(room_version) == "V1":
+        return resolve_v1(room_version, state_sets, event_map)
     graph = RoomGraph(room_version, kernel=kernel)
     graph.mark_rejected(rejected_event_ids)
     return graph.resolve(state_sets, event_map)

@@ -88,6 +88,40 @@ def separate(
     return unconflicted, conflicted
 
 
+class StateSet:
+    """An interned state map (immutable): key index -> event index. Made by
+    :meth:`Graph.intern_state`."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, mapping: dict[int, int]) -> None:
+        self._map = mapping
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get(self, key: int) -> int | None:
+        """The event index at a key index, or None."""
+        return self._map.get(key)
+
+    def items(self) -> list[tuple[int, int]]:
+        """(key index, event index) pairs sorted by key."""
+        return sorted(self._map.items())
+
+
+def separate_interned(
+    state_sets: Sequence[StateSet], missing_is_conflict: bool
+) -> tuple[StateSet, dict[int, list[int]]]:
+    """:func:`separate` over interned state sets; returns the unconflicted
+    state as a StateSet and the conflicted set keyed by key index."""
+    for s in state_sets:
+        if not isinstance(s, StateSet):
+            raise TypeError("expected StateSet objects")
+    maps = [s._map for s in state_sets]
+    unconflicted, conflicted = separate(maps, missing_is_conflict)
+    return StateSet(unconflicted), conflicted  # type: ignore[arg-type]
+
+
 class Graph:
     """The interned auth DAG of one room (see the module docstring)."""
 
@@ -236,6 +270,35 @@ class Graph:
         else:
             self._flags[idx] &= ~FLAG_REJECTED
 
+    def intern_state(self, mapping: Mapping[Hashable, str]) -> StateSet:
+        """Intern a ``(type, state_key) -> event_id`` map whose events are
+        all interned (KeyError otherwise)."""
+        index = self.index
+        result = {}
+        for key, event_id in mapping.items():
+            if event_id not in index:
+                raise KeyError("event not interned: %r" % (event_id,))
+            result[self.add_key(key)] = index[event_id]
+        return StateSet(result)
+
+    def state_to_dict(self, state: StateSet) -> dict[Hashable, str]:
+        """A StateSet as a ``(type, state_key) -> event_id`` dict."""
+        if not isinstance(state, StateSet):
+            raise TypeError("expected a StateSet")
+        keys, ids = self.keys, self._ids
+        return {keys[k]: ids[e] for k, e in state._map.items()}
+
+    def merge_state(self, base: StateSet, overlay: dict[int, int]) -> StateSet:
+        """``base`` plus the ``overlay`` entries whose keys base lacks."""
+        if not isinstance(base, StateSet):
+            raise TypeError("expected a StateSet")
+        merged = dict(base._map)
+        for k, e in overlay.items():
+            if not (0 <= k < len(self.keys) and 0 <= e < len(self._ids)):
+                raise IndexError("overlay index out of range")
+            merged.setdefault(k, e)
+        return StateSet(merged)
+
     def lookup(self, event_ids: Sequence[str]) -> list[int]:
         """Indices of the given event IDs, skipping those not interned."""
         index = self.index
@@ -269,6 +332,8 @@ class Graph:
         """
         if len(per_set) < 2:
             return []
+        if isinstance(common, StateSet):
+            common = list(common._map.values())
         common_chain = self._chain_from(common, None)
         chains = [self._chain_from(s, common_chain) for s in per_set]
         union = set().union(*chains)
@@ -369,7 +434,7 @@ class Graph:
     def iterative_auth(
         self,
         order: Sequence[int],
-        base: Mapping[Hashable, str],
+        base: StateSet,
         overlay: dict[int, int],
         check: Callable[[int, list[int]], bool],
     ) -> None:
@@ -383,7 +448,10 @@ class Graph:
         decides. Rejected events are never admitted (as Synapse does).
         """
         auth, flags, key_of = self._auth, self._flags, self._key
-        auth_keys, keys, index = self._auth_keys, self.keys, self.index
+        auth_keys = self._auth_keys
+        if not isinstance(base, StateSet):
+            raise TypeError("expected a StateSet")
+        base_map = base._map
         for e in order:
             chosen: dict[int, int] = {}
             for a in auth[e]:
@@ -392,9 +460,7 @@ class Graph:
             for k in auth_keys[e]:
                 cur = overlay.get(k)
                 if cur is None:
-                    eid = base.get(keys[k])
-                    if eid is not None:
-                        cur = index.get(eid)
+                    cur = base_map.get(k)
                 if cur is not None and not flags[cur] & FLAG_REJECTED:
                     chosen[k] = cur
             if flags[e] & FLAG_REJECTED or key_of[e] < 0:

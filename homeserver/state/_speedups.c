@@ -133,6 +133,96 @@ static void createinfo_free(createinfo *c) {
     free(c);
 }
 
+/* An interned state map: (key index, event index) pairs sorted by key. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    int32_t *keys;
+    int32_t *evs;
+} StateSetObject;
+
+static PyTypeObject StateSetType;
+
+static StateSetObject *stateset_alloc(Py_ssize_t n) {
+    StateSetObject *st = PyObject_New(StateSetObject, &StateSetType);
+    if (!st) return NULL;
+    st->n = 0;
+    st->keys = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    st->evs = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (!st->keys || !st->evs) {
+        free(st->keys); free(st->evs);
+        st->keys = st->evs = NULL;
+        Py_DECREF(st);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return st;
+}
+
+static void StateSet_dealloc(StateSetObject *st) {
+    free(st->keys);
+    free(st->evs);
+    PyObject_Free(st);
+}
+
+static Py_ssize_t StateSet_len(StateSetObject *st) { return st->n; }
+
+static Py_ssize_t stateset_find(const StateSetObject *st, int32_t key) {
+    Py_ssize_t lo = 0, hi = st->n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (st->keys[mid] < key) lo = mid + 1;
+        else hi = mid;
+    }
+    return (lo < st->n && st->keys[lo] == key) ? lo : -1;
+}
+
+static PyObject *StateSet_get(StateSetObject *st, PyObject *arg) {
+    long k = PyLong_AsLong(arg);
+    if (k == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t i = (k < INT32_MIN || k > INT32_MAX) ? -1 : stateset_find(st, (int32_t)k);
+    if (i < 0) Py_RETURN_NONE;
+    return PyLong_FromLong(st->evs[i]);
+}
+
+static PyObject *StateSet_items(StateSetObject *st, PyObject *unused) {
+    PyObject *list = PyList_New(st->n);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < st->n; i++) {
+        PyObject *t = Py_BuildValue("(ii)", st->keys[i], st->evs[i]);
+        if (!t) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, t);
+    }
+    return list;
+}
+
+static PyMethodDef StateSet_methods[] = {
+    {"get", (PyCFunction)StateSet_get, METH_O, "The event index at a key index, or None."},
+    {"items", (PyCFunction)StateSet_items, METH_NOARGS, "(key index, event index) pairs sorted by key."},
+    {NULL}
+};
+
+static PySequenceMethods StateSet_as_sequence = {
+    .sq_length = (lenfunc)StateSet_len,
+};
+
+static PyTypeObject StateSetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "homeserver.state._speedups.StateSet",
+    .tp_basicsize = sizeof(StateSetObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An interned state map (immutable), made by Graph.intern_state.",
+    .tp_dealloc = (destructor)StateSet_dealloc,
+    .tp_methods = StateSet_methods,
+    .tp_as_sequence = &StateSet_as_sequence,
+};
+
+static int pair_cmp(const void *a, const void *b) {
+    int32_t x = ((const int32_t *)a)[0], y = ((const int32_t *)b)[0];
+    return (x > y) - (x < y);
+}
+
+
 static int graph_grow(GraphObject *g) {
     Py_ssize_t cap = g->cap ? g->cap * 2 : 256;
 #define GROW(field, type, count)                                              \
@@ -495,7 +585,26 @@ static PyObject *Graph_auth_difference(GraphObject *g, PyObject *args) {
     Py_ssize_t nsets = PySequence_Fast_GET_SIZE(sets_fast);
     if (nsets < 2) { Py_DECREF(sets_fast); return PyList_New(0); }
     Py_ssize_t ncommon;
-    int32_t *common = indices_from(g, common_seq, &ncommon);
+    int32_t *common;
+    if (PyObject_TypeCheck(common_seq, &StateSetType)) {
+        StateSetObject *st = (StateSetObject *)common_seq;
+        ncommon = st->n;
+        common = malloc((size_t)(ncommon ? ncommon : 1) * sizeof(int32_t));
+        if (common) {
+            for (Py_ssize_t i = 0; i < ncommon; i++) {
+                if (st->evs[i] < 0 || st->evs[i] >= g->n) {
+                    free(common); common = NULL;
+                    PyErr_SetString(PyExc_IndexError, "event index out of range");
+                    break;
+                }
+                common[i] = st->evs[i];
+            }
+        } else {
+            PyErr_NoMemory();
+        }
+    } else {
+        common = indices_from(g, common_seq, &ncommon);
+    }
     int32_t **sets = calloc((size_t)nsets, sizeof(int32_t *));
     Py_ssize_t *lens = calloc((size_t)nsets, sizeof(Py_ssize_t));
     PyObject *result = NULL;
@@ -1126,34 +1235,21 @@ static int fast_auth(GraphObject *g, int32_t e, const int32_t *keys, const int32
 
 /* Current state at key k: overlay first, then base (string-keyed). Returns the
  * event index, -1 if none, -2 on error. */
-static long current_state(GraphObject *g, PyObject *base, PyObject *overlay, int32_t k) {
+static long current_state(GraphObject *g, StateSetObject *base, PyObject *overlay, int32_t k) {
     PyObject *kobj = PyLong_FromLong(k);
     if (!kobj) return -2;
     PyObject *cur = PyDict_GetItemWithError(overlay, kobj);
     Py_DECREF(kobj);
     if (cur) return PyLong_AsLong(cur);
     if (PyErr_Occurred()) return -2;
-    PyObject *key = PyList_GET_ITEM(g->keys, k), *eid;
-    if (PyDict_CheckExact(base)) {
-        eid = PyDict_GetItemWithError(base, key);
-        if (!eid) return PyErr_Occurred() ? -2 : -1;
-        Py_INCREF(eid);
-    } else {
-        eid = PyObject_GetItem(base, key);
-        if (!eid) {
-            if (PyErr_ExceptionMatches(PyExc_KeyError)) { PyErr_Clear(); return -1; }
-            return -2;
-        }
-    }
-    PyObject *idx = PyDict_GetItemWithError(g->index, eid);
-    Py_DECREF(eid);
-    if (idx) return PyLong_AsLong(idx);
-    return PyErr_Occurred() ? -2 : -1;
+    Py_ssize_t i = stateset_find(base, k);
+    return i < 0 ? -1 : base->evs[i];
 }
 
 static PyObject *Graph_iterative_auth(GraphObject *g, PyObject *args) {
-    PyObject *seq, *base, *overlay, *check;
-    if (!PyArg_ParseTuple(args, "OOO!O:iterative_auth", &seq, &base, &PyDict_Type, &overlay,
+    PyObject *seq, *overlay, *check;
+    StateSetObject *base;
+    if (!PyArg_ParseTuple(args, "OO!O!O:iterative_auth", &seq, &StateSetType, &base, &PyDict_Type, &overlay,
                           &check))
         return NULL;
     if (graph_check_idle(g) < 0) return NULL;
@@ -1349,6 +1445,219 @@ done:
     return result;
 }
 
+
+/* --------------------------------------------------------- state sets */
+
+/* Key index of key, interning it if new; -1 on error. */
+static long key_of(GraphObject *g, PyObject *key) {
+    PyObject *k = PyDict_GetItemWithError(g->key_index, key);
+    if (k) return PyLong_AsLong(k);
+    if (PyErr_Occurred()) return -1;
+    k = Graph_add_key(g, key);
+    if (!k) return -1;
+    long v = PyLong_AsLong(k);
+    Py_DECREF(k);
+    return v;
+}
+
+static PyObject *Graph_intern_state(GraphObject *g, PyObject *mapping) {
+    if (PyDict_CheckExact(mapping)) {
+        /* Fast path: no item tuples. */
+        Py_ssize_t n = PyDict_GET_SIZE(mapping), pos = 0, i = 0;
+        int32_t *pairs = malloc((size_t)(n ? n : 1) * 2 * sizeof(int32_t));
+        if (!pairs) return PyErr_NoMemory();
+        PyObject *key, *value;
+        while (PyDict_Next(mapping, &pos, &key, &value)) {
+            long kk = key_of(g, key);
+            if (kk < 0) { free(pairs); return NULL; }
+            PyObject *ev = PyDict_GetItemWithError(g->index, value);
+            if (!ev) {
+                if (!PyErr_Occurred()) PyErr_Format(PyExc_KeyError, "event not interned: %R", value);
+                free(pairs);
+                return NULL;
+            }
+            pairs[2 * i] = (int32_t)kk;
+            pairs[2 * i + 1] = (int32_t)PyLong_AsLong(ev);
+            i++;
+        }
+        qsort(pairs, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+        StateSetObject *st = stateset_alloc(n);
+        if (!st) { free(pairs); return NULL; }
+        for (Py_ssize_t j = 0; j < n; j++) {
+            st->keys[j] = pairs[2 * j];
+            st->evs[j] = pairs[2 * j + 1];
+        }
+        st->n = n;
+        free(pairs);
+        return (PyObject *)st;
+    }
+    PyObject *items = PyMapping_Items(mapping);
+    if (!items) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    int32_t *pairs = malloc((size_t)(n ? n : 1) * 2 * sizeof(int32_t));
+    if (!pairs) { Py_DECREF(items); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(kv) || PyTuple_GET_SIZE(kv) != 2) {
+            PyErr_SetString(PyExc_TypeError, "items() must yield pairs");
+            goto fail;
+        }
+        PyObject *k = Graph_add_key(g, PyTuple_GET_ITEM(kv, 0));
+        if (!k) goto fail;
+        long kk = PyLong_AsLong(k);
+        Py_DECREF(k);
+        PyObject *ev = PyDict_GetItemWithError(g->index, PyTuple_GET_ITEM(kv, 1));
+        if (!ev) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_KeyError, "event not interned: %R", PyTuple_GET_ITEM(kv, 1));
+            goto fail;
+        }
+        pairs[2 * i] = (int32_t)kk;
+        pairs[2 * i + 1] = (int32_t)PyLong_AsLong(ev);
+    }
+    Py_DECREF(items);
+    qsort(pairs, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+    StateSetObject *st = stateset_alloc(n);
+    if (!st) { free(pairs); return NULL; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i && pairs[2 * i] == pairs[2 * i - 2]) {
+            PyErr_SetString(PyExc_ValueError, "duplicate key in state map");
+            free(pairs); Py_DECREF(st); return NULL;
+        }
+        st->keys[i] = pairs[2 * i];
+        st->evs[i] = pairs[2 * i + 1];
+    }
+    st->n = n;
+    free(pairs);
+    return (PyObject *)st;
+fail:
+    Py_DECREF(items);
+    free(pairs);
+    return NULL;
+}
+
+static PyObject *Graph_state_to_dict(GraphObject *g, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &StateSetType)) {
+        PyErr_SetString(PyExc_TypeError, "expected a StateSet");
+        return NULL;
+    }
+    StateSetObject *st = (StateSetObject *)arg;
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
+    for (Py_ssize_t i = 0; i < st->n; i++) {
+        if (st->keys[i] < 0 || st->keys[i] >= nkeys || st->evs[i] < 0 || st->evs[i] >= g->n) {
+            Py_DECREF(d);
+            PyErr_SetString(PyExc_IndexError, "state set does not belong to this graph");
+            return NULL;
+        }
+        if (PyDict_SetItem(d, PyList_GET_ITEM(g->keys, st->keys[i]), PyList_GET_ITEM(g->ids, st->evs[i])) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+/* base plus the overlay entries (key index -> event index) whose keys base lacks. */
+static PyObject *Graph_merge_state(GraphObject *g, PyObject *args) {
+    StateSetObject *base;
+    PyObject *overlay;
+    if (!PyArg_ParseTuple(args, "O!O!:merge_state", &StateSetType, &base, &PyDict_Type, &overlay)) return NULL;
+    Py_ssize_t extra = PyDict_GET_SIZE(overlay), m = 0;
+    int32_t *pairs = malloc((size_t)(extra ? extra : 1) * 2 * sizeof(int32_t));
+    if (!pairs) return PyErr_NoMemory();
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(overlay, &pos, &k, &v)) {
+        long kk = PyLong_AsLong(k), vv = PyLong_AsLong(v);
+        if ((kk == -1 || vv == -1) && PyErr_Occurred()) { free(pairs); return NULL; }
+        if (kk < 0 || kk >= PyList_GET_SIZE(g->keys) || vv < 0 || vv >= g->n) {
+            free(pairs);
+            PyErr_SetString(PyExc_IndexError, "overlay index out of range");
+            return NULL;
+        }
+        if (stateset_find(base, (int32_t)kk) >= 0) continue;
+        pairs[2 * m] = (int32_t)kk;
+        pairs[2 * m + 1] = (int32_t)vv;
+        m++;
+    }
+    qsort(pairs, (size_t)m, 2 * sizeof(int32_t), pair_cmp);
+    StateSetObject *st = stateset_alloc(base->n + m);
+    if (!st) { free(pairs); return NULL; }
+    Py_ssize_t i = 0, j = 0, o = 0;
+    while (i < base->n || j < m) {
+        if (j >= m || (i < base->n && base->keys[i] < pairs[2 * j])) {
+            st->keys[o] = base->keys[i]; st->evs[o] = base->evs[i]; i++;
+        } else {
+            st->keys[o] = pairs[2 * j]; st->evs[o] = pairs[2 * j + 1]; j++;
+        }
+        o++;
+    }
+    st->n = o;
+    free(pairs);
+    return (PyObject *)st;
+}
+
+/* separate() over interned state sets: a k-way merge of sorted arrays. */
+static PyObject *mod_separate_interned(PyObject *self, PyObject *args) {
+    PyObject *seq;
+    int missing_is_conflict;
+    if (!PyArg_ParseTuple(args, "Op:separate_interned", &seq, &missing_is_conflict)) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "state_sets must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(fast), total = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, j);
+        if (!PyObject_TypeCheck(o, &StateSetType)) {
+            Py_DECREF(fast);
+            PyErr_SetString(PyExc_TypeError, "expected StateSet objects");
+            return NULL;
+        }
+        if (((StateSetObject *)o)->n > total) total = ((StateSetObject *)o)->n;
+    }
+    StateSetObject **sets = malloc((size_t)(k ? k : 1) * sizeof(StateSetObject *));
+    Py_ssize_t *pos = calloc((size_t)(k ? k : 1), sizeof(Py_ssize_t));
+    int32_t *vals = malloc((size_t)(k ? k : 1) * sizeof(int32_t));
+    StateSetObject *unconf = stateset_alloc(total);
+    PyObject *conflicted = PyDict_New(), *result = NULL;
+    if (!sets || !pos || !vals || !unconf || !conflicted) { if (!PyErr_Occurred()) PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t j = 0; j < k; j++) sets[j] = (StateSetObject *)PySequence_Fast_GET_ITEM(fast, j);
+    for (;;) {
+        int32_t key = INT32_MAX;
+        int any = 0;
+        for (Py_ssize_t j = 0; j < k; j++)
+            if (pos[j] < sets[j]->n && (!any || sets[j]->keys[pos[j]] < key)) { key = sets[j]->keys[pos[j]]; any = 1; }
+        if (!any) break;
+        Py_ssize_t nv = 0, present = 0;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            if (pos[j] < sets[j]->n && sets[j]->keys[pos[j]] == key) {
+                int32_t v = sets[j]->evs[pos[j]++];
+                present++;
+                int seen = 0;
+                for (Py_ssize_t q = 0; q < nv; q++) if (vals[q] == v) { seen = 1; break; }
+                if (!seen) vals[nv++] = v;
+            }
+        }
+        if (nv == 1 && (present == k || !missing_is_conflict)) {
+            unconf->keys[unconf->n] = key;
+            unconf->evs[unconf->n] = vals[0];
+            unconf->n++;
+        } else {
+            PyObject *list = list_from(vals, nv), *kobj = PyLong_FromLong(key);
+            int rc = (list && kobj) ? PyDict_SetItem(conflicted, kobj, list) : -1;
+            Py_XDECREF(list); Py_XDECREF(kobj);
+            if (rc < 0) goto done;
+        }
+    }
+    result = PyTuple_Pack(2, (PyObject *)unconf, conflicted);
+done:
+    free(sets); free(pos); free(vals);
+    Py_XDECREF(unconf); Py_XDECREF(conflicted);
+    Py_DECREF(fast);
+    return result;
+}
+
 /* ------------------------------------------------------------- type glue */
 
 static PyMemberDef Graph_members[] = {
@@ -1382,6 +1691,11 @@ static PyMethodDef Graph_methods[] = {
      " target_id, target_domain, target_member_key, rule9, power_levels_table, create_info)"},
     {"auth_stats", (PyCFunction)Graph_auth_stats, METH_NOARGS,
      "(decisions taken by the fast path, decisions asked of the Python rules)"},
+    {"intern_state", (PyCFunction)Graph_intern_state, METH_O,
+     "intern_state(mapping) -> StateSet; every event must be interned"},
+    {"state_to_dict", (PyCFunction)Graph_state_to_dict, METH_O, "StateSet -> {(type, state_key): event_id}"},
+    {"merge_state", (PyCFunction)Graph_merge_state, METH_VARARGS,
+     "merge_state(base, overlay) -> base plus overlay entries for keys base lacks"},
     {"iterative_auth", (PyCFunction)Graph_iterative_auth, METH_VARARGS,
      "iterative_auth(order, base, overlay, check) -> None; updates overlay"},
     {NULL}
@@ -1407,6 +1721,8 @@ static PyTypeObject GraphType = {
 };
 
 static PyMethodDef module_methods[] = {
+    {"separate_interned", mod_separate_interned, METH_VARARGS,
+     "separate_interned(state_sets, missing_is_conflict) -> (unconflicted StateSet, {key: [events]})"},
     {"separate", mod_separate, METH_VARARGS,
      "separate(state_sets, missing_is_conflict) -> (unconflicted, conflicted)"},
     {NULL}
@@ -1418,11 +1734,13 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&GraphType) < 0) return NULL;
+    if (PyType_Ready(&GraphType) < 0 || PyType_Ready(&StateSetType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     Py_INCREF(&GraphType);
+    Py_INCREF(&StateSetType);
     if (PyModule_AddObject(m, "Graph", (PyObject *)&GraphType) < 0 ||
+        PyModule_AddObject(m, "StateSet", (PyObject *)&StateSetType) < 0 ||
         PyModule_AddIntConstant(m, "FLAG_POWER", FLAG_POWER) < 0 ||
         PyModule_AddIntConstant(m, "FLAG_POWER_LEVELS", FLAG_POWER_LEVELS) < 0 ||
         PyModule_AddIntConstant(m, "FLAG_REJECTED", FLAG_REJECTED) < 0 ||

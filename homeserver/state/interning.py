@@ -153,6 +153,7 @@ class RoomGraph:
         self._names: dict[str, int] = {}
         self.create_event_ids: set[str] = set()
         _auth.configure(self)
+        self.empty_state = self.graph.intern_state({})
 
     def _name_id(self, name: str) -> int:
         n = self._names.get(name)
@@ -182,6 +183,21 @@ class RoomGraph:
             idx = self.graph.index.get(event_id)
             if idx is not None:
                 self.graph.set_rejected(idx, rejected)
+
+    def intern_state(self, state: Mapping[tuple[str, str], str], event_map: Mapping[str, Any] | None = None) -> Any:
+        """Intern a ``(type, state_key) -> event_id`` map as a kernel
+        ``StateSet``, interning its events (and their auth chains) from
+        ``event_map`` first if needed. Keep the result to resolve the same
+        state again without converting it (e.g. cache it per state group).
+        Raises KeyError if an event is neither interned nor in ``event_map``."""
+        try:
+            return self.graph.intern_state(state)
+        except KeyError:
+            if event_map is None:
+                raise
+        index = self.graph.index
+        self.add_events([e for e in state.values() if e not in index], event_map)
+        return self.graph.intern_state(state)
 
     def ensure(self, event_ids: Collection[str], event_map: Mapping[str, Any]) -> list[int]:
         """Intern ``event_ids`` (and their auth chains) from ``event_map`` if

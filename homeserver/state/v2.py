@@ -21,39 +21,35 @@ reference behaviour), each noted where it happens:
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Sequence
 
 from homeserver.state._auth import make_checker
 from homeserver.state.interning import POWER_LEVELS, RoomGraph
 
 
-def resolve_v2(
-    room_graph: RoomGraph,
-    state_sets: Sequence[Mapping[Hashable, str]],
-    event_map: Mapping[str, Any],
-    v2_1: bool,
-) -> dict[Hashable, str]:
-    """Resolve ``state_sets`` with state res v2 (or v2.1 if ``v2_1``).
-
-    ``event_map`` must hold every event of the state sets and of their auth
-    chains that ``room_graph`` has not interned yet.
-    """
+def resolve_v2(room_graph: RoomGraph, state_sets: Sequence[Any], v2_1: bool) -> Any:
+    """Resolve interned state sets (kernel ``StateSet`` objects made by
+    :meth:`RoomGraph.intern_state`) with state res v2, or v2.1 if ``v2_1``.
+    Returns the resolved state as a ``StateSet``."""
     kernel = room_graph.kernel
     graph = room_graph.graph
-    unconflicted, conflicted = kernel.separate(state_sets, True)
+    unconflicted, conflicted = kernel.separate_interned(state_sets, True)
     if not conflicted:
         return unconflicted
 
-    conflicted_ids = [e for values in conflicted.values() for e in values]
-    conflicted_idx = room_graph.ensure(conflicted_ids, event_map)
-    common_idx = room_graph.ensure(list(unconflicted.values()), event_map)
-    per_set = [
-        graph.lookup([s[k] for k in conflicted if k in s]) for s in state_sets
-    ]
+    conflicted_idx = [e for values in conflicted.values() for e in values]
+    per_set = []
+    for s in state_sets:
+        events = []
+        for k in conflicted:
+            e = s.get(k)
+            if e is not None:
+                events.append(e)
+        per_set.append(events)
 
     # Auth difference (Synapse semantics: chains include the sets' own events).
     full = set(conflicted_idx)
-    full.update(graph.auth_difference(common_idx, per_set))
+    full.update(graph.auth_difference(unconflicted, per_set))
     if v2_1:
         full.update(graph.conflicted_subgraph(conflicted_idx))
     full_list = sorted(full)
@@ -63,20 +59,20 @@ def resolve_v2(
     power_sorted = graph.power_sort(full_list)
     # Step 2: iterative auth checks from the unconflicted state (v2) or from
     # the empty state (v2.1: MSC4297).
-    base: Mapping[Hashable, str] = {} if v2_1 else unconflicted
+    base = room_graph.empty_state if v2_1 else unconflicted
     overlay: dict[int, int] = {}
     graph.iterative_auth(power_sorted, base, overlay, check)
 
     # Step 3: the other events, by mainline ordering on the partially resolved
     # power levels.
-    pl_idx = -1
     pl_key = graph.key_index.get((POWER_LEVELS, ""))
-    if pl_key is not None and pl_key in overlay:
-        pl_idx = overlay[pl_key]
-    else:
-        pl_id = base.get((POWER_LEVELS, ""))
-        if pl_id is not None:
-            pl_idx = graph.index.get(pl_id, -1)
+    pl_idx = -1
+    if pl_key is not None:
+        found = overlay.get(pl_key)
+        if found is None:
+            found = base.get(pl_key)
+        if found is not None:
+            pl_idx = found
     in_power = set(power_sorted)
     leftover = [x for x in full_list if x not in in_power]
     ordered = graph.mainline_sort(leftover, pl_idx)
@@ -84,10 +80,4 @@ def resolve_v2(
     graph.iterative_auth(ordered, base, overlay, check)
 
     # Step 5: the unconflicted state map always wins.
-    result = dict(unconflicted)
-    keys = graph.keys
-    for k, e in overlay.items():
-        key = keys[k]
-        if key not in unconflicted:
-            result[key] = graph.event_id(e)
-    return result
+    return graph.merge_state(unconflicted, overlay)

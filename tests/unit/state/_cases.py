@@ -215,6 +215,30 @@ class KernelTestsMixin:
         self.assertEqual(sep([s1, s2], False), ({"a": "1", "c": "3", "d": "4"}, {"b": ["2", "9"]}))
         self.assertEqual(sep([], True), ({}, {}))
 
+    def test_state_sets(self) -> None:
+        """Interned state sets round-trip, separate like dicts, and merge
+        with the base winning on shared keys."""
+        k = self.kernel
+        g = _graph(k, [("$a", [], 0, 0, 0), ("$b", [], 0, 0, 0), ("$c", [], 0, 0, 0)])
+        d1 = {("t", "1"): "$a", ("t", "2"): "$b"}
+        d2 = {("t", "1"): "$a", ("t", "2"): "$c", ("t", "3"): "$c"}
+        s1, s2 = g.intern_state(d1), g.intern_state(d2)
+        self.assertEqual(g.state_to_dict(s1), d1)
+        self.assertEqual(len(s2), 3)
+        self.assertEqual(s2.get(g.key_index[("t", "3")]), 2)
+        self.assertIsNone(s1.get(g.key_index[("t", "3")]))
+        for missing in (True, False):
+            unconflicted, conflicted = k.separate_interned([s1, s2], missing)
+            want_u, want_c = k.separate([d1, d2], missing)
+            self.assertEqual(g.state_to_dict(unconflicted), want_u)
+            self.assertEqual(
+                {g.keys[key]: [g.event_id(e) for e in evs] for key, evs in conflicted.items()}, want_c
+            )
+        merged = g.merge_state(s1, {g.key_index[("t", "2")]: 2, g.key_index[("t", "3")]: 0})
+        self.assertEqual(g.state_to_dict(merged), {**d1, ("t", "3"): "$a"})
+        self.assertEqual(merged.items(), sorted(merged.items()))
+        self.assertRaises(KeyError, g.intern_state, {("t", "1"): "$nope"})
+
     def test_add_event_validates(self) -> None:
         """Out-of-range indices and duplicate IDs are refused."""
         g = self.kernel.Graph()

@@ -48,7 +48,7 @@ class LeakTests(SynchronousTestCase):
         except ValueError:
             pass
         try:
-            g.iterative_auth(list(range(50)), {}, {}, self._boom)
+            g.iterative_auth(list(range(50)), g.intern_state({}), {}, self._boom)
         except ZeroDivisionError:
             pass
         g.auth_difference([0], [[10], [20]])
@@ -56,6 +56,14 @@ class LeakTests(SynchronousTestCase):
         g.power_sort(range(50))
         g.mainline_sort(range(50), -1)
         c_kernel.separate([{"a": "1", "b": "2"}, {"a": "1", "c": "3"}], True)
+        s1 = g.intern_state({("k", ""): "$1", ("x", ""): "$2"})
+        s2 = g.intern_state({("k", ""): "$3"})
+        unconflicted, _ = c_kernel.separate_interned([s1, s2], True)
+        g.state_to_dict(g.merge_state(unconflicted, {k: 4}))
+        try:
+            g.intern_state({("k", ""): "$unknown"})
+        except KeyError:
+            pass
 
     @staticmethod
     def _boom(e: int, auth: list) -> bool:
