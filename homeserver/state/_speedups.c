@@ -1542,7 +1542,7 @@ static PyObject *Graph_state_to_dict(GraphObject *g, PyObject *arg) {
         return NULL;
     }
     StateSetObject *st = (StateSetObject *)arg;
-    PyObject *d = PyDict_New();
+    PyObject *d = _PyDict_NewPresized(st->n);
     if (!d) return NULL;
     Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
     for (Py_ssize_t i = 0; i < st->n; i++) {
