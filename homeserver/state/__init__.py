@@ -40,7 +40,9 @@ class RoomGraph(_RoomGraph):
         """Resolve ``state_sets`` (mappings, or ``StateSet`` objects from
         :meth:`intern_state`). ``event_map`` must hold every event of the
         mappings and their auth chains not interned yet (it may hold more)."""
-        return self.graph.state_to_dict(self.resolve_interned(state_sets, event_map))
+        sets = [s if isinstance(s, self.kernel.StateSet) else self.intern_state(s, event_map) for s in state_sets]
+        resolved = self.resolve_interned(sets)
+        return self.graph.state_to_dict(resolved, like=sets[0] if sets else None)
 
     def resolve_interned(
         self,

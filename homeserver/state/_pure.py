@@ -92,10 +92,11 @@ class StateSet:
     """An interned state map (immutable): key index -> event index. Made by
     :meth:`Graph.intern_state`."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_map", "_source")
 
-    def __init__(self, mapping: dict[int, int]) -> None:
+    def __init__(self, mapping: dict[int, int], source: dict[Hashable, str] | None = None) -> None:
         self._map = mapping
+        self._source = source  # a private copy of the dict it was interned from
 
     def __len__(self) -> int:
         return len(self._map)
@@ -279,13 +280,25 @@ class Graph:
             if event_id not in index:
                 raise KeyError("event not interned: %r" % (event_id,))
             result[self.add_key(key)] = index[event_id]
-        return StateSet(result)
+        return StateSet(result, dict(mapping) if type(mapping) is dict else None)
 
-    def state_to_dict(self, state: StateSet) -> dict[Hashable, str]:
-        """A StateSet as a ``(type, state_key) -> event_id`` dict."""
-        if not isinstance(state, StateSet):
+    def state_to_dict(self, state: StateSet, like: StateSet | None = None) -> dict[Hashable, str]:
+        """A StateSet as a ``(type, state_key) -> event_id`` dict. With
+        ``like``, a StateSet interned from a dict, copy that dict and patch
+        the differences (faster for similar states)."""
+        if not isinstance(state, StateSet) or not (like is None or isinstance(like, StateSet)):
             raise TypeError("expected a StateSet")
         keys, ids = self.keys, self._ids
+        if like is not None and like._source is not None:
+            result = dict(like._source)
+            mine, theirs = state._map, like._map
+            for k, e in theirs.items():
+                if k not in mine:
+                    del result[keys[k]]
+            for k, e in mine.items():
+                if theirs.get(k) != e:
+                    result[keys[k]] = ids[e]
+            return result
         return {keys[k]: ids[e] for k, e in state._map.items()}
 
     def merge_state(self, base: StateSet, overlay: dict[int, int]) -> StateSet:

@@ -139,6 +139,7 @@ typedef struct {
     Py_ssize_t n;
     int32_t *keys;
     int32_t *evs;
+    PyObject *source; /* a private copy of the dict it was interned from, or NULL */
 } StateSetObject;
 
 static PyTypeObject StateSetType;
@@ -147,6 +148,7 @@ static StateSetObject *stateset_alloc(Py_ssize_t n) {
     StateSetObject *st = PyObject_New(StateSetObject, &StateSetType);
     if (!st) return NULL;
     st->n = 0;
+    st->source = NULL;
     st->keys = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     st->evs = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     if (!st->keys || !st->evs) {
@@ -160,6 +162,7 @@ static StateSetObject *stateset_alloc(Py_ssize_t n) {
 }
 
 static void StateSet_dealloc(StateSetObject *st) {
+    Py_XDECREF(st->source);
     free(st->keys);
     free(st->evs);
     PyObject_Free(st);
@@ -1480,7 +1483,12 @@ static PyObject *Graph_intern_state(GraphObject *g, PyObject *mapping) {
             pairs[2 * i + 1] = (int32_t)PyLong_AsLong(ev);
             i++;
         }
-        qsort(pairs, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+        /* Dicts copied from one another iterate in key-interning order, so
+         * the pairs are usually sorted already. */
+        int sorted = 1;
+        for (Py_ssize_t j = 1; j < n && sorted; j++)
+            if (pairs[2 * j] < pairs[2 * j - 2]) sorted = 0;
+        if (!sorted) qsort(pairs, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
         StateSetObject *st = stateset_alloc(n);
         if (!st) { free(pairs); return NULL; }
         for (Py_ssize_t j = 0; j < n; j++) {
@@ -1489,6 +1497,8 @@ static PyObject *Graph_intern_state(GraphObject *g, PyObject *mapping) {
         }
         st->n = n;
         free(pairs);
+        st->source = PyDict_Copy(mapping);
+        if (!st->source) { Py_DECREF(st); return NULL; }
         return (PyObject *)st;
     }
     PyObject *items = PyMapping_Items(mapping);
@@ -1536,22 +1546,58 @@ fail:
     return NULL;
 }
 
-static PyObject *Graph_state_to_dict(GraphObject *g, PyObject *arg) {
-    if (!PyObject_TypeCheck(arg, &StateSetType)) {
-        PyErr_SetString(PyExc_TypeError, "expected a StateSet");
+static int state_entry_ok(GraphObject *g, const StateSetObject *st, Py_ssize_t i) {
+    if (st->keys[i] < 0 || st->keys[i] >= PyList_GET_SIZE(g->keys) || st->evs[i] < 0 || st->evs[i] >= g->n) {
+        PyErr_SetString(PyExc_IndexError, "state set does not belong to this graph");
+        return 0;
+    }
+    return 1;
+}
+
+/* StateSet -> dict. With like= a StateSet interned from a dict, copy that
+ * dict (no rehashing) and patch the differences. */
+static PyObject *Graph_state_to_dict(GraphObject *g, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"state", "like", NULL};
+    StateSetObject *st, *like = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O:state_to_dict", kwlist, &StateSetType, &st, &like))
+        return NULL;
+    if ((PyObject *)like == Py_None) like = NULL;
+    if (like && !PyObject_TypeCheck((PyObject *)like, &StateSetType)) {
+        PyErr_SetString(PyExc_TypeError, "like must be a StateSet or None");
         return NULL;
     }
-    StateSetObject *st = (StateSetObject *)arg;
+    if (like && like->source) {
+        PyObject *d = PyDict_Copy(like->source);
+        if (!d) return NULL;
+        Py_ssize_t i = 0, j = 0;
+        while (i < st->n || j < like->n) {
+            int rc = 0;
+            if (j >= like->n || (i < st->n && st->keys[i] < like->keys[j])) {
+                if (!state_entry_ok(g, st, i)) { Py_DECREF(d); return NULL; }
+                rc = PyDict_SetItem(d, PyList_GET_ITEM(g->keys, st->keys[i]), PyList_GET_ITEM(g->ids, st->evs[i]));
+                i++;
+            } else if (i >= st->n || like->keys[j] < st->keys[i]) {
+                if (!state_entry_ok(g, like, j)) { Py_DECREF(d); return NULL; }
+                rc = PyDict_DelItem(d, PyList_GET_ITEM(g->keys, like->keys[j]));
+                j++;
+            } else {
+                if (st->evs[i] != like->evs[j]) {
+                    if (!state_entry_ok(g, st, i)) { Py_DECREF(d); return NULL; }
+                    rc = PyDict_SetItem(d, PyList_GET_ITEM(g->keys, st->keys[i]),
+                                        PyList_GET_ITEM(g->ids, st->evs[i]));
+                }
+                i++;
+                j++;
+            }
+            if (rc < 0) { Py_DECREF(d); return NULL; }
+        }
+        return d;
+    }
     PyObject *d = _PyDict_NewPresized(st->n);
     if (!d) return NULL;
-    Py_ssize_t nkeys = PyList_GET_SIZE(g->keys);
     for (Py_ssize_t i = 0; i < st->n; i++) {
-        if (st->keys[i] < 0 || st->keys[i] >= nkeys || st->evs[i] < 0 || st->evs[i] >= g->n) {
-            Py_DECREF(d);
-            PyErr_SetString(PyExc_IndexError, "state set does not belong to this graph");
-            return NULL;
-        }
-        if (PyDict_SetItem(d, PyList_GET_ITEM(g->keys, st->keys[i]), PyList_GET_ITEM(g->ids, st->evs[i])) < 0) {
+        if (!state_entry_ok(g, st, i) ||
+            PyDict_SetItem(d, PyList_GET_ITEM(g->keys, st->keys[i]), PyList_GET_ITEM(g->ids, st->evs[i])) < 0) {
             Py_DECREF(d);
             return NULL;
         }
@@ -1623,6 +1669,11 @@ static PyObject *mod_separate_interned(PyObject *self, PyObject *args) {
     PyObject *conflicted = PyDict_New(), *result = NULL;
     if (!sets || !pos || !vals || !unconf || !conflicted) { if (!PyErr_Occurred()) PyErr_NoMemory(); goto done; }
     for (Py_ssize_t j = 0; j < k; j++) sets[j] = (StateSetObject *)PySequence_Fast_GET_ITEM(fast, j);
+    /* Merge without the GIL into flat buffers: conflicted keys as
+     * (key, count, values...) records. */
+    ivec conf = {0};
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
     for (;;) {
         int32_t key = INT32_MAX;
         int any = 0;
@@ -1644,12 +1695,23 @@ static PyObject *mod_separate_interned(PyObject *self, PyObject *args) {
             unconf->evs[unconf->n] = vals[0];
             unconf->n++;
         } else {
-            PyObject *list = list_from(vals, nv), *kobj = PyLong_FromLong(key);
-            int rc = (list && kobj) ? PyDict_SetItem(conflicted, kobj, list) : -1;
-            Py_XDECREF(list); Py_XDECREF(kobj);
-            if (rc < 0) goto done;
+            if (ivec_push(&conf, key) < 0 || ivec_push(&conf, (int32_t)nv) < 0) { failed = 1; break; }
+            for (Py_ssize_t q = 0; q < nv; q++)
+                if (ivec_push(&conf, vals[q]) < 0) { failed = 1; break; }
+            if (failed) break;
         }
     }
+    Py_END_ALLOW_THREADS
+    if (failed) { ivec_free(&conf); PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t r = 0; r < conf.len;) {
+        int32_t key = conf.data[r], nv = conf.data[r + 1];
+        PyObject *list = list_from(conf.data + r + 2, nv), *kobj = PyLong_FromLong(key);
+        int rc = (list && kobj) ? PyDict_SetItem(conflicted, kobj, list) : -1;
+        Py_XDECREF(list); Py_XDECREF(kobj);
+        if (rc < 0) { ivec_free(&conf); goto done; }
+        r += 2 + nv;
+    }
+    ivec_free(&conf);
     result = PyTuple_Pack(2, (PyObject *)unconf, conflicted);
 done:
     free(sets); free(pos); free(vals);
@@ -1693,7 +1755,9 @@ static PyMethodDef Graph_methods[] = {
      "(decisions taken by the fast path, decisions asked of the Python rules)"},
     {"intern_state", (PyCFunction)Graph_intern_state, METH_O,
      "intern_state(mapping) -> StateSet; every event must be interned"},
-    {"state_to_dict", (PyCFunction)Graph_state_to_dict, METH_O, "StateSet -> {(type, state_key): event_id}"},
+    {"state_to_dict", (PyCFunction)(void (*)(void))Graph_state_to_dict, METH_VARARGS | METH_KEYWORDS,
+     "state_to_dict(state, like=None) -> {(type, state_key): event_id}; like: a StateSet interned from a"
+     " dict, copied and patched (faster for similar states)"},
     {"merge_state", (PyCFunction)Graph_merge_state, METH_VARARGS,
      "merge_state(base, overlay) -> base plus overlay entries for keys base lacks"},
     {"iterative_auth", (PyCFunction)Graph_iterative_auth, METH_VARARGS,

@@ -30,6 +30,7 @@ MEMBER = "m.room.member"
 POWER_LEVELS = "m.room.power_levels"
 JOIN_RULES = "m.room.join_rules"
 TOPIC = "m.room.topic"
+_NAMED_LEVELS = ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"]
 
 
 @attrs.frozen
@@ -142,6 +143,17 @@ def random_room(
     state: StateMap = {}
     depth = 1
     create_content: dict[str, Any] = {} if room_version.implicit_room_creator else {"creator": creator}
+    creators = {creator}
+    if room_version.additional_creators and rnd.random() < 0.5:
+        create_content["additional_creators"] = [b.user(1)]
+        creators.add(b.user(1))
+    join_rules = ["public", "invite", "private"]
+    if room_version.knock_join_rule:
+        join_rules.append("knock")
+    if room_version.restricted_join_rule:
+        join_rules.append("restricted")
+    if room_version.knock_restricted_join_rule:
+        join_rules.append("knock_restricted")
     prev = [b.make(CREATE, creator, "", create_content, state, [], depth).event_id]
     b.apply(b.events[prev[0]], state)
 
@@ -154,7 +166,10 @@ def random_room(
     prev = step(MEMBER, creator, creator, {"membership": "join"}, state, prev, depth)
     active = users if active is None else min(active, users)
     levels = {b.user(i): rnd.choice([0, 0, 50, 100]) for i in range(1, active)}
-    if not room_version.creators_have_infinite_power:
+    if room_version.creators_have_infinite_power:
+        for c in creators:
+            levels.pop(c, None)
+    else:
         levels[creator] = 100
     depth += 1
     prev = step(POWER_LEVELS, creator, "", {"users": levels}, state, prev, depth)
@@ -183,22 +198,37 @@ def random_room(
         if r < power_bias:
             pl_id = st.get((POWER_LEVELS, ""))
             old = dict(b.events[pl_id].content.get("users", {})) if pl_id else {}
-            admins = sorted(u for u, level in old.items() if level >= 50)
+            admins = sorted(u for u, level in old.items() if isinstance(level, int) and level >= 50)
             if admins and rnd.random() < 0.8:
                 sender = rnd.choice(admins)
             old[target] = rnd.choice([0, 10, 50, 75, 100])
-            if room_version.creators_have_infinite_power:
-                old.pop(creator, None)
+            for c in creators:
+                old.pop(c, None)
             content: dict[str, Any] = {"users": old}
             if rnd.random() < 0.3:
                 content["events"] = {TOPIC: rnd.choice([0, 50, 100])}
+            if rnd.random() < 0.2:
+                for name in rnd.sample(_NAMED_LEVELS, rnd.randint(1, 3)):
+                    content[name] = rnd.choice([0, 25, 50, 100])
+            if rnd.random() < 0.1:
+                content["notifications"] = {"room": rnd.choice([0, 50, 100])}
+            if rnd.random() < 0.1:
+                # Rooms v1-v9 accept stringy and floaty levels; v10+ reject them.
+                odd: list[Any] = ["50", " 25", "abc"]
+                if not room_version.strict_canonical_json:
+                    odd.append(50.0)  # floats are not canonical JSON in rooms v6+
+                content[rnd.choice(_NAMED_LEVELS)] = rnd.choice(odd)
             pv = step(POWER_LEVELS, sender, "", content, st, pv, d)
         elif r < power_bias + 0.15:
-            pv = step(MEMBER, sender, target, {"membership": rnd.choice(["ban", "leave"])}, st, pv, d)
+            pv = step(MEMBER, sender, target, {"membership": rnd.choice(["ban", "leave", "invite"])}, st, pv, d)
         elif r < power_bias + 0.3:
-            pv = step(MEMBER, target, target, {"membership": rnd.choice(["join", "join", "leave"])}, st, pv, d)
+            choices = ["join", "join", "leave"] + (["knock"] if room_version.knock_join_rule else [])
+            membership_content: dict[str, Any] = {"membership": rnd.choice(choices)}
+            if room_version.restricted_join_rule and rnd.random() < 0.2:
+                membership_content["join_authorised_via_users_server"] = b.user(rnd.randrange(active))
+            pv = step(MEMBER, target, target, membership_content, st, pv, d)
         elif r < power_bias + 0.38:
-            pv = step(JOIN_RULES, sender, "", {"join_rule": rnd.choice(["public", "invite"])}, st, pv, d)
+            pv = step(JOIN_RULES, sender, "", {"join_rule": rnd.choice(join_rules)}, st, pv, d)
         else:
             pv = step(TOPIC, sender, "", {"topic": "t%d" % rnd.randrange(1000)}, st, pv, d)
         heads[f] = (st, pv, d)

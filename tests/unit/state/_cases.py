@@ -237,6 +237,10 @@ class KernelTestsMixin:
         merged = g.merge_state(s1, {g.key_index[("t", "2")]: 2, g.key_index[("t", "3")]: 0})
         self.assertEqual(g.state_to_dict(merged), {**d1, ("t", "3"): "$a"})
         self.assertEqual(merged.items(), sorted(merged.items()))
+        # Copy-and-patch conversion gives the same dict as a fresh one.
+        self.assertEqual(g.state_to_dict(merged, like=s2), g.state_to_dict(merged))
+        self.assertEqual(g.state_to_dict(s1, like=s2), d1)
+        self.assertEqual(g.state_to_dict(s2, like=merged), d2)
         self.assertRaises(KeyError, g.intern_state, {("t", "1"): "$nope"})
 
     def test_add_event_validates(self) -> None:

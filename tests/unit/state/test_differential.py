@@ -30,7 +30,7 @@ def _python_resolver(room_version, state_sets, event_map, rejected):  # type: ig
 
 rooms = st.builds(
     lambda version, seed, forks, per_fork, power_bias: (version, seed, forks, per_fork, power_bias),
-    st.sampled_from(["1", "2", "10", "11", "12"]),
+    st.sampled_from(["1", "2", "6", "8", "9", "10", "11", "12"]),
     st.integers(0, 2**32),
     st.integers(2, 4),
     st.integers(2, 10),
