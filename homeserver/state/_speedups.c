@@ -1672,9 +1672,32 @@ static PyObject *mod_separate_interned(PyObject *self, PyObject *args) {
     /* Merge without the GIL into flat buffers: conflicted keys as
      * (key, count, values...) records. */
     ivec conf = {0};
-    int failed = 0;
+    int failed = 0, cooldown = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
+        /* Fast path: states resolved together mostly agree, and their sorted
+         * arrays line up in long identical runs. Take whole blocks that every
+         * set holds identically (memcmp), then fall back to the merge. */
+        if (k > 0 && cooldown == 0) {
+            const Py_ssize_t B = 256;
+            for (;;) {
+                if (pos[0] + B > sets[0]->n) break;
+                const int32_t *k0 = sets[0]->keys + pos[0], *e0 = sets[0]->evs + pos[0];
+                int same = 1;
+                for (Py_ssize_t j = 1; j < k && same; j++) {
+                    if (pos[j] + B > sets[j]->n ||
+                        memcmp(sets[j]->keys + pos[j], k0, (size_t)B * sizeof(int32_t)) != 0 ||
+                        memcmp(sets[j]->evs + pos[j], e0, (size_t)B * sizeof(int32_t)) != 0)
+                        same = 0;
+                }
+                if (!same) { cooldown = 64; break; } /* merge a while before retrying */
+                memcpy(unconf->keys + unconf->n, k0, (size_t)B * sizeof(int32_t));
+                memcpy(unconf->evs + unconf->n, e0, (size_t)B * sizeof(int32_t));
+                unconf->n += B;
+                for (Py_ssize_t j = 0; j < k; j++) pos[j] += B;
+            }
+        }
+        if (cooldown) cooldown--;
         int32_t key = INT32_MAX;
         int any = 0;
         for (Py_ssize_t j = 0; j < k; j++)

@@ -243,6 +243,38 @@ class KernelTestsMixin:
         self.assertEqual(g.state_to_dict(s2, like=merged), d2)
         self.assertRaises(KeyError, g.intern_state, {("t", "1"): "$nope"})
 
+    def test_separate_large_sets(self) -> None:
+        """Large, mostly identical state sets (long identical runs, a few
+        changed, missing and extra keys) separate exactly like dicts."""
+        import random
+
+        k = self.kernel
+        rnd = random.Random(4)
+        g = k.Graph()
+        for i in range(40):
+            g.add_event("$e%d" % i, [], 0, 0, 0, -1, -1, [])
+        base = {("t", str(i)): "$e%d" % rnd.randrange(40) for i in range(3000)}
+        for trial in range(5):
+            dicts = []
+            for _ in range(rnd.randint(2, 5)):
+                d = dict(base)
+                for _ in range(rnd.randint(0, 30)):
+                    key = ("t", str(rnd.randrange(3200)))
+                    if rnd.random() < 0.3:
+                        d.pop(key, None)
+                    else:
+                        d[key] = "$e%d" % rnd.randrange(40)
+                dicts.append(d)
+            sets = [g.intern_state(d) for d in dicts]
+            for missing in (True, False):
+                unconflicted, conflicted = k.separate_interned(sets, missing)
+                want_u, want_c = k.separate(dicts, missing)
+                self.assertEqual(g.state_to_dict(unconflicted), want_u)
+                self.assertEqual(
+                    {g.keys[key]: sorted(g.event_id(e) for e in evs) for key, evs in conflicted.items()},
+                    {key: sorted(evs) for key, evs in want_c.items()},
+                )
+
     def test_add_event_validates(self) -> None:
         """Out-of-range indices and duplicate IDs are refused."""
         g = self.kernel.Graph()
