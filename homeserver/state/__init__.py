@@ -5,22 +5,38 @@ rooms/v12.md).
 Public API:
 
 - :func:`resolve_state` — pure function over plain data.
-- :class:`RoomGraph` — a room's events interned once for many resolutions
-  (``RoomGraph(room_version).resolve(state_sets, event_map)``).
+- :class:`RoomGraph` — a room's events interned once for many resolutions:
+  ``graph = RoomGraph(room_version)``; ``graph.resolve(state_sets, event_map)``
+  takes dicts or ``StateSet`` objects from ``graph.intern_state(state,
+  event_map)`` (cache those, e.g. per state group, so large state maps are not
+  converted on every resolution); ``graph.resolve_interned`` returns a
+  ``StateSet``; ``graph.mark_rejected(event_ids)`` records rejections.
 - :data:`IMPLEMENTATION` — ``"c"`` or ``"python"``, the kernel live in this
-  process (``ESTUARY_PURE_STATERES=1`` forces Python).
+  process (``ESTUARY_PURE_STATERES=1`` forces Python);
+  :func:`log_implementation` logs it (call it at process start-up).
+
+Design: ``interning.RoomGraph`` turns each event, once, into integers (auth
+edges, sender power for the ordering, flags, keys the auth rules read, parsed
+power level tables). The algorithm (``v2.py``, ``v1.py``) is written once on a
+small kernel surface implemented twice, in C (``_speedups.c``, kernels run
+without the GIL) and in Python (``_pure.py``): separation, auth difference,
+conflicted subgraph, power ordering (Kahn + heap), mainline ordering and the
+iterative auth checks. The C kernel decides the authorization rules itself for
+ordinary state, power levels and most membership events and calls the core
+Python rules (``homeserver.core.auth``) for the rest; the pure kernel always
+calls them. Tests prove both kernels agree on generated DAGs.
 """
 
 from __future__ import annotations
 
 from typing import Any, Collection, Mapping, Sequence
 
-from homeserver.state._kernel import IMPLEMENTATION
+from homeserver.state._kernel import IMPLEMENTATION, log_implementation
 from homeserver.state.interning import RoomGraph as _RoomGraph
 from homeserver.state.v1 import resolve_v1
 from homeserver.state.v2 import resolve_v2
 
-__all__ = ["IMPLEMENTATION", "RoomGraph", "resolve_state"]
+__all__ = ["IMPLEMENTATION", "RoomGraph", "log_implementation", "resolve_state"]
 
 
 def _state_res_name(room_version: Any) -> str:
