@@ -104,13 +104,11 @@ def check_size_limits(event: Event) -> None:
     for name, value in fields:
         if len(value) > MAX_FIELD_SIZE:
             raise EventSizeError("'%s' is longer than %d characters" % (name, MAX_FIELD_SIZE), unpersistable=True)
-    # Synapse applies byte limits strictly only from room v11 on.
-    lenient = event.room_version.identifier in {str(n) for n in range(1, 11)}
     for name, value in fields:
         if len(value.encode("utf-8", "surrogatepass")) > MAX_FIELD_SIZE:
             raise EventSizeError(
                 "'%s' is longer than %d bytes" % (name, MAX_FIELD_SIZE),
-                unpersistable=not lenient,
+                unpersistable=event.room_version.strict_event_byte_limits,
             )
 
 
@@ -268,6 +266,10 @@ def check_state_independent_auth_rules(
         seen[key] = event_id
     if room_version.create_event_in_auth_events and (CREATE, "") not in seen:
         raise AuthError("No m.room.create event in auth events")
+    if room_version.room_id_is_create_event_hash:
+        # rooms/v12 rule 2: the room's create event must not be rejected.
+        if "$" + event.room_id[1:] in rejected_event_ids:
+            raise AuthError("The room's create event was rejected")
 
 
 # --- The rules against an auth state ------------------------------------------
@@ -420,6 +422,8 @@ def _check_membership(
     target_membership = _membership_of(target, auth_events)
     join_rules = auth_events.get((JOIN_RULES, ""))
     join_rule = join_rules.content.get("join_rule", INVITE) if join_rules is not None else INVITE
+    if not isinstance(join_rule, str):
+        join_rule = None  # malformed: allows nothing but what any rule allows
     sender_level = get_user_power_level(sender, power_levels, create, room_version)
     target_level = get_user_power_level(target, power_levels, create, room_version)
     invite_level = get_named_level(power_levels, "invite", room_version)
@@ -595,7 +599,10 @@ def _check_power_levels(
     if not isinstance(users, Mapping):
         raise AuthError("power levels 'users' must be an object")
     for user_id, value in users.items():
-        if not ids.is_valid_user_id(user_id):
+        # The spec asks for valid user IDs; Synapse only checks the
+        # `@localpart:domain` shape here (invalid data exists in old rooms),
+        # and we must accept what it accepts.
+        if not (user_id.startswith("@") and ":" in user_id):
             raise AuthError("Invalid user ID %r in power levels" % (user_id,))
         _parse_level_for_auth(value, room_version, user_id)
     if room_version.enforce_int_power_levels:
@@ -622,6 +629,8 @@ def _check_power_levels(
     old = current.content
 
     def level_at(container: Mapping[str, Any], sub: str | None, key: str) -> int | None:
+        """The parsed level at ``container[sub][key]`` (or ``container[key]``),
+        None when absent."""
         if sub is not None:
             mapping = container.get(sub, {})
             if not isinstance(mapping, Mapping):

@@ -58,6 +58,7 @@ __all__ = [
     "add_hashes_and_signatures",
     "check_content_hash",
     "build_server_keys",
+    "parse_old_verify_keys",
     "verify_event_signature",
     "effective_valid_until_ts",
     "is_key_usable_for_event",
@@ -173,6 +174,29 @@ class OldVerifyKey:
     def verify_key(self) -> nacl.signing.VerifyKey:
         """The decoded verify key."""
         return verify_key_from_base64(self.key_id, self.key_base64)
+
+
+def parse_old_verify_keys(config: Mapping[str, Any]) -> list[OldVerifyKey]:
+    """Parse old verify keys from configuration in Synapse's
+    ``old_signing_keys`` shape: ``{key_id: {"key": base64, "expired_ts":
+    ms}}``. Validates every key; raises ValueError naming the bad entry."""
+    result = []
+    for key_id, entry in config.items():
+        if not isinstance(key_id, str) or not key_id.startswith(NACL_ED25519 + ":"):
+            raise ValueError("Old verify key ID %r must be ed25519:<version>" % (key_id,))
+        _check_key_version(key_id.split(":", 1)[1])
+        if not isinstance(entry, Mapping):
+            raise ValueError("Old verify key %s must be an object" % key_id)
+        key_b64 = entry.get("key")
+        expired_ts = entry.get("expired_ts")
+        if not isinstance(key_b64, str):
+            raise ValueError("Old verify key %s needs a base64 'key'" % key_id)
+        if type(expired_ts) is not int:
+            raise ValueError("Old verify key %s needs an integer 'expired_ts'" % key_id)
+        old = OldVerifyKey(key_id, key_b64, expired_ts)
+        old.verify_key()  # raises ValueError if the key does not decode
+        result.append(old)
+    return result
 
 
 def build_server_keys(

@@ -47,7 +47,7 @@ class ServerNameTests(SynchronousTestCase):
         bad = [
             "", "matrix.org:", "matrix.org:abc", "matrix.org:123456", "under_score.org",
             "spa ce.org", "1.2.3.256", "[1234:5678::abcd", "[not-ipv6]", "[fe80::1%eth0]",
-            "[1::2::3]", "matrix.org:80:90", "é.org", "a" * 256, "[::1]x",
+            "[1::2::3]", "matrix.org:80:90", "é.org", "a" * 256, "[::1]x", "a..b", ".a", "a.",
         ]
         for name in bad:
             self.assertFalse(is_valid_server_name(name), name)

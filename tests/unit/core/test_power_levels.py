@@ -165,6 +165,7 @@ class RoomVersionTests(SynchronousTestCase):
         self.assertEqual(first("creators_have_infinite_power"), 12)
         self.assertEqual(first("additional_creators"), 12)
         self.assertEqual(first("room_id_is_create_event_hash"), 12)
+        self.assertEqual(first("strict_event_byte_limits"), 11)
         for v, rv in KNOWN_ROOM_VERSIONS.items():
             n = int(v)
             self.assertEqual(rv.special_case_aliases_auth, n <= 5, v)

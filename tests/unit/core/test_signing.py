@@ -28,6 +28,7 @@ from homeserver.core.signing import (
     get_verify_key,
     is_key_usable_for_event,
     key_id_of,
+    parse_old_verify_keys,
     parse_signing_key_file,
     sign_json,
     signature_key_ids,
@@ -237,6 +238,23 @@ class KeyTests(SynchronousTestCase):
         self.assertRaises(ValueError, verify_key_from_base64, "ed25519:1", "AAAA")
         self.assertRaises(ValueError, verify_key_from_base64, "rsa:1", published)
         self.assertRaises(ValueError, verify_key_from_base64, "ed25519:1", "***")
+
+    def test_old_verify_keys_config(self) -> None:
+        """Old keys parse from Synapse's old_signing_keys shape; bad entries
+        raise ValueError."""
+        good = encode_base64(b"\x07" * 32)
+        keys = parse_old_verify_keys({"ed25519:old": {"key": good, "expired_ts": 5}})
+        self.assertEqual(keys, [OldVerifyKey("ed25519:old", good, 5)])
+        bad_configs = [
+            {"rsa:old": {"key": good, "expired_ts": 5}},
+            {"ed25519:b@d": {"key": good, "expired_ts": 5}},
+            {"ed25519:old": "x"},
+            {"ed25519:old": {"expired_ts": 5}},
+            {"ed25519:old": {"key": good, "expired_ts": "5"}},
+            {"ed25519:old": {"key": "AAAA", "expired_ts": 5}},
+        ]
+        for config in bad_configs:
+            self.assertRaises(ValueError, parse_old_verify_keys, config)
 
     def test_server_keys_response(self) -> None:
         """build_server_keys lists current and old keys and is signed by
