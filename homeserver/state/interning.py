@@ -189,14 +189,26 @@ class RoomGraph:
         ``StateSet``, interning its events (and their auth chains) from
         ``event_map`` first if needed. Keep the result to resolve the same
         state again without converting it (e.g. cache it per state group).
-        Raises KeyError if an event is neither interned nor in ``event_map``."""
+        An event found neither interned nor in ``event_map`` becomes a
+        placeholder treated as rejected: it stays in the result if
+        unconflicted, is never admitted if conflicted and never authorises
+        anything (as Synapse drops unknown events from the full conflicted
+        set)."""
         try:
             return self.graph.intern_state(state)
         except KeyError:
-            if event_map is None:
-                raise
+            pass
         index = self.graph.index
-        self.add_events([e for e in state.values() if e not in index], event_map)
+        if event_map is not None:
+            self.add_events([e for e in state.values() if e not in index], event_map)
+        for key, event_id in state.items():
+            if event_id not in index:
+                logger.warning("state resolution: unknown event %s in a state set", event_id)
+                self.graph.add_event(
+                    event_id, [], 0, 0, _kernel.FLAG_STATE | _kernel.FLAG_REJECTED,
+                    self.graph.add_key(key), -1, [],
+                )
+                self.events.append(None)
         return self.graph.intern_state(state)
 
     def ensure(self, event_ids: Collection[str], event_map: Mapping[str, Any]) -> list[int]:
@@ -259,8 +271,10 @@ class RoomGraph:
             a = index.get(aid)
             if a is None or a in auth:
                 continue
-            auth.append(a)
             aev = self.events[a]
+            if aev is None:  # an unknown event's placeholder
+                continue
+            auth.append(a)
             if aev.state_key == "":
                 if aev.type == POWER_LEVELS:
                     pl_event = aev

@@ -99,6 +99,20 @@ class ScenarioTestsMixin:
         )
         self.assertEqual(resolve_state(s.room_version, [], s.event_map, kernel=self.kernel), {})
 
+    def test_unknown_events(self) -> None:
+        """Events missing from the event map stay if unconflicted and are
+        never admitted if conflicted (as Synapse drops them)."""
+        s = _fixtures.load("topic_reset", "10")
+        a, b = (dict(x) for x in s.state_sets)
+        a[("m.room.name", "")] = "$unknown-shared"
+        b[("m.room.name", "")] = "$unknown-shared"
+        a[("m.room.avatar", "")] = "$unknown-a"
+        b[("m.room.avatar", "")] = "$unknown-b"
+        got = resolve_state(s.room_version, [a, b], s.event_map, rejected_event_ids=s.rejected, kernel=self.kernel)
+        want = dict(s.expected)
+        want[("m.room.name", "")] = "$unknown-shared"
+        self.assertEqual(got, want)
+
     def test_room_graph_reuse(self) -> None:
         """A RoomGraph interns events once and gives the same answers when
         reused across resolutions of the same room."""
