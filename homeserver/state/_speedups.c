@@ -77,6 +77,7 @@ typedef struct {
     int64_t no_pl_creator_level;
     int knock_join_rule, restricted_join_rule, knock_restricted_join_rule;
     long long fast_decisions, python_checks;
+    PyObject *last_state; /* the last StateSet interned from a dict (a lockstep hint) */
 } GraphObject;
 
 #define KIND_PYTHON 0
@@ -140,6 +141,7 @@ typedef struct {
     int32_t *keys;
     int32_t *evs;
     PyObject *source; /* a private copy of the dict it was interned from, or NULL */
+    int32_t *src_pairs; /* (key, event) of source's entries, in its iteration order */
 } StateSetObject;
 
 static PyTypeObject StateSetType;
@@ -149,6 +151,7 @@ static StateSetObject *stateset_alloc(Py_ssize_t n) {
     if (!st) return NULL;
     st->n = 0;
     st->source = NULL;
+    st->src_pairs = NULL;
     st->keys = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     st->evs = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     if (!st->keys || !st->evs) {
@@ -163,6 +166,7 @@ static StateSetObject *stateset_alloc(Py_ssize_t n) {
 
 static void StateSet_dealloc(StateSetObject *st) {
     Py_XDECREF(st->source);
+    free(st->src_pairs);
     free(st->keys);
     free(st->evs);
     PyObject_Free(st);
@@ -394,6 +398,7 @@ static int Graph_traverse(GraphObject *g, visitproc visit, void *arg) {
 }
 
 static int Graph_clear(GraphObject *g) {
+    Py_CLEAR(g->last_state);
     Py_CLEAR(g->index);
     Py_CLEAR(g->key_index);
     Py_CLEAR(g->keys);
@@ -1465,32 +1470,57 @@ static long key_of(GraphObject *g, PyObject *key) {
 
 static PyObject *Graph_intern_state(GraphObject *g, PyObject *mapping) {
     if (PyDict_CheckExact(mapping)) {
-        /* Fast path: no item tuples. */
+        /* Fast path: no item tuples. State maps are usually copies of one
+         * another: walk the previous interned dict in lockstep, entry by
+         * entry, and reuse its (key, event) pair whenever the key and value
+         * objects are the very same; look up only the others. */
         Py_ssize_t n = PyDict_GET_SIZE(mapping), pos = 0, i = 0;
         int32_t *pairs = malloc((size_t)(n ? n : 1) * 2 * sizeof(int32_t));
         if (!pairs) return PyErr_NoMemory();
+        StateSetObject *prev = (StateSetObject *)g->last_state;
+        if (prev) Py_INCREF(prev);
+        Py_ssize_t ppos = 0, pentry = -1, pc = -1;
+        PyObject *pkey = NULL, *pvalue = NULL;
+        int pdone = prev == NULL;
         PyObject *key, *value;
         while (PyDict_Next(mapping, &pos, &key, &value)) {
-            long kk = key_of(g, key);
-            if (kk < 0) { free(pairs); return NULL; }
-            PyObject *ev = PyDict_GetItemWithError(g->index, value);
-            if (!ev) {
-                if (!PyErr_Occurred()) PyErr_Format(PyExc_KeyError, "event not interned: %R", value);
-                free(pairs);
-                return NULL;
+            Py_ssize_t entry = pos - 1;
+            while (!pdone && pentry < entry) {
+                if (PyDict_Next(prev->source, &ppos, &pkey, &pvalue)) { pentry = ppos - 1; pc++; }
+                else pdone = 1;
+            }
+            long kk = -1, ev = -1;
+            if (!pdone && pentry == entry && pkey == key) {
+                kk = prev->src_pairs[2 * pc];
+                if (pvalue == value) ev = prev->src_pairs[2 * pc + 1];
+            }
+            if (kk < 0 && (kk = key_of(g, key)) < 0) { free(pairs); Py_XDECREF(prev); return NULL; }
+            if (ev < 0) {
+                PyObject *evo = PyDict_GetItemWithError(g->index, value);
+                if (!evo) {
+                    if (!PyErr_Occurred()) PyErr_Format(PyExc_KeyError, "event not interned: %R", value);
+                    free(pairs);
+                    Py_XDECREF(prev);
+                    return NULL;
+                }
+                ev = PyLong_AsLong(evo);
             }
             pairs[2 * i] = (int32_t)kk;
-            pairs[2 * i + 1] = (int32_t)PyLong_AsLong(ev);
+            pairs[2 * i + 1] = (int32_t)ev;
             i++;
         }
+        Py_XDECREF(prev);
+        StateSetObject *st = stateset_alloc(n);
+        if (!st) { free(pairs); return NULL; }
+        st->src_pairs = malloc((size_t)(n ? n : 1) * 2 * sizeof(int32_t));
+        if (!st->src_pairs) { free(pairs); Py_DECREF(st); return PyErr_NoMemory(); }
+        memcpy(st->src_pairs, pairs, (size_t)n * 2 * sizeof(int32_t));
         /* Dicts copied from one another iterate in key-interning order, so
          * the pairs are usually sorted already. */
         int sorted = 1;
         for (Py_ssize_t j = 1; j < n && sorted; j++)
             if (pairs[2 * j] < pairs[2 * j - 2]) sorted = 0;
         if (!sorted) qsort(pairs, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
-        StateSetObject *st = stateset_alloc(n);
-        if (!st) { free(pairs); return NULL; }
         for (Py_ssize_t j = 0; j < n; j++) {
             st->keys[j] = pairs[2 * j];
             st->evs[j] = pairs[2 * j + 1];
@@ -1499,6 +1529,8 @@ static PyObject *Graph_intern_state(GraphObject *g, PyObject *mapping) {
         free(pairs);
         st->source = PyDict_Copy(mapping);
         if (!st->source) { Py_DECREF(st); return NULL; }
+        Py_INCREF(st);
+        Py_XSETREF(g->last_state, (PyObject *)st);
         return (PyObject *)st;
     }
     PyObject *items = PyMapping_Items(mapping);

@@ -280,6 +280,9 @@ class KernelTestsMixin:
                         d[key] = "$e%d" % rnd.randrange(40)
                 dicts.append(d)
             sets = [g.intern_state(d) for d in dicts]
+            for d, st in zip(dicts, sets):
+                self.assertEqual(g.state_to_dict(st), d)
+                self.assertEqual(g.state_to_dict(st, like=sets[0]), d)
             for missing in (True, False):
                 unconflicted, conflicted = k.separate_interned(sets, missing)
                 want_u, want_c = k.separate(dicts, missing)
