@@ -82,8 +82,10 @@ def build_rooms(args: argparse.Namespace) -> list[tuple[str, Any, list[int]]]:
         t0 = time.perf_counter()
         room = random_room(rv, 1500, checker, None, users=40, forks=2, events_per_fork=2200,
                            active=40, power_bias=1.0, merge_probability=0.0)
-        print("generated power levels room: %d events in %.1fs" % (len(room.event_map), time.perf_counter() - t0),
-              file=sys.stderr)
+        n_pl = sum(1 for e in room.event_map.values()
+                   if e.type == "m.room.power_levels" and e.event_id not in room.rejected)
+        print("generated power levels room: %d events (%d accepted power levels events) in %.1fs"
+              % (len(room.event_map), n_pl, time.perf_counter() - t0), file=sys.stderr)
         rooms.append(("pl", room, [2]))
     return rooms
 

@@ -1248,7 +1248,15 @@ static long current_state(GraphObject *g, StateSetObject *base, PyObject *overla
     if (!kobj) return -2;
     PyObject *cur = PyDict_GetItemWithError(overlay, kobj);
     Py_DECREF(kobj);
-    if (cur) return PyLong_AsLong(cur);
+    if (cur) {
+        long v = PyLong_AsLong(cur);
+        if (v == -1 && PyErr_Occurred()) return -2;
+        if (v < 0) {
+            PyErr_SetString(PyExc_IndexError, "overlay holds a negative event index");
+            return -2;
+        }
+        return v;
+    }
     if (PyErr_Occurred()) return -2;
     Py_ssize_t i = stateset_find(base, k);
     return i < 0 ? -1 : base->evs[i];

@@ -56,10 +56,13 @@ class LeakTests(SynchronousTestCase):
         g.power_sort(range(50))
         g.mainline_sort(range(50), -1)
         c_kernel.separate([{"a": "1", "b": "2"}, {"a": "1", "c": "3"}], True)
-        s1 = g.intern_state({("k", ""): "$1", ("x", ""): "$2"})
-        s2 = g.intern_state({("k", ""): "$3"})
+        d1 = {("k", ""): "$1", ("x", ""): "$2"}
+        d2 = dict(d1)
+        d2[("k", "")] = "$3"
+        s1 = g.intern_state(d1)
+        s2 = g.intern_state(d2)  # lockstep with s1
         unconflicted, _ = c_kernel.separate_interned([s1, s2], True)
-        g.state_to_dict(g.merge_state(unconflicted, {k: 4}))
+        g.state_to_dict(g.merge_state(unconflicted, {k: 4}), like=s1)
         try:
             g.intern_state({("k", ""): "$unknown"})
         except KeyError:
