@@ -9,7 +9,8 @@ writes results to argv[2]:
            "scenarios": [{"name": ..., "base": [event_id, ...],
                           "forks": [{"add": [event_id, ...], "remove": [[type, state_key], ...]}]}]}
 
-Each fork's state set is the base state (keys from the events) with "remove"
+Room version 1 uses ``synapse.state.v1.resolve_events_with_store``, fed by the
+same store's ``get_events``. Each fork's state set is the base state (keys from the events) with "remove"
 keys dropped and "add" events set. Synapse's resolver
 (``synapse.state.v2.resolve_events_with_store``) is driven through its store
 protocol by an in-memory store: ``get_events`` is a dict lookup and
@@ -26,7 +27,8 @@ import time
 import synapse.event_auth  # noqa: F401  (import first: avoids a circular import in synapse.state)
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events import make_event_from_dict
-from synapse.state import v2
+from synapse.api.room_versions import StateResolutionVersions
+from synapse.state import v1, v2
 from synapse.storage.databases.main.event_federation import StateDifference
 
 
@@ -132,8 +134,12 @@ def main():
         for _ in range(job.get("repeat", 3)):
             store = Store(events)
             t0 = time.perf_counter()
-            result = run_coroutine(v2.resolve_events_with_store(
-                Clock(), job["room_id"], room_version, state_sets, {}, store))
+            if room_version.state_res == StateResolutionVersions.V1:
+                result = run_coroutine(v1.resolve_events_with_store(
+                    job["room_id"], room_version, state_sets, {}, store.get_events))
+            else:
+                result = run_coroutine(v2.resolve_events_with_store(
+                    Clock(), job["room_id"], room_version, state_sets, {}, store))
             timings.append((time.perf_counter() - t0) * 1000)
             store_timings.append(store.store_seconds * 1000)
         out[sc["name"]] = {
