@@ -82,7 +82,13 @@ def auth_types_for_event(room_version: Any, event: Any) -> list[tuple[str, str]]
     """The ``(type, state_key)`` keys whose current state the authorization
     rules may consult for ``event`` (server-server-api "Auth events
     selection", plus the authorising user of restricted joins and the token
-    of third party invites)."""
+    of third party invites).
+
+    Unlike ``homeserver.core.auth.auth_types_for_event`` this always includes
+    the create event, in room v12 too, as Synapse's does for state
+    resolution: the current create event then overrides the implicit one
+    from the event's auth events (both are the room's single create event).
+    """
     if event.type == CREATE and event.state_key == "":
         return []
     keys = [(POWER_LEVELS, ""), (MEMBER, event.sender), (CREATE, "")]
