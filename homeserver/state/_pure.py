@@ -1,10 +1,14 @@
 """Pure-Python state resolution kernels.
 
 This module and the C extension ``homeserver.state._speedups`` expose the same
-surface (see ``_speedups.pyi``): a :class:`Graph` of interned events and the
-function :func:`separate`. The public algorithm in :mod:`homeserver.state.v2`
+surface (see ``_speedups.pyi``): a :class:`Graph` of interned events, interned
+state maps (:class:`StateSet`) and the functions :func:`separate` and
+:func:`separate_interned`. The public algorithm in :mod:`homeserver.state.v2`
 is written once on top of that surface, so both implementations run exactly
-the same steps and must return exactly the same results.
+the same steps and must return exactly the same results. One difference is
+internal: during the iterative auth checks the C kernel decides common cases
+itself from pre-parsed tables (``set_auth_info``), while this module always
+asks the ``check`` callback (the core authorization rules).
 
 Events are *interned*: each event of a room gets a dense integer index, its
 auth events must be interned first (so indices are a topological order of the
