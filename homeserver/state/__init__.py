@@ -118,6 +118,8 @@ def resolve_state(
         event_map: every event of the state sets and of their auth chains.
         rejected_event_ids: events known to be rejected (in addition to events
             whose ``rejected_reason`` attribute is set, if they have one).
+            State res v2/v2.1 never admit them nor authorise with them; the
+            v1 algorithm ignores rejection, as Synapse's does.
         kernel: force a kernel module (tests); default the live one.
 
     Returns:
