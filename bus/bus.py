@@ -109,6 +109,7 @@ class _Loop:
         d.addErrback(lambda f: None)  # already recorded by _guarded
 
     async def _guarded(self) -> None:
+        abandoned = False
         try:
             await self._run()
         except CancelledError:
@@ -117,11 +118,22 @@ class _Loop:
         except Exception:
             self._result = Failure()
             log.failure("bus loop {loop!r} stopped by an error", self._result, loop=self)
+        except GeneratorExit:
+            # The loop was abandoned: it waited on something that can never
+            # fire (a handler that never finished) and the garbage collector
+            # is closing the coroutine. The loop did not end, so its
+            # observers are not told it did: firing them would run their
+            # code (e.g. the rest of ``Bus.close``) from inside the
+            # collector, resuming coroutines it may already have closed
+            # ("cannot reuse already awaited coroutine").
+            abandoned = True
+            raise
         finally:
-            self._finished = True
-            observers, self._observers = self._observers, []
-            for d in observers:
-                self._fire(d)
+            if not abandoned:
+                self._finished = True
+                observers, self._observers = self._observers, []
+                for d in observers:
+                    self._fire(d)
 
     def _fire(self, d: Deferred) -> None:
         if self._result is None:
@@ -587,19 +599,29 @@ class _ShardWriter:
             dropped = self._queue.popleft()
             dropped.done.errback(PublishDropped(f"{self._shard}: publish queue full"))
         if not self._pumping:
-            Deferred.fromCoroutine(self._run())
+            pump = Deferred.fromCoroutine(self._run())
+            pump.addErrback(
+                lambda f: log.failure("bus: publisher of {shard} failed", f, shard=self._shard)
+            )
         return item.done
 
     async def _run(self) -> None:
         self._pumping = True
+        abandoned = False
         try:
             while self._queue and not self._closed:
                 await self._send(self._queue.popleft())
+        except GeneratorExit:
+            # Collected while suspended (see ``_Loop._guarded``): resume
+            # no waiter from inside the garbage collector.
+            abandoned = True
+            raise
         finally:
-            self._pumping = False
-            waiters, self._pump_done = self._pump_done, []
-            for d in waiters:
-                d.callback(None)
+            if not abandoned:
+                self._pumping = False
+                waiters, self._pump_done = self._pump_done, []
+                for d in waiters:
+                    d.callback(None)
 
     async def _send(self, item: _Queued) -> None:
         attempt = 0

@@ -4,6 +4,9 @@ These tests pin the gap semantics shared by ``MemoryBus`` and the Redis bus
 (the logic is the same code; only the backend differs).
 """
 
+import gc
+import weakref
+
 from prometheus_client import REGISTRY
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
@@ -55,16 +58,28 @@ class Recorder:
 
 class BusTestCase(SynchronousTestCase):
     def setUp(self):
+        self.addCleanup(self._collect_garbage)
         self.clock = Clock()
         self.broker = MemoryBroker(self.clock)
         self.bus = self.make_bus()
+
+    def _collect_garbage(self):
+        """Drop this test's buses and collect them, so that whatever they leaked is reported here.
+
+        Runs last: every bus is closed by then, so no loop should be left
+        suspended; one that was abandoned must run no code when collected
+        (an unhandled failing Deferred logged now fails this test).
+        """
+        del self.bus, self.broker, self.clock
+        gc.collect()
 
     def make_bus(self, **kwargs):
         kwargs.setdefault("backoff", Backoff(initial=1.0, factor=2.0, maximum=8.0, jitter=lambda: 1.0))
         kwargs.setdefault("epoch_check_interval", 5.0)
         kwargs.setdefault("block_seconds", 2.0)
         bus = MemoryBus(self.clock, self.broker, **kwargs)
-        self.addCleanup(bus.close)
+        # A test that leaves a handler hanging must release it before the end.
+        self.addCleanup(lambda: self.successResultOf(bus.close()))
         return bus
 
     def publish(self, *positions, shard=0, bus=None):
@@ -222,6 +237,7 @@ class TailTests(BusTestCase):
         self.assertEqual([p for p, _ in pending], [1])
         pending[0][1].callback(None)
         self.assertEqual([p for p, _ in pending], [1, 2])
+        pending[1][1].callback(None)
 
     def test_coroutine_handlers(self):
         """Handlers may be coroutines (async def)."""
@@ -436,3 +452,54 @@ class PublishTests(BusTestCase):
         self.assertFalse(sub.running)
         self.failureResultOf(self.bus.publish("events", 0, 3, {}), BusClosed)
         self.assertRaises(BusClosed, self.bus.subscribe, {EV0: 0}, print, print)
+
+
+class AbandonedTests(BusTestCase):
+    """Work abandoned for good (a handler or a write that never finishes) is left alone.
+
+    Nothing can fire such a Deferred any more, so the coroutine waiting on
+    it becomes garbage. Closing it must run none of the bus's code: the
+    loop has not ended, and resuming its observers from inside the garbage
+    collector used to run ``Bus.close`` in coroutines the collector had
+    already closed, logging "cannot reuse already awaited coroutine".
+    """
+
+    def abandon(self, hung):
+        """Drop the only reference to a never-fired Deferred and collect it."""
+        ref = weakref.ref(hung.pop())
+        gc.collect()
+        self.assertIsNone(ref(), "the abandoned Deferred was not collected")
+
+    def test_abandoned_subscription(self):
+        """A subscription stuck in a handler is not reported as ended when collected."""
+        hung = [Deferred()]
+        self.publish(1)
+        sub = self.bus.subscribe({EV0: 0}, lambda entry: hung[0], lambda gap: None)
+        done = sub.when_done()
+        closing = self.bus.close()
+        self.abandon(hung)
+        self.assertNoResult(done)
+        self.assertNoResult(closing)
+        self.assertTrue(sub.running)
+
+    def test_abandoned_group_worker(self):
+        """A group worker stuck in a handler is not reported as ended when collected."""
+        hung = [Deferred()]
+        self.publish(1)
+        worker = self.bus.consume_group([EV0], "g", "c", lambda entry: hung[0])
+        done = worker.when_done()
+        closing = self.bus.close()
+        self.abandon(hung)
+        self.assertNoResult(done)
+        self.assertNoResult(closing)
+        self.assertTrue(worker.running)
+
+    def test_abandoned_publish(self):
+        """A publisher stuck in a write does not resume close() when collected."""
+        hung = [Deferred()]
+        self.bus.backend.xadd = lambda *args: hung[0]
+        published = self.bus.publish("events", 0, 1, {})
+        closing = self.bus.close()
+        self.abandon(hung)
+        self.assertNoResult(published)
+        self.assertNoResult(closing)
