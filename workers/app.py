@@ -128,6 +128,9 @@ class EstuaryProcess:
 
     async def start(self) -> None:
         START_TIME.set(time.time())
+        from homeserver.state import log_implementation
+
+        log_implementation()
         dsn = self.config.database.dsn
         if not dsn:
             raise ConfigError("database.dsn", "is required to run an instance on its own (estuary stack provides an embedded one)")
