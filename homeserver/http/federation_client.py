@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import attrs
 import treq
+from treq.client import HTTPClient
 from OpenSSL import SSL
 from twisted.internet import defer, ssl, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
@@ -170,7 +171,7 @@ class HttpWellKnownFetcher:
         self._reactor = reactor
         self._timeout = timeout
         agent = Agent(reactor, contextFactory=tls.web_policy() if tls else BrowserLikePolicyForHTTPS())
-        self._http = treq.HTTPClient(BrowserLikeRedirectAgent(agent, redirectLimit=5))
+        self._http = HTTPClient(BrowserLikeRedirectAgent(agent, redirectLimit=5))
 
     async def fetch(self, hostname: str) -> WellKnownResponse:
         d = self._http.get(f"https://{hostname}/.well-known/matrix/server", allow_redirects=False,
@@ -282,6 +283,7 @@ class FederationClient:
         data: Any = None,
         timeout: Optional[float] = None,
         ignore_backoff: bool = False,
+        track_backoff: bool = True,
     ) -> Any:
         """Send one signed request; returns the parsed JSON body of a 2xx answer.
 
@@ -290,19 +292,23 @@ class FederationClient:
         Raises :class:`NotRetryingDestination` (backing off; unless
         ``ignore_backoff``), :class:`RequestSendFailed` (no usable answer) or
         :class:`HttpResponseError` (non-2xx). Connection failures and 5xx
-        answers extend the destination's backoff; any other answer clears it.
+        answers extend the destination's backoff; any other answer clears it
+        (unless ``track_backoff`` is false: the caller records outcomes).
         """
         if self._backoff is not None and not ignore_backoff:
             await self._backoff.check(destination)
         try:
             result = await self._send(method, destination, path, args, data, timeout or self._timeout)
         except RequestSendFailed:
-            await self._record(destination, ok=False)
+            if track_backoff:
+                await self._record(destination, ok=False)
             raise
         except HttpResponseError as e:
-            await self._record(destination, ok=e.code < 500)
+            if track_backoff:
+                await self._record(destination, ok=e.code < 500)
             raise
-        await self._record(destination, ok=True)
+        if track_backoff:
+            await self._record(destination, ok=True)
         return result
 
     async def _record(self, destination: str, ok: bool) -> None:
@@ -340,7 +346,7 @@ class FederationClient:
             _EndpointFactory(_ResolvedEndpoint(self._reactor, self._dns, resolved, self._tls, timeout)),
             pool=self._pool,
         )
-        http = treq.HTTPClient(agent)
+        http = HTTPClient(agent)
         url = b"matrix-federation://" + _netloc(destination) + uri.encode("ascii")
 
         async def exchange() -> tuple[int, bytes]:
