@@ -16,8 +16,17 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet import defer
 
+from homeserver.core.auth import required_signature_servers
+from homeserver.core.errors import SignatureVerifyError
+from homeserver.core.events import Event
 from homeserver.core.ids import is_valid_server_name
-from homeserver.core.signing import sign_json
+from homeserver.core.signing import (
+    is_key_usable_for_event,
+    sign_json,
+    signature_key_ids,
+    verify_event_signature,
+    verify_signed_json,
+)
 from homeserver.federation.keys import (
     KeyLookupError,
     KeyResponse,
@@ -211,6 +220,75 @@ class Keyring:
             response.key_json_bytes().decode("utf-8"),
             [(k.key_id, k.key_base64, k.valid_until_ts, k.expired_ts) for k in response.keys],
         )
+
+    # -- signature checks -----------------------------------------------------
+    async def verify_json_for_server(self, server_name: str, obj: Mapping[str, Any], minimum_valid_until_ts: int) -> None:
+        """Require a valid signature on ``obj`` by ``server_name`` with a
+        current key valid until at least ``minimum_valid_until_ts``.
+
+        Raises :class:`SignatureVerifyError` (bad or missing signature, or
+        no usable key).
+        """
+        key_ids = signature_key_ids(obj, server_name)
+        if not key_ids:
+            raise SignatureVerifyError(f"not signed by {server_name}")
+        problems = []
+        for key_id in key_ids:
+            try:
+                key = await self.get_server_key(server_name, key_id, minimum_valid_until_ts)
+            except KeyLookupError as e:
+                problems.append(str(e))
+                continue
+            if key.is_old or key.valid_until_ts < minimum_valid_until_ts:
+                problems.append(f"key {key_id} not valid until {minimum_valid_until_ts}")
+                continue
+            verify_signed_json(obj, server_name, key.verify_key())
+            return
+        raise SignatureVerifyError(f"no usable key of {server_name}: {'; '.join(problems)}")
+
+    async def verify_event_signatures(self, event: Event) -> None:
+        """Check the signatures a received event must carry.
+
+        Spec: server-server-api "Validating hashes and signatures on received
+        events" (which servers: :func:`homeserver.core.auth.required_signature_servers`),
+        fragment v5-signing-requirements (rooms v5+: the key must be valid at
+        the event's ``origin_server_ts``) and old keys that expired before it
+        are ignored. Each required server needs one valid signature.
+        Raises :class:`SignatureVerifyError`.
+        """
+        room_version = event.room_version
+        pdu = event.get_pdu_json()
+        minimum = event.origin_server_ts if room_version.enforce_key_validity else 0
+        for server_name in sorted(required_signature_servers(event)):
+            key_ids = signature_key_ids(pdu, server_name)
+            if not key_ids:
+                raise SignatureVerifyError(f"event {event.event_id} is not signed by {server_name}")
+            problems = []
+            for key_id in key_ids:
+                try:
+                    key = await self.get_server_key(server_name, key_id, minimum)
+                except KeyLookupError as e:
+                    problems.append(str(e))
+                    continue
+                usable = is_key_usable_for_event(
+                    room_version,
+                    event.origin_server_ts,
+                    valid_until_ts=None if key.is_old else key.valid_until_ts,
+                    expired_ts=key.expired_ts,
+                )
+                if not usable:
+                    problems.append(f"key {key_id} not valid at {event.origin_server_ts}")
+                    continue
+                try:
+                    verify_event_signature(room_version, pdu, server_name, key.verify_key())
+                except SignatureVerifyError as e:
+                    problems.append(str(e))
+                    continue
+                break
+            else:
+                raise SignatureVerifyError(
+                    f"event {event.event_id}: no valid signature by {server_name}: {'; '.join(problems)}"
+                )
 
     # -- notary -------------------------------------------------------------
     async def query_keys_as_notary(
