@@ -90,8 +90,19 @@ class KeyServerTests(FederationTestCase):
         """With certificate checks and the system CAs, the self-signed test server is refused."""
         a, b = self.server("a.test"), self.server("b.test")
         a.client._tls = TlsPolicy(verify=True)
-        with self.assertRaises(RequestSendFailed):
+        with self.assertRaises(RequestSendFailed) as cm:
             await a.client.get_json(b.server_name, "/_matrix/federation/v1/version")
+        self.assertIn("certificate verify failed", cm.exception.reason)
+
+    async def test_ip_literal_and_name_mismatch(self):
+        """An IP literal server name is checked against the certificate's IP; a name it lacks is refused."""
+        a = self.server("a.test", dns=FakeDns(["a.test", "b.test", "e.test"]))
+        b = self.server("b.test")
+        body = await a.client.get_json(f"127.0.0.1:{b.port_number}", "/_matrix/federation/v1/version")
+        self.assertEqual(body["server"]["name"], "Estuary")
+        with self.assertRaises(RequestSendFailed) as cm:
+            await a.client.get_json(f"e.test:{b.port_number}", "/_matrix/federation/v1/version")
+        self.assertIn("VerificationError", cm.exception.reason)
 
     async def test_verify_certificates_false(self):
         """The testing-only switch accepts any certificate."""
