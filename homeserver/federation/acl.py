@@ -16,6 +16,8 @@ from typing import Any, Mapping, Optional
 
 import attrs
 
+from homeserver.errors import forbidden
+
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
     """A compiled, case-insensitive, whole-string regex for a glob pattern."""
@@ -94,3 +96,10 @@ def server_allowed(acl_content: Optional[Mapping[str, Any]], server_name: str) -
     if acl_content is None:
         return True
     return ServerAcl.from_content(acl_content).is_allowed(server_name)
+
+
+def ensure_server_allowed(acl_content: Optional[Mapping[str, Any]], server_name: str, room_id: str) -> None:
+    """Refuse a request from a server the room's ACL denies: 403 ``M_FORBIDDEN``
+    (server-server-api "Server Access Control Lists (ACLs)")."""
+    if not server_allowed(acl_content, server_name):
+        raise forbidden(f"Server {server_name} is denied by the server ACL of {room_id}")

@@ -61,3 +61,13 @@ class AclTests(unittest.TestCase):
         self.assertEqual(strip_port("a.test:1"), "a.test")
         self.assertTrue(is_ip_literal("[2001:db8::1]"))
         self.assertFalse(is_ip_literal("example.org"))
+
+    def test_ensure_server_allowed(self):
+        """A denied server gets 403 M_FORBIDDEN; an allowed one passes."""
+        from homeserver.errors import MatrixError
+        from homeserver.federation.acl import ensure_server_allowed
+
+        ensure_server_allowed({"allow": ["*"]}, "good.test", "!r:x")
+        with self.assertRaises(MatrixError) as cm:
+            ensure_server_allowed({"allow": ["*"], "deny": ["evil.test"]}, "evil.test:8448", "!r:x")
+        self.assertEqual((cm.exception.code, cm.exception.errcode), (403, "M_FORBIDDEN"))
