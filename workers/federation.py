@@ -41,6 +41,7 @@ class Federation:
     backoff: DestinationBackoff
     queue_store: FederationQueueStore
     authenticator: FederationAuthenticator
+    dns: Any
     #: Only on processes with the ``federation_sender`` role.
     sender: Optional[FederationSender] = None
 
@@ -64,7 +65,7 @@ def build_federation(
 
     tls = TlsPolicy.from_config(config.verify_certificates, config.ca_certificates_path)
     dns = dns or TwistedDnsResolver(reactor)
-    well_known = well_known or HttpWellKnownFetcher(reactor, tls)
+    well_known = well_known or HttpWellKnownFetcher(reactor, tls, dns)
     queue_store = FederationQueueStore(database)
     backoff = DestinationBackoff(
         reactor,
@@ -110,7 +111,7 @@ def build_federation(
     authenticator = FederationAuthenticator(
         server_name, keyring, on_origin_seen=sender.destination_is_up if sender is not None else None
     )
-    return Federation(config, local_keys, keyring, client, backoff, queue_store, authenticator, sender)
+    return Federation(config, local_keys, keyring, client, backoff, queue_store, authenticator, dns, sender)
 
 
 def mount_federation_inbound(federation: Federation, resource: JsonResource) -> None:
@@ -128,3 +129,5 @@ def start_federation_sender(federation: Federation, on_stop: Any) -> None:
     federation.sender.start()
     on_stop(federation.sender.stop)
     on_stop(federation.client.close)
+    if hasattr(federation.dns, "close"):
+        on_stop(federation.dns.close)

@@ -28,18 +28,21 @@ from twisted.internet import defer, ssl, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.error import SchemeNotSupported
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from homeserver.core.canonical_json import decode_json
 from homeserver.federation.discovery import (
+    WELL_KNOWN_MAX_BODY,
     ResolvedServer,
     ServerResolver,
     SrvRecord,
     WellKnownResponse,
     is_ip_literal,
+    unbracket,
 )
 from homeserver.federation.errors import HttpResponseError, RequestSendFailed
 from homeserver.federation.request_auth import sign_request
@@ -125,19 +128,39 @@ class _WebPolicy:
 
 
 class TwistedDnsResolver:
-    """SRV through ``twisted.names``; addresses through the system's getaddrinfo."""
+    """SRV through ``twisted.names`` (the system's resolv.conf, or ``servers``);
+    addresses through the system's getaddrinfo."""
 
-    def __init__(self, reactor: Any) -> None:
-        from twisted.names import client
-
+    def __init__(
+        self, reactor: Any, resolv_conf: str = "/etc/resolv.conf", servers: Optional[list[tuple[str, int]]] = None
+    ) -> None:
         self._reactor = reactor
-        self._resolver = client.createResolver(reactor=reactor)
+        self._resolv_conf = resolv_conf
+        self._servers = servers
+        self._resolver: Any = None
+
+    def _names_resolver(self) -> Any:
+        # Created on first use: with resolv.conf it re-reads the file on a timer.
+        if self._resolver is None:
+            from twisted.names import client
+
+            if self._servers:
+                self._resolver = client.Resolver(servers=self._servers, reactor=self._reactor)
+            else:
+                self._resolver = client.Resolver(resolv=self._resolv_conf, reactor=self._reactor)
+        return self._resolver
+
+    def close(self) -> None:
+        """Stop re-reading resolv.conf."""
+        call = getattr(self._resolver, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
 
     async def lookup_srv(self, name: str) -> list[SrvRecord]:
         from twisted.names import dns, error
 
         try:
-            answers, _, _ = await self._resolver.lookupService(name)
+            answers, _, _ = await self._names_resolver().lookupService(name)
         except (error.DNSNameError, error.DNSNotImplementedError):
             return []
         except error.DomainError:
@@ -163,26 +186,54 @@ class TwistedDnsResolver:
 
 
 class HttpWellKnownFetcher:
-    """``GET https://<host>/.well-known/matrix/server``, following redirects (at most 5)."""
+    """``GET https://<host>/.well-known/matrix/server``, following at most 5 redirects.
 
-    def __init__(self, reactor: Any, tls: TlsPolicy, timeout: float = 10.0) -> None:
+    Host names are resolved through ``dns`` like every federation
+    connection; certificates are checked with ``tls``. ``port`` is for tests
+    (the spec's URL has none, i.e. 443).
+    """
+
+    def __init__(self, reactor: Any, tls: TlsPolicy, dns: Any, timeout: float = 10.0, port: int = 443) -> None:
         from twisted.web.client import BrowserLikeRedirectAgent
 
         self._reactor = reactor
         self._timeout = timeout
-        agent = Agent(reactor, contextFactory=tls.web_policy() if tls else BrowserLikePolicyForHTTPS())
+        self._port = port
+        agent = Agent.usingEndpointFactory(reactor, _DnsEndpointFactory(reactor, dns, tls, timeout))
         self._http = HTTPClient(BrowserLikeRedirectAgent(agent, redirectLimit=5))
 
     async def fetch(self, hostname: str) -> WellKnownResponse:
-        d = self._http.get(f"https://{hostname}/.well-known/matrix/server", allow_redirects=False,
-                           headers={b"User-Agent": [USER_AGENT]})
+        netloc = hostname if self._port == 443 else f"{hostname}:{self._port}"
+
+        async def get() -> WellKnownResponse:
+            response = await self._http.get(
+                f"https://{netloc}/.well-known/matrix/server", allow_redirects=False,
+                headers={b"User-Agent": [USER_AGENT]},
+            )
+            body = await _read_limited(response, WELL_KNOWN_MAX_BODY + 1)
+            cache = response.headers.getRawHeaders(b"Cache-Control")
+            return WellKnownResponse(response.code, body, cache[0].decode("latin-1") if cache else None)
+
+        d = defer.ensureDeferred(get())
         d.addTimeout(self._timeout, self._reactor)
-        response = await d
-        body_d = treq.content(response)
-        body_d.addTimeout(self._timeout, self._reactor)
-        body = await body_d
-        cache = response.headers.getRawHeaders(b"Cache-Control")
-        return WellKnownResponse(response.code, body, cache[0].decode("latin-1") if cache else None)
+        return await d
+
+
+class _DnsEndpointFactory:
+    """Endpoints for plain ``https://host[:port]`` URLs, resolved through the injected DNS."""
+
+    def __init__(self, reactor: Any, dns: Any, tls: TlsPolicy, timeout: float) -> None:
+        self._reactor = reactor
+        self._dns = dns
+        self._tls = tls
+        self._timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        if uri.scheme != b"https":
+            raise SchemeNotSupported(f"only https is allowed, not {uri.scheme!r}")
+        host = unbracket(uri.host.decode("ascii"))
+        resolved = ResolvedServer(host, host, host, ((host, uri.port),))
+        return _ResolvedEndpoint(self._reactor, self._dns, resolved, self._tls, self._timeout)
 
 
 # -- connecting --------------------------------------------------------------
@@ -382,14 +433,18 @@ def _netloc(destination: str) -> bytes:
     return destination.encode("ascii")
 
 
-async def _read_limited(response: Any) -> bytes:
+class ResponseTooLarge(Exception):
+    """A response body exceeded the size limit."""
+
+
+async def _read_limited(response: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes:
     chunks: list[bytes] = []
     size = [0]
 
     def collect(data: bytes) -> None:
         size[0] += len(data)
-        if size[0] > MAX_RESPONSE_BYTES:
-            raise RequestSendFailed("?", "response too large")
+        if size[0] > limit:
+            raise ResponseTooLarge(f"response larger than {limit} bytes")
         chunks.append(data)
 
     await treq.collect(response, collect)

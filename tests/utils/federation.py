@@ -36,7 +36,7 @@ from homeserver.rest.federation.keys import register_key_server, register_versio
 from storage.stores.federation import FederationQueueStore
 from storage.stores.server_keys import ServerKeyStore
 
-TEST_NAMES = ("localhost", "a.test", "b.test", "c.test", "d.test")
+TEST_NAMES = ("localhost", "a.test", "b.test", "c.test", "d.test", "wk.test")
 
 
 def make_tls_certificate(names: Iterable[str] = TEST_NAMES) -> tuple[str, bytes]:
