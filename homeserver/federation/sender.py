@@ -108,6 +108,8 @@ class FederationSender:
         self._max_edus = min(max_edus, MAX_EDUS_PER_TRANSACTION)
         self._running: dict[str, defer.Deferred] = {}
         self._dirty: set[str] = set()
+        #: Destinations whose last transaction failed (cleared on success).
+        self._down: set[str] = set()
         self._timers: dict[str, Any] = {}
         self._poller: Optional[task.LoopingCall] = None
         self._stopping = False
@@ -142,8 +144,11 @@ class FederationSender:
 
     def destination_is_up(self, destination: str) -> None:
         """The destination just talked to us: stop backing off and send what is queued."""
-        if not self.owns(destination):
+        # Only destinations this process saw failing are worth a database
+        # write; inbound requests are far more frequent than outages.
+        if not self.owns(destination) or destination not in self._down:
             return
+        self._down.discard(destination)
 
         async def reset() -> None:
             if await self._backoff.record_success(destination):
@@ -276,6 +281,7 @@ class FederationSender:
         except (RequestSendFailed, NotRetryingDestination) as e:
             return await self._failed(destination, claimed, e)
         _log_pdu_errors(destination, response)
+        self._down.discard(destination)
         await self._store.complete_transaction(destination, claimed.txn_id)
         await self._backoff.record_success(destination)
         TRANSACTIONS.labels("sent").inc()
@@ -286,6 +292,7 @@ class FederationSender:
 
     async def _failed(self, destination: str, claimed: Any, error: Exception) -> bool:
         TRANSACTIONS.labels("failed").inc()
+        self._down.add(destination)
         state = await self._backoff.record_failure(destination)
         logger.info(
             "Transaction %s to %s failed (%s); retrying in %d ms", claimed.txn_id, destination, error, state.retry_interval_ms

@@ -405,15 +405,21 @@ class FederationClient:
             content = await _read_limited(response)
             return response.code, content
 
+        timed_out = []
+
+        def on_timeout(result: Any, after: float) -> Any:
+            timed_out.append(after)
+            return result
+
         d = defer.ensureDeferred(exchange())
-        d.addTimeout(timeout, self._reactor)
+        d.addTimeout(timeout, self._reactor, onTimeoutCancel=on_timeout)
         try:
             code, content = await d
-        except defer.TimeoutError:
-            raise RequestSendFailed(destination, f"timed out after {timeout}s") from None
-        except HttpResponseError:
-            raise
         except Exception as e:
+            if timed_out:
+                raise RequestSendFailed(destination, f"timed out after {timeout}s") from None
+            if isinstance(e, HttpResponseError):
+                raise
             raise RequestSendFailed(destination, f"{type(e).__name__}: {e}") from None
         try:
             parsed = decode_json(content, strict=False) if content else None

@@ -125,6 +125,23 @@ class KeyServerTests(FederationTestCase):
         with self.assertRaises(NotRetryingDestination):
             await c.client.get_json(b.server_name, "/_matrix/federation/v1/version")
 
+    async def test_timeout(self):
+        """A server that never answers makes the request fail after the timeout, and backs it off."""
+        a, b = self.server("a.test"), self.server("b.test")
+        never = defer.Deferred()
+        self.addCleanup(lambda: never.callback(None))
+
+        async def hang(request):
+            await never
+            return 200, {}
+
+        b.resource.register("GET", "/_matrix/federation/v1/hang", hang)
+        with self.assertRaises(RequestSendFailed) as cm:
+            await a.client.get_json(b.server_name, "/_matrix/federation/v1/hang", timeout=0.3)
+        self.assertIn("timed out", cm.exception.reason)
+        with self.assertRaises(NotRetryingDestination):
+            await a.client.get_json(b.server_name, "/_matrix/federation/v1/version")
+
     async def test_http_errors_mapped(self):
         """A non-2xx answer is an HttpResponseError carrying the errcode."""
         a, b = self.server("a.test"), self.server("b.test")

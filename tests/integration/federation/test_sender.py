@@ -175,3 +175,23 @@ class RetryTests(SenderTestCase):
         self.sender(owner, ("fs1", "fs2"), poll=0.05).start()
         await self.wait(self.queue_empty, "sent by the owner")
         self.assertEqual(self.receiver.pdu_ids(), ["$a"])
+
+
+class DestinationUpTests(SenderTestCase):
+    async def test_inbound_request_ends_backoff(self):
+        """When a backed-off destination talks to us, its queue is sent without waiting out the backoff."""
+        from homeserver.federation.backoff import BackoffPolicy
+        from homeserver.federation.destinations import DestinationBackoff
+
+        # A long backoff, so that only destination_is_up can explain a prompt delivery.
+        self.a.backoff = DestinationBackoff(reactor, self.a.queue_store, BackoffPolicy(min_interval_ms=600_000, jitter=0.0))
+        self.receiver.mode = "fail"
+        s = self.sender()
+        await s.enqueue_pdu([self.b.server_name], "$a", pdu(1, "$a"))
+        await self.wait(lambda: self.rows("SELECT 1 FROM federation_destinations WHERE failure_count = 1"), "one failure")
+        self.receiver.mode = "ok"
+        s.destination_is_up("unrelated.test")
+        s.destination_is_up(self.b.server_name)
+        await self.wait(self.queue_empty, "delivered after the destination came back")
+        self.assertEqual(self.receiver.pdu_ids(), ["$a"])
+        self.assertEqual(self.rows("SELECT failure_count FROM federation_destinations"), [(0,)])
