@@ -21,7 +21,7 @@ from homeserver.federation.destinations import DestinationBackoff
 from homeserver.federation.discovery import ServerResolver
 from homeserver.federation.keyring import Keyring
 from homeserver.federation.keys import LocalKeys, load_or_generate_signing_keys
-from homeserver.federation.sender import FederationSender
+from homeserver.federation.sender import FederationQueue, FederationSender
 from homeserver.http.federation_client import FederationClient, HttpWellKnownFetcher, TlsPolicy, TwistedDnsResolver
 from homeserver.http.server import JsonResource
 from homeserver.rest.federation.auth import FederationAuthenticator
@@ -42,6 +42,8 @@ class Federation:
     queue_store: FederationQueueStore
     authenticator: FederationAuthenticator
     dns: Any
+    #: Where PDUs and EDUs for other servers are queued (any process).
+    queue: FederationQueue
     #: Only on processes with the ``federation_sender`` role.
     sender: Optional[FederationSender] = None
 
@@ -111,7 +113,8 @@ def build_federation(
     authenticator = FederationAuthenticator(
         server_name, keyring, on_origin_seen=sender.destination_is_up if sender is not None else None
     )
-    return Federation(config, local_keys, keyring, client, backoff, queue_store, authenticator, dns, sender)
+    queue = sender.queue if sender is not None else FederationQueue(reactor, server_name, queue_store)
+    return Federation(config, local_keys, keyring, client, backoff, queue_store, authenticator, dns, queue, sender)
 
 
 def mount_federation_inbound(federation: Federation, resource: JsonResource) -> None:

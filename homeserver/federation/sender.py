@@ -73,6 +73,50 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+class FederationQueue:
+    """The feeding side of the outbound queue, usable from any process.
+
+    Items are committed to PostgreSQL; ``on_queued(destination)`` is then
+    called (the local sender's ``wake``). A process without the
+    ``federation_sender`` role passes no hook: the owning sender finds the
+    work on its next poll.
+    """
+
+    def __init__(self, clock: Any, server_name: str, store: Any, on_queued: Optional[Any] = None) -> None:
+        self._clock = clock
+        self._server_name = server_name
+        self._store = store
+        self._on_queued = on_queued
+
+    def now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    async def enqueue_pdu(self, destinations: Iterable[str], event_id: str, pdu_json: Mapping[str, Any]) -> None:
+        """Queue a PDU (its federation JSON) for every destination but ourselves.
+
+        A PDU already queued for a destination is not queued twice.
+        """
+        targets = [d for d in set(destinations) if d != self._server_name]
+        if not targets:
+            return
+        queued = await self._store.enqueue_pdu(targets, event_id, _dumps(pdu_json), self.now_ms())
+        if self._on_queued is not None:
+            for destination in queued:
+                self._on_queued(destination)
+
+    async def enqueue_edu(self, destination: str, edu: Mapping[str, Any], coalesce_key: Optional[str] = None) -> None:
+        """Queue an EDU (``{"edu_type": ..., "content": ...}``) for ``destination``.
+
+        With ``coalesce_key``, an earlier unsent EDU with the same key is
+        replaced (e.g. ``"m.typing:" + room_id``).
+        """
+        if destination == self._server_name:
+            return
+        await self._store.enqueue_edu(destination, _dumps(edu), coalesce_key, self.now_ms())
+        if self._on_queued is not None:
+            self._on_queued(destination)
+
+
 class FederationSender:
     """Queues PDUs and EDUs for other servers and delivers them.
 
@@ -113,6 +157,8 @@ class FederationSender:
         self._timers: dict[str, Any] = {}
         self._poller: Optional[task.LoopingCall] = None
         self._stopping = False
+        #: Where work is queued; items queued here are sent at once.
+        self.queue = FederationQueue(clock, server_name, store, on_queued=self.wake)
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -123,24 +169,12 @@ class FederationSender:
 
     # -- feeding -------------------------------------------------------------
     async def enqueue_pdu(self, destinations: Iterable[str], event_id: str, pdu_json: Mapping[str, Any]) -> None:
-        """Queue a PDU (its federation JSON) for every destination but ourselves."""
-        targets = [d for d in set(destinations) if d != self._server_name]
-        if not targets:
-            return
-        queued = await self._store.enqueue_pdu(targets, event_id, _dumps(pdu_json), self.now_ms())
-        for destination in queued:
-            self.wake(destination)
+        """Queue a PDU and start sending it (see :meth:`FederationQueue.enqueue_pdu`)."""
+        await self.queue.enqueue_pdu(destinations, event_id, pdu_json)
 
     async def enqueue_edu(self, destination: str, edu: Mapping[str, Any], coalesce_key: Optional[str] = None) -> None:
-        """Queue an EDU (``{"edu_type": ..., "content": ...}``) for ``destination``.
-
-        With ``coalesce_key``, an earlier unsent EDU with the same key is
-        replaced (e.g. ``"m.typing:" + room_id``).
-        """
-        if destination == self._server_name:
-            return
-        await self._store.enqueue_edu(destination, _dumps(edu), coalesce_key, self.now_ms())
-        self.wake(destination)
+        """Queue an EDU and start sending it (see :meth:`FederationQueue.enqueue_edu`)."""
+        await self.queue.enqueue_edu(destination, edu, coalesce_key)
 
     def destination_is_up(self, destination: str) -> None:
         """The destination just talked to us: stop backing off and send what is queued."""

@@ -195,3 +195,16 @@ class DestinationUpTests(SenderTestCase):
         await self.wait(self.queue_empty, "delivered after the destination came back")
         self.assertEqual(self.receiver.pdu_ids(), ["$a"])
         self.assertEqual(self.rows("SELECT failure_count FROM federation_destinations"), [(0,)])
+
+
+class OtherProcessTests(SenderTestCase):
+    async def test_work_queued_elsewhere_found_by_poll(self):
+        """Work queued by a process without a sender (no wake hook) is found by the sender's poll."""
+        from homeserver.federation.sender import FederationQueue
+
+        self.sender(poll=0.1).start()
+        elsewhere = FederationQueue(reactor, self.a.server_name, self.a.queue_store)
+        await elsewhere.enqueue_edu(self.b.server_name, {"edu_type": "m.direct_to_device", "content": {}})
+        await elsewhere.enqueue_pdu([self.b.server_name], "$p", pdu(1, "$p"))
+        await self.wait(self.queue_empty, "sent after a poll")
+        self.assertEqual(self.receiver.pdu_ids(), ["$p"])

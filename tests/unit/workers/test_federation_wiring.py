@@ -47,3 +47,12 @@ class WiringTests(unittest.TestCase):
         self.assertEqual(
             {r.name for r in resource.routes()}, {"key_server", "key_query_one", "key_query", "federation_version"}
         )
+
+    def test_queue_everywhere(self):
+        """Every process gets a queue; only sender processes wake a local sender with it."""
+        cfg = config(tempfile.mkdtemp())
+        main = build_federation(Clock(), cfg, database=object(), instance_name="main", dns=object(), well_known=object())
+        fed1 = build_federation(Clock(), cfg, database=object(), instance_name="fed1", dns=object(), well_known=object())
+        self.assertIsNone(main.queue._on_queued)
+        self.assertIs(fed1.queue, fed1.sender.queue)
+        self.assertEqual(fed1.queue._on_queued, fed1.sender.wake)
