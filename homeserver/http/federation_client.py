@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import attrs
 import treq
+from prometheus_client import Counter
 from treq.client import HTTPClient
 from OpenSSL import SSL
 from twisted.internet import defer, ssl, threads
@@ -44,10 +45,16 @@ from homeserver.federation.discovery import (
     is_ip_literal,
     unbracket,
 )
-from homeserver.federation.errors import HttpResponseError, RequestSendFailed
+from homeserver.federation.errors import HttpResponseError, NotRetryingDestination, RequestSendFailed
 from homeserver.federation.request_auth import sign_request
 
 logger = logging.getLogger(__name__)
+
+OUTBOUND_REQUESTS = Counter(
+    "estuary_federation_client_requests_total",
+    "Outbound federation requests by method and outcome (2xx/4xx/5xx status class, failed, backoff)",
+    ["method", "outcome"],
+)
 
 USER_AGENT = b"Estuary"
 #: Largest response body accepted from a remote server.
@@ -347,17 +354,24 @@ class FederationClient:
         (unless ``track_backoff`` is false: the caller records outcomes).
         """
         if self._backoff is not None and not ignore_backoff:
-            await self._backoff.check(destination)
+            try:
+                await self._backoff.check(destination)
+            except NotRetryingDestination:
+                OUTBOUND_REQUESTS.labels(method, "backoff").inc()
+                raise
         try:
             result = await self._send(method, destination, path, args, data, timeout or self._timeout)
         except RequestSendFailed:
+            OUTBOUND_REQUESTS.labels(method, "failed").inc()
             if track_backoff:
                 await self._record(destination, ok=False)
             raise
         except HttpResponseError as e:
+            OUTBOUND_REQUESTS.labels(method, f"{e.code // 100}xx").inc()
             if track_backoff:
                 await self._record(destination, ok=e.code < 500)
             raise
+        OUTBOUND_REQUESTS.labels(method, "2xx").inc()
         if track_backoff:
             await self._record(destination, ok=True)
         return result

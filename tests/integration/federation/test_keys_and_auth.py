@@ -4,11 +4,10 @@ between real stacks on loopback TLS ports with one PostgreSQL database."""
 import json
 
 import psycopg2
-import treq
-from treq.client import HTTPClient
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
+from twisted.web.client import Agent
 
 from homeserver.config.federation import TrustedKeyServer
 from homeserver.core.signing import encode_verify_key_base64, generate_signing_key, get_verify_key, key_id_of, verify_signed_json
@@ -164,10 +163,6 @@ class SignedRequestTests(FederationTestCase):
     async def raw(self, target, method="GET", auth=None, body=None):
         """Send a hand-made request to ``target`` and return (code, json)."""
         headers = {} if auth is None else {"Authorization": auth}
-        from twisted.web.client import Agent
-
-        from tests.utils.federation import TEST_NAMES  # noqa: F401
-
         policy = TlsPolicy(verify=False).web_policy()
         http = HTTPClient(Agent(reactor, contextFactory=policy))
         data = None if body is None else json.dumps(body).encode()
