@@ -109,6 +109,7 @@ def build_federation(
             client,
             backoff,
             poll_interval_seconds=config.sender_poll_interval_seconds,
+            catch_up_threshold=config.sender_catch_up_threshold,
         )
     authenticator = FederationAuthenticator(
         server_name, keyring, on_origin_seen=sender.destination_is_up if sender is not None else None

@@ -60,6 +60,8 @@ class FederationConfig:
     #: How often a federation sender looks in PostgreSQL for queued work it
     #: was not told about (enqueued by another process, or left by a crash).
     sender_poll_interval_seconds: float = 10.0
+    #: Past this many PDUs queued for one destination, keep only the newest per room.
+    sender_catch_up_threshold: int = 1000
 
 
 def parse_federation(r: Reader) -> FederationConfig:
@@ -108,6 +110,7 @@ def parse_federation(r: Reader) -> FederationConfig:
         destination_max_retry_interval_ms=r.integer("destination_max_retry_interval_ms", 24 * 3600 * 1000, minimum=1),
         destination_retry_multiplier=r.number("destination_retry_multiplier", 2.0, minimum=1.0),
         sender_poll_interval_seconds=r.number("sender_poll_interval_seconds", 10.0, minimum=0.01),
+        sender_catch_up_threshold=r.integer("sender_catch_up_threshold", 1000, minimum=1),
     )
     if cfg.destination_max_retry_interval_ms < cfg.destination_min_retry_interval_ms:
         raise ConfigError(r.key_path("destination_max_retry_interval_ms"), "must be at least destination_min_retry_interval_ms")

@@ -9,7 +9,9 @@ queued items and recorded as in flight; it is retried with the same
 transaction ID and body until the destination accepts it (the receiver
 deduplicates on origin and ID), with exponential backoff between attempts.
 When the destination answers again the queue drains in further
-transactions: that is the catch-up. A 4xx answer other than 429 means the
+transactions: that is the catch-up. After a long outage (more than
+``catch_up_threshold`` PDUs waiting) only the newest PDU of each room is
+sent; the destination fetches what lies between, as after any gap. A 4xx answer other than 429 means the
 destination will never accept that transaction: it is dropped and logged.
 
 Destinations are sharded over the ``federation_sender`` instances by
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 MAX_PDUS_PER_TRANSACTION = 50
 MAX_EDUS_PER_TRANSACTION = 100
+#: Past this many queued PDUs for one destination, only the newest of each
+#: room is kept (see ``FederationQueueStore.claim_transaction``).
+DEFAULT_CATCH_UP_THRESHOLD = 1000
 
 TRANSACTIONS = Counter(
     "estuary_federation_transactions_total",
@@ -99,7 +104,10 @@ class FederationQueue:
         targets = [d for d in set(destinations) if d != self._server_name]
         if not targets:
             return
-        queued = await self._store.enqueue_pdu(targets, event_id, _dumps(pdu_json), self.now_ms())
+        room_id = pdu_json.get("room_id")
+        queued = await self._store.enqueue_pdu(
+            targets, event_id, _dumps(pdu_json), self.now_ms(), room_id=room_id if isinstance(room_id, str) else None
+        )
         if self._on_queued is not None:
             for destination in queued:
                 self._on_queued(destination)
@@ -137,6 +145,7 @@ class FederationSender:
         poll_interval_seconds: float = 10.0,
         max_pdus: int = MAX_PDUS_PER_TRANSACTION,
         max_edus: int = MAX_EDUS_PER_TRANSACTION,
+        catch_up_threshold: Optional[int] = DEFAULT_CATCH_UP_THRESHOLD,
     ) -> None:
         if instance_name not in sender_instances:
             raise ValueError(f"{instance_name} is not one of the federation_sender instances {sorted(sender_instances)}")
@@ -150,6 +159,7 @@ class FederationSender:
         self._poll_interval = poll_interval_seconds
         self._max_pdus = min(max_pdus, MAX_PDUS_PER_TRANSACTION)
         self._max_edus = min(max_edus, MAX_EDUS_PER_TRANSACTION)
+        self._catch_up_threshold = catch_up_threshold
         self._running: dict[str, defer.Deferred] = {}
         self._dirty: set[str] = set()
         #: Destinations whose last transaction failed (cleared on success).
@@ -279,7 +289,7 @@ class FederationSender:
                 self._retry_later(destination, state.retry_at_ms - now)
                 return
             claimed = await self._store.claim_transaction(
-                destination, self._make_body, self._max_pdus, self._max_edus, now
+                destination, self._make_body, self._max_pdus, self._max_edus, now, self._catch_up_threshold
             )
             if claimed is None:
                 if destination in self._dirty:

@@ -36,6 +36,9 @@ CREATE TABLE federation_outbox (
     destination TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('pdu', 'edu')),
     event_id TEXT,
+    -- The PDU's room (NULL for EDUs and room-less PDUs): catch-up after a
+    -- long outage keeps only the newest PDU of each room.
+    room_id TEXT,
     coalesce_key TEXT,
     payload TEXT NOT NULL,
     queued_ts BIGINT NOT NULL,
@@ -43,6 +46,7 @@ CREATE TABLE federation_outbox (
 );
 CREATE INDEX federation_outbox_destination ON federation_outbox (destination, kind, id);
 CREATE UNIQUE INDEX federation_outbox_pdu ON federation_outbox (destination, event_id) WHERE kind = 'pdu';
+CREATE INDEX federation_outbox_room ON federation_outbox (destination, room_id, id) WHERE kind = 'pdu';
 
 -- The one transaction in flight per destination. It is retried with the
 -- same txn_id and body until the destination accepts it (the receiver

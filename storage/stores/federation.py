@@ -60,15 +60,17 @@ class FederationQueueStore:
         return self._db.run_interaction("set_destination_retry", txn_fn)
 
     # -- queue -----------------------------------------------------------
-    def enqueue_pdu(self, destinations: Iterable[str], event_id: str, pdu_json: str, now_ms: int) -> "defer.Deferred[list[str]]":
+    def enqueue_pdu(
+        self, destinations: Iterable[str], event_id: str, pdu_json: str, now_ms: int, room_id: Optional[str] = None
+    ) -> "defer.Deferred[list[str]]":
         """Queue a PDU for each destination; returns those where it was newly queued."""
-        rows = [(d, "pdu", event_id, None, pdu_json, now_ms) for d in sorted(set(destinations))]
+        rows = [(d, "pdu", event_id, room_id, None, pdu_json, now_ms) for d in sorted(set(destinations))]
 
         def txn_fn(txn: Any) -> list[str]:
             if not rows:
                 return []
             out = txn.execute_values(
-                "INSERT INTO federation_outbox (destination, kind, event_id, coalesce_key, payload, queued_ts)"
+                "INSERT INTO federation_outbox (destination, kind, event_id, room_id, coalesce_key, payload, queued_ts)"
                 " VALUES %s ON CONFLICT (destination, event_id) WHERE kind = 'pdu' DO NOTHING RETURNING destination",
                 rows,
                 fetch=True,
@@ -93,8 +95,8 @@ class FederationQueueStore:
                     (destination, coalesce_key),
                 )
             txn.execute(
-                "INSERT INTO federation_outbox (destination, kind, event_id, coalesce_key, payload, queued_ts)"
-                " VALUES (%s, 'edu', NULL, %s, %s, %s)",
+                "INSERT INTO federation_outbox (destination, kind, event_id, room_id, coalesce_key, payload, queued_ts)"
+                " VALUES (%s, 'edu', NULL, NULL, %s, %s, %s)",
                 (destination, coalesce_key, edu_json, now_ms),
             )
 
@@ -107,6 +109,7 @@ class FederationQueueStore:
         max_pdus: int,
         max_edus: int,
         now_ms: int,
+        catch_up_threshold: Optional[int] = None,
     ) -> "defer.Deferred[Optional[ClaimedTransaction]]":
         """The transaction in flight for ``destination``, or a new one.
 
@@ -115,6 +118,12 @@ class FederationQueueStore:
         and runs inside the database transaction (it must be pure). The
         transaction is recorded as in flight so that a crash or a failure
         retries it with the same ID and body. None when nothing is queued.
+
+        When more than ``catch_up_threshold`` PDUs wait (a long outage),
+        only the newest queued PDU of each room is kept before building:
+        the destination fetches the events in between itself
+        (``/get_missing_events``, ``/backfill``) when it sees their
+        descendants, as it does after any gap.
         """
 
         def txn_fn(txn: Any) -> Optional[ClaimedTransaction]:
@@ -131,6 +140,20 @@ class FederationQueueStore:
                 )
                 counts = dict(txn.fetchall())
                 return ClaimedTransaction(destination, txn_id, body, counts.get("pdu", 0), counts.get("edu", 0), True)
+            if catch_up_threshold is not None:
+                txn.execute(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM federation_outbox WHERE destination = %s AND kind = 'pdu'"
+                    " LIMIT %s) AS q",
+                    (destination, catch_up_threshold + 1),
+                )
+                if txn.fetchone()[0] > catch_up_threshold:
+                    txn.execute(
+                        "DELETE FROM federation_outbox o WHERE o.destination = %s AND o.kind = 'pdu'"
+                        " AND o.room_id IS NOT NULL AND EXISTS (SELECT 1 FROM federation_outbox n"
+                        " WHERE n.destination = o.destination AND n.kind = 'pdu' AND n.room_id = o.room_id"
+                        " AND n.id > o.id)",
+                        (destination,),
+                    )
             txn.execute(
                 "SELECT id, payload FROM federation_outbox WHERE destination = %s AND kind = 'pdu' ORDER BY id LIMIT %s",
                 (destination, max_pdus),

@@ -208,3 +208,21 @@ class OtherProcessTests(SenderTestCase):
         await elsewhere.enqueue_pdu([self.b.server_name], "$p", pdu(1, "$p"))
         await self.wait(self.queue_empty, "sent after a poll")
         self.assertEqual(self.receiver.pdu_ids(), ["$p"])
+
+
+class CatchUpTests(SenderTestCase):
+    async def test_long_outage_sends_newest_per_room(self):
+        """After an outage with a backlog past the threshold, the newest PDU of each room is sent."""
+        self.receiver.mode = "fail"
+        s = FederationSender(reactor, self.a.server_name, "fs1", ["fs1"], self.a.queue_store, self.a.client,
+                             self.a.backoff, poll_interval_seconds=60, catch_up_threshold=5)
+        self.addCleanup(lambda: defer.ensureDeferred(s.stop()))
+        first = dict(pdu(0, "$first"), room_id="!a:x")
+        await s.enqueue_pdu([self.b.server_name], "$first", first)
+        await self.wait(lambda: self.receiver.attempts, "first attempt")
+        for n in range(1, 13):
+            room = "!a:x" if n % 2 else "!b:x"
+            await s.enqueue_pdu([self.b.server_name], f"$n{n}", dict(pdu(n, f"$n{n}"), room_id=room))
+        self.receiver.mode = "ok"
+        await self.wait(self.queue_empty, "caught up")
+        self.assertEqual(self.receiver.pdu_ids(), ["$first", "$n11", "$n12"])

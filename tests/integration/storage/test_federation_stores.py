@@ -86,3 +86,24 @@ class QueueStoreTests(StoreTestCase):
 
 async def _claim(store, make_body):
     return await store.claim_transaction("b.test", make_body, 50, 100, 0)
+
+
+class CatchUpTests(StoreTestCase):
+    async def test_collapse_to_newest_per_room(self):
+        """Past the threshold only the newest PDU of each room remains; room-less PDUs and EDUs stay."""
+        store = FederationQueueStore(self.db)
+        for i in range(6):
+            await store.enqueue_pdu(["b.test"], f"$r1_{i}", json.dumps({"e": f"$r1_{i}"}), 0, room_id="!r1")
+        for i in range(2):
+            await store.enqueue_pdu(["b.test"], f"$r2_{i}", json.dumps({"e": f"$r2_{i}"}), 0, room_id="!r2")
+        await store.enqueue_pdu(["b.test"], "$none", json.dumps({"e": "$none"}), 0)
+        await store.enqueue_edu("b.test", '{"edu_type":"x"}', None, 0)
+        await store.enqueue_pdu(["c.test"], "$r1_0", json.dumps({"e": "$r1_0"}), 0, room_id="!r1")
+
+        def body(pdus, edus):
+            return "t", json.dumps({"pdus": [json.loads(p)["e"] for p in pdus], "edus": len(edus)})
+
+        below = await store.claim_transaction("c.test", body, 50, 100, 0, catch_up_threshold=1)
+        self.assertEqual(json.loads(below.body)["pdus"], ["$r1_0"])
+        claimed = await store.claim_transaction("b.test", body, 50, 100, 0, catch_up_threshold=8)
+        self.assertEqual(json.loads(claimed.body), {"pdus": ["$r1_5", "$r2_1", "$none"], "edus": 1})
