@@ -17,11 +17,13 @@ import os
 import tempfile
 from typing import Any, Iterable, Optional
 
+import psycopg2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import ssl
+from twisted.internet import defer, reactor, ssl
+from twisted.trial import unittest
 
 from homeserver.core.signing import generate_signing_key
 from homeserver.federation.backoff import BackoffPolicy
@@ -30,11 +32,14 @@ from homeserver.federation.discovery import ServerResolver
 from homeserver.federation.keyring import Keyring
 from homeserver.federation.keys import LocalKeys
 from homeserver.http.federation_client import FederationClient, TlsPolicy, load_ca_certificates
-from homeserver.http.server import JsonResource, make_site
+from homeserver.http.server import JsonResource, make_site, parse_json_value
 from homeserver.rest.federation.auth import FederationAuthenticator
 from homeserver.rest.federation.keys import register_key_server, register_version
 from storage.stores.federation import FederationQueueStore
+from storage.database import Database
+from storage.migrations import prepare_database
 from storage.stores.server_keys import ServerKeyStore
+from tests.utils.services import create_test_database
 
 TEST_NAMES = ("localhost", "a.test", "b.test", "c.test", "d.test", "wk.test")
 
@@ -152,3 +157,56 @@ class LocalHomeserver:
     def listen_again(self) -> None:
         """Listen again on the same port (after :meth:`stop_listening`)."""
         self.port = self.reactor.listenSSL(self.port_number, self._site, self._context, interface="127.0.0.1")
+
+
+_TLS = None
+
+
+def shared_tls() -> tuple[str, bytes]:
+    """The certificate shared by every federation test (made once per run)."""
+    global _TLS
+    if _TLS is None:
+        _TLS = make_tls_certificate()
+    return _TLS
+
+
+class FederationTestCase(unittest.TestCase):
+    """Per-test database (migrated) and helpers to start LocalHomeservers on it."""
+
+    async def asyncSetUp(self):
+        self.dsn = create_test_database(self)
+        self.db = Database(self.dsn, reactor, pool_size=4)
+        self.addCleanup(self.db.close)
+        await prepare_database(self.db)
+
+    def setUp(self):
+        return defer.ensureDeferred(self.asyncSetUp())
+
+    def server(self, host, database=None, **kw):
+        return LocalHomeserver(self, reactor, database or self.db, host, shared_tls(), **kw)
+
+    async def own_database(self):
+        """A second database, for a server whose cache must not be shared."""
+        db = Database(create_test_database(self), reactor, pool_size=2)
+        self.addCleanup(db.close)
+        await prepare_database(db)
+        return db
+
+    def add_echo(self, hs):
+        """An authenticated endpoint answering with the origin and body it saw."""
+
+        async def echo(request, origin):
+            return 200, {"origin": origin, "content": parse_json_value(request, allow_empty=True)}
+
+        hs.resource.register("GET", "/_matrix/federation/v1/echo", hs.authenticator.wrap(echo), name="echo")
+        hs.resource.register("PUT", "/_matrix/federation/v1/echo", hs.authenticator.wrap(echo), name="echo_put")
+
+    def rows(self, sql, args=()):
+        """Rows of a query on the test database, read outside the pool."""
+        conn = psycopg2.connect(self.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall()
+        finally:
+            conn.close()

@@ -7,7 +7,7 @@ from twisted.names import common, dns, error, server
 from homeserver.federation.discovery import ServerResolver
 from homeserver.http.federation_client import HttpWellKnownFetcher, TlsPolicy, TwistedDnsResolver, load_ca_certificates
 from homeserver.http.server import JsonResource, RawResponse, make_site
-from tests.integration.federation.test_keys_and_auth import TLS, FederationTestCase
+from tests.utils.federation import FederationTestCase, shared_tls
 
 
 class WellKnownTests(FederationTestCase):
@@ -27,7 +27,7 @@ class WellKnownTests(FederationTestCase):
 
         resource.register("GET", "/.well-known/matrix/server", redirect)
         resource.register("GET", "/real-well-known", real)
-        context = ssl.PrivateCertificate.loadPEM(TLS[1]).options()
+        context = ssl.PrivateCertificate.loadPEM(shared_tls()[1]).options()
         port = reactor.listenSSL(0, make_site(resource, reactor), context, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
@@ -36,7 +36,7 @@ class WellKnownTests(FederationTestCase):
         """wk.test delegates to b.test:PORT; A reaches B by the name wk.test, fetching the well-known once."""
         a, b = self.server("a.test"), self.server("b.test")
         wk_port = self.well_known_site(b.server_name)
-        tls = TlsPolicy(verify=True, trust_root=load_ca_certificates(TLS[0]))
+        tls = TlsPolicy(verify=True, trust_root=load_ca_certificates(shared_tls()[0]))
         fetcher = HttpWellKnownFetcher(reactor, tls, a.dns, timeout=5, port=wk_port)
         a.client._resolver = ServerResolver(reactor, a.dns, fetcher)
         resolved = await a.client._resolver.resolve("wk.test")

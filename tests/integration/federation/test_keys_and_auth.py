@@ -3,10 +3,8 @@ between real stacks on loopback TLS ports with one PostgreSQL database."""
 
 import json
 
-import psycopg2
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
-from twisted.trial import unittest
 from twisted.web.client import Agent
 
 from homeserver.config.federation import TrustedKeyServer
@@ -15,54 +13,7 @@ from homeserver.federation.errors import HttpResponseError, NotRetryingDestinati
 from homeserver.federation.keys import parse_key_response
 from homeserver.federation.request_auth import sign_request
 from homeserver.http.federation_client import TlsPolicy
-from storage.database import Database
-from storage.migrations import prepare_database
-from tests.utils.federation import FakeDns, LocalHomeserver, make_tls_certificate
-from tests.utils.services import create_test_database
-
-TLS = make_tls_certificate()
-
-
-class FederationTestCase(unittest.TestCase):
-    async def asyncSetUp(self):
-        self.dsn = create_test_database(self)
-        self.db = Database(self.dsn, reactor, pool_size=4)
-        self.addCleanup(self.db.close)
-        await prepare_database(self.db)
-
-    def setUp(self):
-        return defer.ensureDeferred(self.asyncSetUp())
-
-    def server(self, host, database=None, **kw):
-        return LocalHomeserver(self, reactor, database or self.db, host, TLS, **kw)
-
-    async def own_database(self):
-        """A second database, for a server whose cache must not be shared."""
-        db = Database(create_test_database(self), reactor, pool_size=2)
-        self.addCleanup(db.close)
-        await prepare_database(db)
-        return db
-
-    def add_echo(self, hs):
-        """An authenticated endpoint answering with the origin and body it saw."""
-
-        async def echo(request, origin):
-            from homeserver.http.server import parse_json_value
-
-            return 200, {"origin": origin, "content": parse_json_value(request, allow_empty=True)}
-
-        hs.resource.register("GET", "/_matrix/federation/v1/echo", hs.authenticator.wrap(echo), name="echo")
-        hs.resource.register("PUT", "/_matrix/federation/v1/echo", hs.authenticator.wrap(echo), name="echo_put")
-
-    def rows(self, sql, args=()):
-        conn = psycopg2.connect(self.dsn)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return cur.fetchall()
-        finally:
-            conn.close()
-
+from tests.utils.federation import FakeDns, FederationTestCase
 
 class KeyServerTests(FederationTestCase):
     async def test_fetch_and_cache_keys(self):

@@ -7,7 +7,7 @@ from twisted.internet import defer, reactor
 
 from homeserver.federation.sender import FederationSender
 from homeserver.http.server import parse_json_object
-from tests.integration.federation.test_keys_and_auth import FederationTestCase
+from tests.utils.federation import FederationTestCase
 from tests.utils.wait import wait_until
 
 
