@@ -314,7 +314,10 @@ class FederationClient:
         self._timeout = timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 5
-        self._pool.retryAutomatically = False
+        # A pooled connection the peer closed while idle is retried once for
+        # GET-like requests only (Twisted's rule); transactions (PUT) are
+        # retried by the sender, with the same ID.
+        self._pool.retryAutomatically = True
 
     async def close(self) -> None:
         """Close pooled connections."""
