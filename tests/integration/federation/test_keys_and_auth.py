@@ -111,6 +111,20 @@ class SignedRequestTests(FederationTestCase):
         r = await b.client.get_json(a.server_name, "/_matrix/federation/v1/echo")
         self.assertEqual(r, {"origin": b.server_name, "content": None})
 
+    async def test_escaped_targets(self):
+        """Percent-escapes in the path and query survive as signed (the target is sent byte for byte)."""
+        a, b = self.server("a.test"), self.server("b.test")
+        seen = []
+
+        async def echo(request, origin, thing):
+            seen.append((thing, request.args))
+            return 200, {}
+
+        b.resource.register("GET", "/_matrix/federation/v1/thing/{thing}", b.authenticator.wrap(echo))
+        await a.client.get_json(b.server_name, "/_matrix/federation/v1/thing/%21room%3Aa%2Fb%20c",
+                                args={"q": "a b/c+é&x", "v": ["1", "2"]})
+        self.assertEqual(seen, [("!room:a/b c", {b"q": ["a b/c+é&x".encode()], b"v": [b"1", b"2"]})])
+
     async def raw(self, target, method="GET", auth=None, body=None):
         """Send a hand-made request to ``target`` and return (code, json)."""
         headers = {} if auth is None else {"Authorization": auth}
