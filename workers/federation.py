@@ -19,6 +19,7 @@ from homeserver.core.signing import OldVerifyKey
 from homeserver.federation.backoff import BackoffPolicy
 from homeserver.federation.destinations import DestinationBackoff
 from homeserver.federation.discovery import ServerResolver
+from homeserver.federation.ip_filter import DEFAULT_BLOCKED_RANGES, AddressFilter, parse_networks
 from homeserver.federation.keyring import Keyring
 from homeserver.federation.keys import LocalKeys, load_or_generate_signing_keys
 from homeserver.federation.sender import FederationQueue, FederationSender
@@ -66,8 +67,10 @@ def build_federation(
     local_keys = LocalKeys(server_name, signing_keys, old)
 
     tls = TlsPolicy.from_config(config.verify_certificates, config.ca_certificates_path)
+    blocked = DEFAULT_BLOCKED_RANGES if config.ip_range_blocklist is None else config.ip_range_blocklist
+    address_filter = AddressFilter(parse_networks(blocked), parse_networks(config.ip_range_allowlist))
     dns = dns or TwistedDnsResolver(reactor)
-    well_known = well_known or HttpWellKnownFetcher(reactor, tls, dns)
+    well_known = well_known or HttpWellKnownFetcher(reactor, tls, dns, address_filter=address_filter)
     queue_store = FederationQueueStore(database)
     backoff = DestinationBackoff(
         reactor,
@@ -87,6 +90,7 @@ def build_federation(
         tls,
         backoff=backoff,
         timeout=config.request_timeout_seconds,
+        address_filter=address_filter,
     )
     keyring = Keyring(
         reactor,

@@ -7,6 +7,7 @@ server-server API needs around it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Mapping, Optional
 
@@ -62,6 +63,10 @@ class FederationConfig:
     sender_poll_interval_seconds: float = 10.0
     #: Past this many PDUs queued for one destination, keep only the newest per room.
     sender_catch_up_threshold: int = 1000
+    #: CIDR ranges outbound federation never connects to (None: the defaults
+    #: of ``homeserver.federation.ip_filter``), and exceptions to them.
+    ip_range_blocklist: Optional[tuple[str, ...]] = None
+    ip_range_allowlist: tuple[str, ...] = ()
 
 
 def parse_federation(r: Reader) -> FederationConfig:
@@ -111,10 +116,24 @@ def parse_federation(r: Reader) -> FederationConfig:
         destination_retry_multiplier=r.number("destination_retry_multiplier", 2.0, minimum=1.0),
         sender_poll_interval_seconds=r.number("sender_poll_interval_seconds", 10.0, minimum=0.01),
         sender_catch_up_threshold=r.integer("sender_catch_up_threshold", 1000, minimum=1),
+        ip_range_blocklist=_cidrs(r, "ip_range_blocklist", None),
+        ip_range_allowlist=_cidrs(r, "ip_range_allowlist", ()),
     )
     if cfg.destination_max_retry_interval_ms < cfg.destination_min_retry_interval_ms:
         raise ConfigError(r.key_path("destination_max_retry_interval_ms"), "must be at least destination_min_retry_interval_ms")
     return cfg
+
+
+def _cidrs(r: Reader, key: str, default: Any) -> Any:
+    values = r.string_list(key, default)
+    if values is default:
+        return default
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ConfigError(r.key_path(key), f"{v!r} is not an IP range like 10.0.0.0/8")
+    return tuple(values)
 
 
 def _matches(pattern: str, value: str) -> bool:

@@ -4,7 +4,9 @@
 request resolves the name (:class:`homeserver.federation.discovery.ServerResolver`),
 connects to the resolved targets in order with TLS checked against the
 name the spec says (system CAs, or configured ones; never skipped unless
-the testing-only ``federation.verify_certificates: false`` is set), sends
+the testing-only ``federation.verify_certificates: false`` is set), never
+to addresses in ``federation.ip_range_blocklist`` (internal networks by
+default), sends
 the ``Host`` header the spec says, and maps every failure to
 :mod:`homeserver.federation.errors`. Destinations that keep failing are
 backed off (:class:`homeserver.federation.destinations.DestinationBackoff`).
@@ -45,6 +47,7 @@ from homeserver.federation.discovery import (
     is_ip_literal,
     unbracket,
 )
+from homeserver.federation.ip_filter import AddressFilter
 from homeserver.federation.errors import HttpResponseError, NotRetryingDestination, RequestSendFailed
 from homeserver.federation.request_auth import sign_request
 
@@ -200,13 +203,21 @@ class HttpWellKnownFetcher:
     (the spec's URL has none, i.e. 443).
     """
 
-    def __init__(self, reactor: Any, tls: TlsPolicy, dns: Any, timeout: float = 10.0, port: int = 443) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        tls: TlsPolicy,
+        dns: Any,
+        timeout: float = 10.0,
+        port: int = 443,
+        address_filter: AddressFilter = AddressFilter(),
+    ) -> None:
         from twisted.web.client import BrowserLikeRedirectAgent
 
         self._reactor = reactor
         self._timeout = timeout
         self._port = port
-        agent = Agent.usingEndpointFactory(reactor, _DnsEndpointFactory(reactor, dns, tls, timeout))
+        agent = Agent.usingEndpointFactory(reactor, _DnsEndpointFactory(reactor, dns, tls, timeout, address_filter))
         self._http = HTTPClient(BrowserLikeRedirectAgent(agent, redirectLimit=5))
 
     async def fetch(self, hostname: str) -> WellKnownResponse:
@@ -229,18 +240,19 @@ class HttpWellKnownFetcher:
 class _DnsEndpointFactory:
     """Endpoints for plain ``https://host[:port]`` URLs, resolved through the injected DNS."""
 
-    def __init__(self, reactor: Any, dns: Any, tls: TlsPolicy, timeout: float) -> None:
+    def __init__(self, reactor: Any, dns: Any, tls: TlsPolicy, timeout: float, address_filter: AddressFilter) -> None:
         self._reactor = reactor
         self._dns = dns
         self._tls = tls
         self._timeout = timeout
+        self._filter = address_filter
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         if uri.scheme != b"https":
             raise SchemeNotSupported(f"only https is allowed, not {uri.scheme!r}")
         host = unbracket(uri.host.decode("ascii"))
         resolved = ResolvedServer(host, host, host, ((host, uri.port),))
-        return _ResolvedEndpoint(self._reactor, self._dns, resolved, self._tls, self._timeout)
+        return _ResolvedEndpoint(self._reactor, self._dns, resolved, self._tls, self._timeout, self._filter)
 
 
 # -- connecting --------------------------------------------------------------
@@ -250,12 +262,15 @@ class _DnsEndpointFactory:
 class _ResolvedEndpoint:
     """Connects to the first reachable address of a resolved server, over TLS."""
 
-    def __init__(self, reactor: Any, dns: Any, resolved: ResolvedServer, tls: TlsPolicy, timeout: float) -> None:
+    def __init__(
+        self, reactor: Any, dns: Any, resolved: ResolvedServer, tls: TlsPolicy, timeout: float, address_filter: AddressFilter
+    ) -> None:
         self._reactor = reactor
         self._dns = dns
         self._resolved = resolved
         self._tls = tls
         self._timeout = timeout
+        self._filter = address_filter
 
     def connect(self, factory: Any) -> "defer.Deferred[Any]":
         return defer.ensureDeferred(self._connect(factory))
@@ -270,6 +285,9 @@ class _ResolvedEndpoint:
                 errors.append(f"{host}: {e}")
                 continue
             for address in addresses:
+                if not self._filter.permits(address):
+                    errors.append(f"{address}: address blocked by federation.ip_range_blocklist")
+                    continue
                 cls = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
                 endpoint = wrapClientTLS(creator, cls(self._reactor, address, port, timeout=self._timeout))
                 try:
@@ -303,8 +321,10 @@ class FederationClient:
         tls: TlsPolicy,
         backoff: Any = None,
         timeout: float = 60.0,
+        address_filter: AddressFilter = AddressFilter(),
     ) -> None:
         self._reactor = reactor
+        self._filter = address_filter
         self._server_name = server_name
         self._signing_key = signing_key
         self._resolver = resolver
@@ -411,7 +431,7 @@ class FederationClient:
             headers.addRawHeader(b"Content-Type", b"application/json")
         agent = Agent.usingEndpointFactory(
             self._reactor,
-            _EndpointFactory(_ResolvedEndpoint(self._reactor, self._dns, resolved, self._tls, timeout)),
+            _EndpointFactory(_ResolvedEndpoint(self._reactor, self._dns, resolved, self._tls, timeout, self._filter)),
             pool=self._pool,
         )
         http = HTTPClient(agent)

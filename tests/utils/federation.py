@@ -29,6 +29,7 @@ from homeserver.core.signing import generate_signing_key
 from homeserver.federation.backoff import BackoffPolicy
 from homeserver.federation.destinations import DestinationBackoff
 from homeserver.federation.discovery import ServerResolver
+from homeserver.federation.ip_filter import ALLOW_ALL, AddressFilter
 from homeserver.federation.keyring import Keyring
 from homeserver.federation.keys import LocalKeys
 from homeserver.http.federation_client import FederationClient, TlsPolicy, load_ca_certificates
@@ -112,6 +113,7 @@ class LocalHomeserver:
         key_validity_ms: int = 24 * 3600 * 1000,
         verify_certificates: bool = True,
         backoff_policy: BackoffPolicy = BackoffPolicy(min_interval_ms=200, max_interval_ms=1000, jitter=0.0),
+        allow_loopback: bool = True,
     ) -> None:
         self.reactor = reactor
         self.resource = JsonResource(reactor)
@@ -138,6 +140,7 @@ class LocalHomeserver:
             tls_policy,
             backoff=self.backoff,
             timeout=5.0,
+            address_filter=ALLOW_ALL if allow_loopback else AddressFilter(),
         )
         testcase.addCleanup(self.client.close)
         self.keyring = Keyring(

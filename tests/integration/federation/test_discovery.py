@@ -5,6 +5,7 @@ from twisted.internet import defer, reactor, ssl
 from twisted.names import common, dns, error, server
 
 from homeserver.federation.discovery import ServerResolver
+from homeserver.federation.ip_filter import ALLOW_ALL
 from homeserver.http.federation_client import HttpWellKnownFetcher, TlsPolicy, TwistedDnsResolver, load_ca_certificates
 from homeserver.http.server import JsonResource, RawResponse, make_site
 from tests.utils.federation import FederationTestCase, shared_tls
@@ -37,7 +38,7 @@ class WellKnownTests(FederationTestCase):
         a, b = self.server("a.test"), self.server("b.test")
         wk_port = self.well_known_site(b.server_name)
         tls = TlsPolicy(verify=True, trust_root=load_ca_certificates(shared_tls()[0]))
-        fetcher = HttpWellKnownFetcher(reactor, tls, a.dns, timeout=5, port=wk_port)
+        fetcher = HttpWellKnownFetcher(reactor, tls, a.dns, timeout=5, port=wk_port, address_filter=ALLOW_ALL)
         a.client._resolver = ServerResolver(reactor, a.dns, fetcher)
         resolved = await a.client._resolver.resolve("wk.test")
         self.assertEqual((resolved.host_header, resolved.tls_name), (b.server_name, "b.test"))
@@ -49,10 +50,19 @@ class WellKnownTests(FederationTestCase):
         """A well-known served with an untrusted certificate is treated as absent."""
         a = self.server("a.test")
         wk_port = self.well_known_site("elsewhere.test:1")
-        fetcher = HttpWellKnownFetcher(reactor, TlsPolicy(verify=True), a.dns, timeout=5, port=wk_port)
+        fetcher = HttpWellKnownFetcher(reactor, TlsPolicy(verify=True), a.dns, timeout=5, port=wk_port, address_filter=ALLOW_ALL)
         resolver = ServerResolver(reactor, a.dns, fetcher)
         resolved = await resolver.resolve("wk.test")
         self.assertEqual(resolved.targets, (("wk.test", 8448),))
+        self.assertEqual(self.hits, [])
+
+    async def test_default_filter_refuses_loopback_well_known(self):
+        """With the default address filter, a well-known on a loopback address is never fetched."""
+        a = self.server("a.test")
+        wk_port = self.well_known_site("elsewhere.test:1")
+        tls = TlsPolicy(verify=True, trust_root=load_ca_certificates(shared_tls()[0]))
+        resolver = ServerResolver(reactor, a.dns, HttpWellKnownFetcher(reactor, tls, a.dns, timeout=5, port=wk_port))
+        self.assertEqual((await resolver.resolve("wk.test")).targets, (("wk.test", 8448),))
         self.assertEqual(self.hits, [])
 
     async def test_system_address_lookup(self):

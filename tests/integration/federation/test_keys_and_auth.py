@@ -54,6 +54,14 @@ class KeyServerTests(FederationTestCase):
             await a.client.get_json(f"e.test:{b.port_number}", "/_matrix/federation/v1/version")
         self.assertIn("VerificationError", cm.exception.reason)
 
+    async def test_internal_addresses_blocked_by_default(self):
+        """The default address filter refuses to connect to loopback, whatever the server name."""
+        a, b = self.server("a.test", allow_loopback=False), self.server("b.test")
+        for name in (b.server_name, f"127.0.0.1:{b.port_number}"):
+            with self.assertRaises(RequestSendFailed) as cm:
+                await a.client.get_json(name, "/_matrix/federation/v1/version", ignore_backoff=True)
+            self.assertIn("blocked", cm.exception.reason)
+
     async def test_verify_certificates_false(self):
         """The testing-only switch accepts any certificate."""
         a = self.server("a.test", verify_certificates=False)

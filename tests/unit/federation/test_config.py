@@ -42,3 +42,12 @@ class FederationConfigTests(unittest.TestCase):
         ]:
             with self.assertRaises(ConfigError, msg=repr(data)):
                 parse_federation(Reader(data))
+
+    def test_ip_ranges(self):
+        """IP range lists are validated; absent blocklist means the defaults, empty means none."""
+        self.assertIsNone(parse_federation(Reader({})).ip_range_blocklist)
+        self.assertEqual(parse_federation(Reader({"ip_range_blocklist": []})).ip_range_blocklist, ())
+        cfg = parse_federation(Reader({"ip_range_allowlist": ["10.0.0.0/8", "fd00::/8"]}))
+        self.assertEqual(cfg.ip_range_allowlist, ("10.0.0.0/8", "fd00::/8"))
+        with self.assertRaises(ConfigError):
+            parse_federation(Reader({"ip_range_blocklist": ["10.0.0.0/99"]}))
