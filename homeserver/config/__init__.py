@@ -137,6 +137,11 @@ class HomeserverConfig:
 #: frozen object found at ``config.sections[name]``.
 SECTIONS: dict[str, Callable[[Reader], Any]] = {}
 
+# The federation section (issue 8) registers itself here.
+from homeserver.config.federation import FEDERATION_SECTIONS as _FEDERATION_SECTIONS  # noqa: E402
+
+SECTIONS.update(_FEDERATION_SECTIONS)
+
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
@@ -330,7 +335,3 @@ def read_config_file(path: str, env: Optional[Mapping[str, str]] = None) -> Home
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError("", f"{path} is not valid YAML{where}")
     return load_config(data, path=path, env=env)
-
-from homeserver.config.federation import FEDERATION_SECTIONS as _FEDERATION_SECTIONS  # noqa: E402
-
-SECTIONS.update(_FEDERATION_SECTIONS)
