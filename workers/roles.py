@@ -66,6 +66,29 @@ def _mount_accounts(ctx: "ProcessContext", resource: "JsonResource") -> None:
     ctx.features["accounts_mounted"] = True
 
 
+def federation_api(ctx: "ProcessContext") -> Any:
+    """The federation object graph of this process, built on first use."""
+    fed = ctx.features.get("federation")
+    if fed is None:
+        from workers.federation import build_federation
+
+        fed = build_federation(ctx.reactor, ctx.config, ctx.database, ctx.instance.name)
+        ctx.features["federation"] = fed
+    return fed
+
+
+def _mount_federation_inbound(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    from workers.federation import mount_federation_inbound
+
+    mount_federation_inbound(federation_api(ctx), resource)
+
+
+def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    from workers.federation import start_federation_sender
+
+    start_federation_sender(federation_api(ctx), ctx.on_stop)
+
+
 def _start_background(ctx: "ProcessContext", resource: "JsonResource") -> None:
     """Contend for the background lock; run the periodic jobs while holding it."""
     from storage.locks import SessionLock
@@ -105,12 +128,15 @@ ROLE_SPECS: dict[str, RoleSpec] = {
         "/sync and sliding sync from in-memory stream tails",
         consumes=("events", "receipts", "typing", "presence", "to_device", "account_data", "device_lists", "push_rules", "caches"),
     ),
-    r.FEDERATION_INBOUND: RoleSpec(r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",)),
+    r.FEDERATION_INBOUND: RoleSpec(
+        r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",), mount=_mount_federation_inbound
+    ),
     r.FEDERATION_SENDER: RoleSpec(
         r.FEDERATION_SENDER,
         "outbound federation transactions",
         consumes=("events", "receipts", "typing", "presence", "device_lists", "to_device"),
         owns="destinations hashed to this instance",
+        mount=_start_federation_sender,
     ),
     r.MEDIA: RoleSpec(r.MEDIA, "media upload, download and thumbnails"),
     r.PUSHER: RoleSpec(r.PUSHER, "push notifications", consumes=("events", "receipts"), owns="users hashed to this instance"),

@@ -1,6 +1,6 @@
 """The ``federation`` config section (issue 8): keys, discovery, TLS, sender.
 
-Keys are documented in ``docs/config-federation.yaml``. The signing key file
+Keys are documented in ``sample_config.yaml`` (section ``federation``). The signing key file
 itself is the top-level ``signing_key_path``; this section adds what the
 server-server API needs around it.
 """

@@ -110,3 +110,27 @@ class ConfigRefusalTests(unittest.TestCase):
         self.assertIn("estuary: config error: streams.", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
         self.assertEqual(len(result.stderr.strip().splitlines()), 1)
+
+
+class FederationSurfaceTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_key_server_and_version_through_router(self):
+        """A stack serves its signed server keys and version on the federation routes."""
+        import treq
+        from signedjson.key import decode_verify_key_bytes
+        from signedjson.sign import verify_signed_json
+        from unpaddedbase64 import decode_base64
+
+        stack = Stack(self, reactor, layout_three(None))
+        yield stack.start()
+        code, body = yield stack.get(stack.base + "/_matrix/key/v2/server")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["server_name"], "localhost")
+        (key_id, key), = body["verify_keys"].items()
+        verify_key = decode_verify_key_bytes(key_id, decode_base64(key["key"]))
+        verify_signed_json(body, "localhost", verify_key)
+        code, body = yield stack.get(stack.base + "/_matrix/federation/v1/version")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["server"]["name"], "Estuary")
