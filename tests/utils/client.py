@@ -168,7 +168,7 @@ class ApiTestCase(unittest.TestCase):
         resp = make_request(self.site, method, path, body, headers=headers, access_token=token, client_ip=client_ip)
         await wait_for_response(resp)
         if self.check_responses_against_spec and resp.header("Content-Type") == "application/json":
-            check_exchange(method, path, resp.code, resp.json)
+            check_exchange(method, path, resp.code, resp.json, request_body=body)
         return resp
 
     async def count(self, table: str) -> int:

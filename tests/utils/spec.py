@@ -163,8 +163,12 @@ def find_operation(method: str, path: str) -> Optional[tuple[str, str]]:
     return None
 
 
-def check_exchange(method: str, path: str, status: int, body: Any) -> None:
+def check_exchange(method: str, path: str, status: int, body: Any, request_body: Any = None) -> None:
     """Validate a response of a client-server endpoint against the spec.
+
+    When the request succeeded and its body is given as a JSON object, the
+    request is checked against the documented request schema too: what the
+    server accepts must be what the spec describes.
 
     A documented status is checked against its schema; an undocumented
     error status against the standard error schema; an undocumented success
@@ -189,3 +193,5 @@ def check_exchange(method: str, path: str, status: int, body: Any) -> None:
         validate_error(body)
     else:
         raise AssertionError(f"{method} {spec_path} ({file_name}) does not document status {status}")
+    if 200 <= status < 300 and isinstance(request_body, dict):
+        validate_request(file_name, spec_path, method, request_body)
