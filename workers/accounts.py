@@ -17,6 +17,7 @@ from homeserver.handlers.account import AccountHandler
 from homeserver.handlers.account_data import AccountDataHandler, FilterHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.devices import DeviceHandler
+from homeserver.handlers.discovery import client_well_known
 from homeserver.handlers.passwords import PasswordHasher, PasswordVerifier
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.ratelimit import RateLimiter
@@ -82,7 +83,8 @@ def build_account_api(
 
     uia = UserInteractiveAuth(reactor, registration_store, PasswordVerifier(accounts, hasher), config.registration.ui_auth_session_lifetime_ms)
     sessions = SessionHandler(
-        reactor, config.server_name, accounts, authenticator, hasher, uia, ratelimiter, config.sessions
+        reactor, config.server_name, accounts, authenticator, hasher, uia, ratelimiter, config.sessions,
+        well_known=client_well_known(config.well_known),
     )
     registration = RegistrationHandler(
         reactor, config, accounts, registration_store, uia, sessions, hasher, ratelimiter
