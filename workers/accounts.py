@@ -25,6 +25,7 @@ from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.registration_tokens import RegistrationTokenAdmin
 from homeserver.handlers.sessions import SessionHandler
 from homeserver.handlers.uia import UserInteractiveAuth
+from homeserver.rest.client._common import request_credentials
 from storage.stores.account_data import AccountDataStore
 from storage.stores.accounts import AccountStore
 from storage.stores.profiles import ProfileStore
@@ -77,7 +78,9 @@ def build_account_api(
     registration_store = RegistrationStore(database, accounts)
     profile_store = ProfileStore(database)
     account_data_store = AccountDataStore(database, allocator_for=account_data_allocator_for)
-    authenticator = Authenticator(reactor, accounts, cache_ms=config.sessions.token_cache_ms)
+    authenticator = Authenticator(
+        reactor, accounts, cache_ms=config.sessions.token_cache_ms, credentials_of=request_credentials
+    )
     ratelimiter = RateLimiter(ratelimit_backend, config.rate_limits)
     hasher = hasher or PasswordHasher(reactor, rounds=config.password_policy.bcrypt_rounds)
 
