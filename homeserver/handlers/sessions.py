@@ -85,7 +85,8 @@ class SessionHandler:
     ``accounts`` is the account store, ``hasher`` a
     :class:`homeserver.handlers.passwords.PasswordHasher`, ``ratelimiter`` a
     :class:`homeserver.handlers.ratelimit.RateLimiter`, ``sessions_config``
-    the ``sessions`` config section.
+    the ``sessions`` config section, ``well_known`` the client discovery
+    document returned with each login (None: not configured).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class SessionHandler:
         uia: UserInteractiveAuth,
         ratelimiter: Any,
         sessions_config: Any,
+        well_known: Optional[dict[str, Any]] = None,
     ) -> None:
         self._clock = clock
         self._server_name = server_name
@@ -107,6 +109,7 @@ class SessionHandler:
         self._uia = uia
         self._ratelimiter = ratelimiter
         self._config = sessions_config
+        self._well_known = well_known
         #: Called with ``(user_id, device_ids)`` after logouts deleted devices.
         self.device_observers: list[Callable[[str, Sequence[str]], None]] = []
 
@@ -176,8 +179,10 @@ class SessionHandler:
         await self._accounts.create_session(user_id, device_id, display_name, tokens.stored, self._now_ms())
         # A re-used device_id invalidated that device's previous tokens.
         self._auth.invalidate_user(user_id)
-        out = {"user_id": user_id, "device_id": device_id, "home_server": self._server_name}
+        out: dict[str, Any] = {"user_id": user_id, "device_id": device_id, "home_server": self._server_name}
         out.update(tokens.response_fields())
+        if self._well_known is not None:
+            out["well_known"] = self._well_known
         return out
 
     async def _check_password_login(self, body: dict[str, Any]) -> str:

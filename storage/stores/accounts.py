@@ -33,6 +33,7 @@ class UserRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "UserRecord":
+        """From a row selected as ``_USER_COLUMNS``."""
         return cls(*row)
 
 
@@ -51,6 +52,7 @@ class DeviceRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "DeviceRecord":
+        """From ``(user_id, device_id, display_name, last_seen_ts, last_seen_ip)``."""
         return cls(*row)
 
 

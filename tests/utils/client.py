@@ -29,6 +29,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.utils.http import FakeResponse, make_request
+from tests.utils.spec import check_exchange
 
 #: How long a request may take before the test fails.
 DEFAULT_TIMEOUT = 20.0
@@ -108,6 +109,8 @@ class ApiTestCase(unittest.TestCase):
     well_known_overrides: dict[str, Any] = {}
     password_policy_overrides: dict[str, Any] = {}
     server_name = "test.local"
+    #: Validate every JSON response of a spec'd endpoint against the spec.
+    check_responses_against_spec = True
 
     async def setUp(self) -> None:  # type: ignore[override]
         from bus.ratelimit import MemoryRateLimiter
@@ -161,9 +164,12 @@ class ApiTestCase(unittest.TestCase):
         headers: Optional[dict[str, str]] = None,
         client_ip: str = "127.0.0.1",
     ) -> FakeResponse:
-        """Send one request and wait for its complete response."""
+        """Send one request, wait for its complete response and check it against the spec."""
         resp = make_request(self.site, method, path, body, headers=headers, access_token=token, client_ip=client_ip)
-        return await wait_for_response(resp)
+        await wait_for_response(resp)
+        if self.check_responses_against_spec and resp.header("Content-Type") == "application/json":
+            check_exchange(method, path, resp.code, resp.json, request_body=body)
+        return resp
 
     async def count(self, table: str) -> int:
         """Rows in ``table`` (a fixed identifier from the test itself)."""
