@@ -330,3 +330,7 @@ def read_config_file(path: str, env: Optional[Mapping[str, str]] = None) -> Home
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError("", f"{path} is not valid YAML{where}")
     return load_config(data, path=path, env=env)
+
+from homeserver.config.accounts import ACCOUNT_SECTIONS as _ACCOUNT_SECTIONS  # noqa: E402
+
+SECTIONS.update(_ACCOUNT_SECTIONS)

@@ -1,0 +1,93 @@
+"""Password change, deactivation and ``whoami``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from homeserver.errors import Codes, MatrixError, bad_json
+from homeserver.handlers.auth import Authenticator, Requester
+from homeserver.handlers.passwords import check_password_policy
+from homeserver.handlers.uia import PASSWORD, UserInteractiveAuth
+
+
+class AccountHandler:
+    """Operations on the requester's own account.
+
+    ``deactivation_observers`` are called with ``(user_id, erase)`` after an
+    account is deactivated: the rooms issue hooks leaving every joined room
+    there (and redaction-for-erasure).
+    """
+
+    def __init__(
+        self,
+        server_name: str,
+        accounts: Any,
+        authenticator: Authenticator,
+        uia: UserInteractiveAuth,
+        hasher: Any,
+        password_policy: Any,
+    ) -> None:
+        self._server_name = server_name
+        self._accounts = accounts
+        self._auth = authenticator
+        self._uia = uia
+        self._hasher = hasher
+        self._policy = password_policy
+        self.deactivation_observers: list[Callable[[str, bool], None]] = []
+        #: Called with (user_id, device_ids) when devices go away with a password change.
+        self.device_observers: list[Callable[[str, Sequence[str]], None]] = []
+
+    @staticmethod
+    def whoami(requester: Requester) -> dict[str, Any]:
+        """``GET /account/whoami``."""
+        out: dict[str, Any] = {"user_id": requester.user_id, "is_guest": requester.is_guest}
+        if requester.device_id is not None:
+            out["device_id"] = requester.device_id
+        return out
+
+    async def change_password(self, requester: Requester, body: dict[str, Any]) -> None:
+        """``POST /account/password``: UIA with the old password, then the new hash."""
+        new_password = body.get("new_password")
+        if not isinstance(new_password, str):
+            raise bad_json("'new_password' must be a string")
+        logout_devices = body.get("logout_devices", True)
+        if not isinstance(logout_devices, bool):
+            raise bad_json("'logout_devices' must be a boolean")
+        if requester.is_guest:
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests cannot set a password")
+        check_password_policy(new_password, self._policy)
+        session_id, _ = await self._uia.check(
+            "change_password", [[PASSWORD]], body.get("auth"), requester.user_id, self._server_name
+        )
+        password_hash = await self._hasher.hash(new_password)
+        removed = await self._accounts.set_password_hash(
+            requester.user_id, password_hash, requester.device_id, logout_devices
+        )
+        self._auth.invalidate_user(requester.user_id)
+        await self._uia.finish(session_id)
+        if removed:
+            for observer in list(self.device_observers):
+                observer(requester.user_id, removed)
+
+    async def deactivate(self, requester: Requester, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /account/deactivate``: UIA, then log out everywhere and lock the account."""
+        erase = body.get("erase", False)
+        if not isinstance(erase, bool):
+            raise bad_json("'erase' must be a boolean")
+        id_server = body.get("id_server")
+        if id_server is not None and not isinstance(id_server, str):
+            raise bad_json("'id_server' must be a string")
+        if requester.is_guest:
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests cannot deactivate their account")
+        session_id, _ = await self._uia.check(
+            "deactivate", [[PASSWORD]], body.get("auth"), requester.user_id, self._server_name
+        )
+        removed = await self._accounts.deactivate_user(requester.user_id, erase)
+        self._auth.invalidate_user(requester.user_id)
+        await self._uia.finish(session_id)
+        for observer in list(self.deactivation_observers):
+            observer(requester.user_id, erase)
+        for dobs in list(self.device_observers):
+            dobs(requester.user_id, removed)
+        # No third-party identifiers are ever bound here, so none were unbound.
+        return {"id_server_unbind_result": "no-support"}

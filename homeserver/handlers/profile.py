@@ -1,0 +1,119 @@
+"""Profiles: ``displayname``, ``avatar_url``, ``m.tz`` and custom fields.
+
+Limits: each key at most 255 bytes (``M_KEY_TOO_LARGE``), the whole profile
+under 64 KiB (``M_PROFILE_TOO_LARGE``), display names and avatar URLs no
+longer than configured.
+
+``observers`` (:data:`ProfileObserver`) are called after a field changed;
+the rooms issue registers one that sends updated ``m.room.member`` events
+into every room the user has joined.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Optional
+
+from homeserver.core.accounts import ProfileTooLarge
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
+from homeserver.handlers.auth import Requester
+from homeserver.handlers.ids import server_of
+
+#: ``(user_id, key, value)``; ``value`` is None after a deletion.
+ProfileObserver = Callable[[str, str, Any], None]
+
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_KEY_BYTES = 255
+PROFILE_TOO_LARGE = "M_PROFILE_TOO_LARGE"
+KEY_TOO_LARGE = "M_KEY_TOO_LARGE"
+_KEY = re.compile(r"(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)\Z")
+
+
+def check_profile_key(key: str) -> None:
+    """400 unless ``key`` is a field name the spec allows."""
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise MatrixError(400, KEY_TOO_LARGE, f"Profile keys are limited to {MAX_KEY_BYTES} bytes")
+    if not _KEY.match(key):
+        raise invalid_param("Invalid profile key")
+
+
+class ProfileHandler:
+    """Profile reads and writes of local users; ``config`` is the ``profiles`` section."""
+
+    def __init__(self, server_name: str, accounts: Any, profiles: Any, config: Any) -> None:
+        self._server_name = server_name
+        self._accounts = accounts
+        self._profiles = profiles
+        self._config = config
+        self.observers: list[ProfileObserver] = []
+
+    async def _require_local_user(self, user_id: str) -> None:
+        # Remote profiles come over federation (a later issue): unknown here.
+        if server_of(user_id) != self._server_name or await self._accounts.get_user(user_id) is None:
+            raise not_found("Profile not found")
+
+    async def get_profile(self, user_id: str) -> dict[str, Any]:
+        """``GET /profile/{userId}``."""
+        await self._require_local_user(user_id)
+        return await self._profiles.get_profile(user_id)
+
+    async def get_field(self, user_id: str, key: str) -> dict[str, Any]:
+        """``GET /profile/{userId}/{keyName}``."""
+        check_profile_key(key)
+        await self._require_local_user(user_id)
+        found = await self._profiles.get_field(user_id, key)
+        if found is None:
+            raise not_found("Profile field not set")
+        return {key: found[0]}
+
+    def _check_writable(self, requester: Requester, user_id: str, key: str) -> None:
+        if requester.user_id != user_id:
+            raise forbidden("Cannot change another user's profile")
+        if key == "displayname" and not self._config.allow_set_displayname:
+            raise forbidden("Changing display name is disabled on this server")
+        if key == "avatar_url" and not self._config.allow_set_avatar_url:
+            raise forbidden("Changing avatar is disabled on this server")
+        if key not in ("displayname", "avatar_url", "m.tz") and not self._config.allow_custom_fields:
+            raise forbidden("Custom profile fields are disabled on this server")
+
+    def _check_value(self, key: str, value: Any) -> None:
+        if key == "displayname":
+            if not isinstance(value, str):
+                raise bad_json("'displayname' must be a string")
+            if len(value) > self._config.max_displayname_length:
+                raise bad_json(f"Display name is too long (max {self._config.max_displayname_length})")
+        elif key == "avatar_url":
+            if not isinstance(value, str):
+                raise bad_json("'avatar_url' must be a string")
+            if value and not value.startswith("mxc://"):
+                raise bad_json("'avatar_url' must be an mxc:// URI")
+            if len(value) > self._config.max_avatar_url_length:
+                raise bad_json(f"Avatar URL is too long (max {self._config.max_avatar_url_length})")
+        elif key == "m.tz":
+            if not isinstance(value, str):
+                raise bad_json("'m.tz' must be a string")
+
+    async def set_field(self, requester: Requester, user_id: str, key: str, body: dict[str, Any]) -> None:
+        """``PUT /profile/{userId}/{keyName}``."""
+        check_profile_key(key)
+        self._check_writable(requester, user_id, key)
+        if key not in body:
+            raise missing_param(key)
+        value = body[key]
+        self._check_value(key, value)
+        try:
+            await self._profiles.set_field(user_id, key, value, MAX_PROFILE_BYTES)
+        except ProfileTooLarge:
+            raise MatrixError(400, PROFILE_TOO_LARGE, "Profile would exceed 64 KiB")
+        self._notify(user_id, key, value)
+
+    async def delete_field(self, requester: Requester, user_id: str, key: str) -> None:
+        """``DELETE /profile/{userId}/{keyName}`` (succeeds if the field was not set)."""
+        check_profile_key(key)
+        self._check_writable(requester, user_id, key)
+        if await self._profiles.delete_field(user_id, key):
+            self._notify(user_id, key, None)
+
+    def _notify(self, user_id: str, key: str, value: Optional[Any]) -> None:
+        for observer in list(self.observers):
+            observer(user_id, key, value)

@@ -1,0 +1,108 @@
+"""Validate request and response bodies against the spec's OpenAPI files.
+
+Loads ``data/api/client-server/<file>.yaml`` from the spec checkout, inlines
+every ``$ref`` (relative files and ``#/components/...``), and checks bodies
+with jsonschema (Draft 2020-12, which OpenAPI 3.1 schemas follow).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from typing import Any, Optional
+
+import jsonschema
+import yaml
+
+SPEC_ROOT = os.environ.get("ESTUARY_MATRIX_SPEC", "/work/shared/matrix-spec")
+API_DIR = os.path.join(SPEC_ROOT, "data", "api", "client-server")
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _resolve(node: Any, base_file: str, root: Any, depth: int = 0) -> Any:
+    if depth > 60:
+        return {}
+    if isinstance(node, dict):
+        if "$ref" in node:
+            ref = node["$ref"]
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            file_part, _, pointer = ref.partition("#")
+            if file_part:
+                target_file = os.path.normpath(os.path.join(os.path.dirname(base_file), file_part))
+                target_root = _load(target_file)
+            else:
+                target_file, target_root = base_file, root
+            target = target_root
+            for part in [p for p in pointer.split("/") if p]:
+                target = target[part]
+            resolved = _resolve(copy.deepcopy(target), target_file, target_root, depth + 1)
+            if rest and isinstance(resolved, dict):
+                resolved = {**resolved, **_resolve(rest, base_file, root, depth + 1)}
+            return resolved
+        return {k: _resolve(v, base_file, root, depth + 1) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, base_file, root, depth + 1) for v in node]
+    return node
+
+
+@functools.lru_cache(maxsize=None)
+def _operation(api_file: str, path: str, method: str) -> dict:
+    file_path = os.path.join(API_DIR, api_file)
+    doc = _load(file_path)
+    return _resolve(doc["paths"][path][method.lower()], file_path, doc)
+
+
+def _strip_openapi(schema: Any) -> Any:
+    """Drop OpenAPI-only keywords jsonschema does not know (harmless, but noisy)."""
+    if isinstance(schema, dict):
+        return {k: _strip_openapi(v) for k, v in schema.items() if k not in ("example", "examples", "x-addedInMatrixVersion", "x-changedInMatrixVersion")}
+    if isinstance(schema, list):
+        return [_strip_openapi(v) for v in schema]
+    return schema
+
+
+def response_schema(api_file: str, path: str, method: str, status: int) -> Optional[dict]:
+    """The JSON schema of a documented response, or None if it has no body schema."""
+    responses = _operation(api_file, path, method)["responses"]
+    entry = responses.get(str(status))
+    if entry is None:
+        raise AssertionError(f"{method} {path} does not document status {status}")
+    content = (entry.get("content") or {}).get("application/json") or {}
+    schema = content.get("schema")
+    return _strip_openapi(schema) if schema is not None else None
+
+
+def request_schema(api_file: str, path: str, method: str) -> Optional[dict]:
+    """The JSON schema of the request body, or None."""
+    body = _operation(api_file, path, method).get("requestBody")
+    if not body:
+        return None
+    return _strip_openapi(body["content"]["application/json"]["schema"])
+
+
+def validate_response(api_file: str, path: str, method: str, status: int, body: Any) -> None:
+    """Raise AssertionError unless ``body`` matches the documented response."""
+    schema = response_schema(api_file, path, method, status)
+    if schema is None:
+        return
+    try:
+        jsonschema.Draft202012Validator(schema).validate(body)
+    except jsonschema.ValidationError as e:
+        raise AssertionError(f"{method} {path} {status} body does not match the spec: {e.message} in {body!r}")
+
+
+def validate_request(api_file: str, path: str, method: str, body: Any) -> None:
+    """Raise AssertionError unless ``body`` matches the documented request."""
+    schema = request_schema(api_file, path, method)
+    if schema is None:
+        return
+    try:
+        jsonschema.Draft202012Validator(schema).validate(body)
+    except jsonschema.ValidationError as e:
+        raise AssertionError(f"{method} {path} request does not match the spec: {e.message}")
