@@ -8,7 +8,7 @@ passes the result to ``homeserver.rest.client.register_account_api``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import attrs
 
@@ -59,6 +59,7 @@ def build_account_api(
     database: Any,
     ratelimit_backend: Any,
     hasher: Optional[PasswordHasher] = None,
+    account_data_allocator_for: Optional[Callable[[str], Any]] = None,
 ) -> AccountApi:
     """Compose the accounts area.
 
@@ -66,11 +67,15 @@ def build_account_api(
     ``database`` is a ``storage.database.Database``; ``ratelimit_backend`` a
     ``bus.ratelimit.RedisRateLimiter`` (or ``MemoryRateLimiter`` for one
     process). Build ``config`` with ``AccountsConfig.from_homeserver_config``.
+    ``account_data_allocator_for(user_id)`` returns the
+    ``ShardPositionAllocator`` of the user's ``account_data`` shard on the
+    writer that owns it (see ``storage/stores/account_data.py``); None uses
+    one global sequence.
     """
     accounts = AccountStore(database)
     registration_store = RegistrationStore(database, accounts)
     profile_store = ProfileStore(database)
-    account_data_store = AccountDataStore(database)
+    account_data_store = AccountDataStore(database, allocator_for=account_data_allocator_for)
     authenticator = Authenticator(reactor, accounts, cache_ms=config.sessions.token_cache_ms)
     ratelimiter = RateLimiter(ratelimit_backend, config.rate_limits)
     hasher = hasher or PasswordHasher(reactor, rounds=config.password_policy.bcrypt_rounds)

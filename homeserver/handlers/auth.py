@@ -93,23 +93,27 @@ class Authenticator:
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
-    async def get_user_by_req(self, request: Any, allow_guest: bool = False) -> Requester:
-        """Authenticate a request: ``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN`` / guest refusal."""
+    async def get_user_by_req(self, request: Any, allow_guest: bool = False, allow_expired: bool = False) -> Requester:
+        """Authenticate a request: ``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN`` / guest refusal.
+
+        ``allow_expired`` accepts an expired (but still stored) token: only
+        for ending that very session (``/logout``).
+        """
         token = _access_token_of(request)
         if token is None:
             raise missing_token()
-        requester = await self.get_user_by_access_token(token, allow_guest=allow_guest)
+        requester = await self.get_user_by_access_token(token, allow_guest=allow_guest, allow_expired=allow_expired)
         if requester.device_id is not None:
             self._note_seen(requester, _client_ip_of(request), _header_of(request, "User-Agent"))
         return requester
 
-    async def get_user_by_access_token(self, token: str, allow_guest: bool = False) -> Requester:
+    async def get_user_by_access_token(self, token: str, allow_guest: bool = False, allow_expired: bool = False) -> Requester:
         """Authenticate a bare access token."""
         record = await self._lookup(hash_token(token))
         if record is None or record.deactivated:
             raise unknown_token()
         now = self._now_ms()
-        if record.valid_until_ms is not None and record.valid_until_ms <= now:
+        if not allow_expired and record.valid_until_ms is not None and record.valid_until_ms <= now:
             raise unknown_token(soft_logout=True)
         if record.is_guest and not allow_guest:
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")

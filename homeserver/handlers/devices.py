@@ -72,7 +72,8 @@ class DeviceHandler:
     async def delete_devices(self, requester: Requester, device_ids: Sequence[str], auth: Any) -> None:
         """Delete devices (and their tokens) after UIA with the account's password."""
         session_id, _ = await self._uia.check(
-            "delete_devices", [[PASSWORD]], auth, requester.user_id, self._server_name
+            "delete_devices", [[PASSWORD]], auth, requester.user_id, self._server_name,
+            params={"devices": sorted(set(device_ids))},
         )
         await self._accounts.delete_devices(requester.user_id, device_ids)
         self._auth.invalidate_user(requester.user_id)

@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable, Optional
 
 from homeserver.core.accounts import ProfileTooLarge
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
+from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
 from homeserver.handlers.auth import Requester
 from homeserver.handlers.ids import server_of
 
@@ -69,6 +69,8 @@ class ProfileHandler:
     def _check_writable(self, requester: Requester, user_id: str, key: str) -> None:
         if requester.user_id != user_id:
             raise forbidden("Cannot change another user's profile")
+        if requester.is_guest and key != "displayname":
+            raise forbidden("Guests may only change their display name")
         if key == "displayname" and not self._config.allow_set_displayname:
             raise forbidden("Changing display name is disabled on this server")
         if key == "avatar_url" and not self._config.allow_set_avatar_url:

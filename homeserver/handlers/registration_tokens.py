@@ -25,12 +25,16 @@ def token_json(token: Any) -> dict[str, Any]:
     }
 
 
+#: Column bounds: ``uses_allowed`` is an INTEGER, ``expiry_time`` a BIGINT.
+_MAXIMA = {"uses_allowed": 2**31 - 1, "expiry_time": 2**63 - 1}
+
+
 def _optional_int(body: dict[str, Any], key: str) -> Optional[int]:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise invalid_param(f"'{key}' must be a non-negative integer or null")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAXIMA[key]:
+        raise invalid_param(f"'{key}' must be a non-negative integer (at most {_MAXIMA[key]}) or null")
     return value
 
 

@@ -72,15 +72,20 @@ class UserInteractiveAuth:
         auth: Any,
         user_id: Optional[str] = None,
         server_name: str = "",
+        params: Optional[dict[str, Any]] = None,
     ) -> tuple[str, dict[str, Any]]:
         """Advance the session named in ``auth`` (the request's ``auth`` dict).
 
         ``user_id`` is the authenticated user for operations on an existing
         account: a password stage must then prove that account's password.
+        ``params`` describes what exactly is being authorised (e.g. which
+        devices to delete): a session started for some params cannot
+        complete an operation with others (403 ``M_FORBIDDEN``).
         Returns ``(session_id, completed)`` once one flow is complete (the
         caller deletes the session after a successful operation, unless the
         operation's own transaction consumes it).
         """
+        params = params or {}
         if auth is not None and not isinstance(auth, dict):
             raise bad_json("'auth' must be an object")
         now = self._now_ms()
@@ -90,7 +95,7 @@ class UserInteractiveAuth:
 
         if session_id is None:
             session_id = secrets.token_urlsafe(18)
-            await self._store.create_uia_session(session_id, operation, user_id, {}, now, now - self._lifetime_ms)
+            await self._store.create_uia_session(session_id, operation, user_id, params, now, now - self._lifetime_ms)
             completed: dict[str, Any] = {}
         else:
             session = await self._store.get_uia_session(session_id)
@@ -98,6 +103,8 @@ class UserInteractiveAuth:
                 raise MatrixError(400, Codes.UNKNOWN, "Unknown or expired UIA session")
             if session.operation != operation or session.user_id != user_id:
                 raise MatrixError(403, Codes.FORBIDDEN, "This session belongs to another operation")
+            if session.params != params:
+                raise MatrixError(403, Codes.FORBIDDEN, "Requested operation has changed during the UI authentication session")
             completed = dict(session.completed)
 
         if auth is None or "type" not in auth:

@@ -1,13 +1,21 @@
 """Account data (global and per room, room tags as ``m.tag``) and filters.
 
-Stream model: every write takes the next value of ``account_data_stream_seq``
-as its ``stream_id`` and replaces the row, so "what changed for user U since
-position P" is ``WHERE user_id = U AND stream_id > P``. When the sharded
-stream writer lands, the sequence becomes one per user shard
-(``shard = stable_hash(user_id) mod account_data shards``), the writer of
-that shard is the only caller of these write methods (others forward the
-command), and the ``call_after`` hook publishes ``(stream_id, user_id,
-room_id, data_type)`` on ``account_data:<shard>`` after commit.
+Stream model: every write takes a position as its ``stream_id`` and
+replaces the row, so "what changed for user U since position P" is
+``WHERE user_id = U AND stream_id > P``.
+
+Where positions come from is the ``allocator_for`` hook:
+
+- ``None`` (single writer, tests): the global ``account_data_stream_seq``.
+- ``allocator_for(user_id) -> storage.streams.ShardPositionAllocator``: the
+  allocator of the user's shard of the ``account_data`` stream
+  (``shard = stable hash(user_id) mod shard count``, owned by this writer).
+  Positions are then per shard, which is all a user's readers need since a
+  user never changes shard. The :class:`AccountDataChange` is attached to
+  the position, so the allocator's ``on_publish`` callback (the bus
+  publisher) receives it after commit, in position order. A process that
+  does not own the user's shard must not call the write methods: it
+  forwards the command to the owner.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ class AccountDataChange:
 class AccountDataStore:
     """``account_data`` and ``user_filters`` in PostgreSQL."""
 
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, allocator_for: Optional[Callable[[str], Any]] = None) -> None:
         self._db = database
+        self._allocator_for = allocator_for
         #: Called with an :class:`AccountDataChange` after each committed write.
         self.observers: list[Callable[[AccountDataChange], None]] = []
 
@@ -66,8 +75,13 @@ class AccountDataStore:
         return self._db.run_interaction("set_account_data", txn_fn)
 
     def _set_txn(self, txn: Any, user_id: str, room_id: Optional[str], data_type: str, content: Any) -> int:
-        txn.execute("SELECT nextval('account_data_stream_seq')")
-        (stream_id,) = txn.fetchone()
+        allocator = self._allocator_for(user_id) if self._allocator_for is not None else None
+        if allocator is not None:
+            stream_id = allocator.allocate(txn)
+            allocator.attach(stream_id, AccountDataChange(stream_id, user_id, room_id, data_type))
+        else:
+            txn.execute("SELECT nextval('account_data_stream_seq')")
+            (stream_id,) = txn.fetchone()
         txn.execute(
             "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (user_id, room_id, data_type)"

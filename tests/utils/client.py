@@ -13,9 +13,6 @@ real (asyncio) reactor's thread pool.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from typing import Any, Optional
 
@@ -36,21 +33,6 @@ async def wait_for_response(resp: FakeResponse, clock: Any = reactor, timeout: f
             raise AssertionError(f"no response within {timeout}s")
         await task.deferLater(clock, 0.001, lambda: None)
     return resp
-
-
-def schema_dir_for_tests(source_dir: str) -> str:
-    """A copy of ``source_dir`` with the schema files renumbered 1..N in order.
-
-    Feature areas own number ranges (accounts: 0010-0029) while
-    ``storage.migrations`` insists on gap-free numbering; until the two are
-    reconciled on main, tests apply the files in their numeric order under
-    consecutive numbers. The caller removes the directory.
-    """
-    out = tempfile.mkdtemp(prefix="estuary-schema-")
-    files = sorted(f for f in os.listdir(source_dir) if f.endswith(".sql"))
-    for i, name in enumerate(files, start=1):
-        shutil.copy(os.path.join(source_dir, name), os.path.join(out, f"{i:04d}_{name.split('_', 1)[1]}"))
-    return out
 
 
 class ApiTestCase(unittest.TestCase):
@@ -80,16 +62,14 @@ class ApiTestCase(unittest.TestCase):
         from homeserver.http.server import JsonResource, make_site
         from homeserver.rest.client import register_account_api
         from storage.database import Database
-        from storage.migrations import SCHEMA_DIR, prepare_database
+        from storage.migrations import prepare_database
         from tests.utils.services import create_test_database
         from workers.accounts import build_account_api
 
         dsn = create_test_database(self)
         self.db = Database(dsn, reactor, pool_size=4)
         self.addCleanup(self.db.close)
-        schema = schema_dir_for_tests(SCHEMA_DIR)
-        self.addCleanup(shutil.rmtree, schema, True)
-        await prepare_database(self.db, schema)
+        await prepare_database(self.db)
 
         self.clock = task.Clock()
         self.clock.advance(time.time())
@@ -108,7 +88,8 @@ class ApiTestCase(unittest.TestCase):
         self.api = build_account_api(self.clock, self.config, self.db, self.ratelimit_backend, hasher=hasher)
         self.resource = JsonResource(self.clock)
         register_account_api(self.resource, self.api)
-        self.site = make_site(self.resource, reactor)
+        # The Site only schedules connection timeouts: keep them on fake time.
+        self.site = make_site(self.resource, task.Clock())
 
     def adjust_config(self, config: Any) -> Any:
         """Hook for subclasses needing config beyond the class attributes."""

@@ -106,3 +106,17 @@ def validate_request(api_file: str, path: str, method: str, body: Any) -> None:
         jsonschema.Draft202012Validator(schema).validate(body)
     except jsonschema.ValidationError as e:
         raise AssertionError(f"{method} {path} request does not match the spec: {e.message}")
+
+
+def validate_error(body: Any) -> None:
+    """Raise AssertionError unless ``body`` is a standard error (``definitions/errors/error.yaml``).
+
+    For refusals the spec requires but an endpoint's file does not list
+    (``M_WEAK_PASSWORD`` on ``/account/password``...).
+    """
+    path = os.path.join(API_DIR, "definitions", "errors", "error.yaml")
+    schema = _strip_openapi(_resolve(_load(path), path, _load(path)))
+    try:
+        jsonschema.Draft202012Validator(schema).validate(body)
+    except jsonschema.ValidationError as e:
+        raise AssertionError(f"error body does not match the spec: {e.message} in {body!r}")

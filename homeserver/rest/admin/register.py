@@ -10,7 +10,8 @@ from typing import Any
 
 from homeserver.errors import invalid_param
 from homeserver.handlers.auth import require_admin
-from homeserver.http.server import JsonResource, parse_json_object, query_arg
+from homeserver.http.server import JsonResource
+from homeserver.rest.client._common import json_body, query_text, route
 
 ADMIN_V1 = "/_synapse/admin/v1"
 
@@ -22,19 +23,19 @@ def register(resource: JsonResource, registration: Any, token_admin: Any, authen
         return 200, await registration.new_nonce()
 
     async def post_register(request: Any) -> tuple[int, Any]:
-        body = parse_json_object(request)
+        body = json_body(request)
         return 200, await registration.register_with_shared_secret(body)
 
     async def list_tokens(request: Any) -> tuple[int, Any]:
         await require_admin(authenticator, request)
-        valid = query_arg(request, "valid")
+        valid = query_text(request, "valid")
         if valid not in (None, "true", "false"):
             raise invalid_param("'valid' must be true or false")
         return 200, await token_admin.list(None if valid is None else valid == "true")
 
     async def new_token(request: Any) -> tuple[int, Any]:
         await require_admin(authenticator, request)
-        return 200, await token_admin.create(parse_json_object(request, allow_empty=True))
+        return 200, await token_admin.create(json_body(request, allow_empty=True))
 
     async def get_token(request: Any, token: str) -> tuple[int, Any]:
         await require_admin(authenticator, request)
@@ -42,16 +43,16 @@ def register(resource: JsonResource, registration: Any, token_admin: Any, authen
 
     async def put_token(request: Any, token: str) -> tuple[int, Any]:
         await require_admin(authenticator, request)
-        return 200, await token_admin.update(token, parse_json_object(request))
+        return 200, await token_admin.update(token, json_body(request))
 
     async def delete_token(request: Any, token: str) -> tuple[int, Any]:
         await require_admin(authenticator, request)
         return 200, await token_admin.delete(token)
 
-    resource.register("GET", ADMIN_V1 + "/register", get_nonce, name="admin_register_nonce")
-    resource.register("POST", ADMIN_V1 + "/register", post_register, name="admin_register")
-    resource.register("GET", ADMIN_V1 + "/registration_tokens", list_tokens, name="admin_registration_tokens")
-    resource.register("POST", ADMIN_V1 + "/registration_tokens/new", new_token, name="admin_registration_token_new")
-    resource.register("GET", ADMIN_V1 + "/registration_tokens/{token}", get_token, name="admin_registration_token_get")
-    resource.register("PUT", ADMIN_V1 + "/registration_tokens/{token}", put_token, name="admin_registration_token_put")
-    resource.register("DELETE", ADMIN_V1 + "/registration_tokens/{token}", delete_token, name="admin_registration_token_delete")
+    route(resource, "GET", ADMIN_V1 + "/register", get_nonce, name="admin_register_nonce")
+    route(resource, "POST", ADMIN_V1 + "/register", post_register, name="admin_register")
+    route(resource, "GET", ADMIN_V1 + "/registration_tokens", list_tokens, name="admin_registration_tokens")
+    route(resource, "POST", ADMIN_V1 + "/registration_tokens/new", new_token, name="admin_registration_token_new")
+    route(resource, "GET", ADMIN_V1 + "/registration_tokens/{token}", get_token, name="admin_registration_token_get")
+    route(resource, "PUT", ADMIN_V1 + "/registration_tokens/{token}", put_token, name="admin_registration_token_put")
+    route(resource, "DELETE", ADMIN_V1 + "/registration_tokens/{token}", delete_token, name="admin_registration_token_delete")

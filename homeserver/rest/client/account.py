@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.http.server import JsonResource, parse_json_object
-from homeserver.rest.client._common import paths
+from homeserver.http.server import JsonResource
+from homeserver.rest.client._common import json_body, paths, route
 
 
 def register(resource: JsonResource, account: Any, authenticator: Any) -> None:
@@ -16,16 +16,16 @@ def register(resource: JsonResource, account: Any, authenticator: Any) -> None:
         return 200, account.whoami(requester)
 
     async def password(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
-        body = parse_json_object(request)
+        requester = await authenticator.get_user_by_req(request)
+        body = json_body(request)
         await account.change_password(requester, body)
         return 200, {}
 
     async def deactivate(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
-        body = parse_json_object(request, allow_empty=True)
+        requester = await authenticator.get_user_by_req(request)
+        body = json_body(request, allow_empty=True)
         return 200, await account.deactivate(requester, body)
 
-    resource.register("GET", paths("/account/whoami"), whoami, name="whoami")
-    resource.register("POST", paths("/account/password"), password, name="account_password")
-    resource.register("POST", paths("/account/deactivate"), deactivate, name="account_deactivate")
+    route(resource, "GET", paths("/account/whoami"), whoami, name="whoami")
+    route(resource, "POST", paths("/account/password"), password, name="account_password")
+    route(resource, "POST", paths("/account/deactivate"), deactivate, name="account_deactivate")

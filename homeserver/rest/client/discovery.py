@@ -6,7 +6,7 @@ from typing import Any
 
 from homeserver.errors import not_found
 from homeserver.http.server import JsonResource
-from homeserver.rest.client._common import paths
+from homeserver.rest.client._common import paths, route
 
 #: Spec versions advertised. The accounts surface of v1.1-v1.16 (refresh
 #: tokens 1.3, get_token 1.7, extended profiles 1.16...) is implemented; the
@@ -21,14 +21,18 @@ FALLBACK_DEFAULT_ROOM_VERSION = "10"
 
 
 def room_versions_capability() -> dict[str, Any]:
-    """``m.room_versions`` from the room version registry."""
+    """``m.room_versions`` from the room version registry (``homeserver.core.room_versions``)."""
     try:
-        from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS  # type: ignore[attr-defined]
-
-        available = {rv if isinstance(rv, str) else rv.identifier: "stable" for rv in KNOWN_ROOM_VERSIONS}
-    except ImportError:
-        available = {v: "stable" for v in FALLBACK_ROOM_VERSIONS}
-    return {"default": FALLBACK_DEFAULT_ROOM_VERSION, "available": available}
+        from homeserver.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+    except ImportError:  # the registry is not merged yet
+        return {
+            "default": FALLBACK_DEFAULT_ROOM_VERSION,
+            "available": {v: "stable" for v in FALLBACK_ROOM_VERSIONS},
+        }
+    return {
+        "default": DEFAULT_ROOM_VERSION.identifier,
+        "available": {identifier: "stable" for identifier in KNOWN_ROOM_VERSIONS},
+    }
 
 
 def register(resource: JsonResource, config: Any, sessions_config: Any, authenticator: Any) -> None:
@@ -70,11 +74,11 @@ def register(resource: JsonResource, config: Any, sessions_config: Any, authenti
             }
         }
 
-    resource.register("GET", "/_matrix/client/versions", versions, name="versions")
-    resource.register("GET", "/.well-known/matrix/client", well_known_client, name="well_known_client")
-    resource.register("GET", "/.well-known/matrix/server", well_known_server, name="well_known_server")
-    resource.register("GET", "/.well-known/matrix/support", support, name="well_known_support")
-    resource.register("GET", paths("/capabilities"), capabilities, name="capabilities")
+    route(resource, "GET", "/_matrix/client/versions", versions, name="versions")
+    route(resource, "GET", "/.well-known/matrix/client", well_known_client, name="well_known_client")
+    route(resource, "GET", "/.well-known/matrix/server", well_known_server, name="well_known_server")
+    route(resource, "GET", "/.well-known/matrix/support", support, name="well_known_support")
+    route(resource, "GET", paths("/capabilities"), capabilities, name="capabilities")
 
 
 def _profile_fields_capability(profiles: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.http.server import JsonResource, client_ip, parse_json_object
-from homeserver.rest.client._common import V1, paths
+from homeserver.http.server import JsonResource, client_ip
+from homeserver.rest.client._common import V1, json_body, paths, route
 
 
 def register(resource: JsonResource, sessions: Any, authenticator: Any) -> None:
@@ -15,31 +15,32 @@ def register(resource: JsonResource, sessions: Any, authenticator: Any) -> None:
         return 200, {"flows": sessions.login_flows()}
 
     async def post_login(request: Any) -> tuple[int, Any]:
-        body = parse_json_object(request)
+        body = json_body(request)
         return 200, await sessions.login(body, client_ip(request))
 
     async def refresh(request: Any) -> tuple[int, Any]:
-        body = parse_json_object(request)
+        body = json_body(request)
         return 200, await sessions.refresh(body)
 
     async def logout(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        # An expired token may still end its own session.
+        requester = await authenticator.get_user_by_req(request, allow_guest=True, allow_expired=True)
         await sessions.logout(requester)
         return 200, {}
 
     async def logout_all(request: Any) -> tuple[int, Any]:
-        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        requester = await authenticator.get_user_by_req(request, allow_guest=True, allow_expired=True)
         await sessions.logout_all(requester)
         return 200, {}
 
     async def get_token(request: Any) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
-        body = parse_json_object(request, allow_empty=True)
+        body = json_body(request, allow_empty=True)
         return 200, await sessions.get_login_token(requester, body)
 
-    resource.register("GET", paths("/login"), get_login, name="login_flows")
-    resource.register("POST", paths("/login"), post_login, name="login")
-    resource.register("POST", paths("/refresh"), refresh, name="refresh")
-    resource.register("POST", paths("/logout"), logout, name="logout")
-    resource.register("POST", paths("/logout/all"), logout_all, name="logout_all")
-    resource.register("POST", V1 + "/login/get_token", get_token, name="login_get_token")
+    route(resource, "GET", paths("/login"), get_login, name="login_flows")
+    route(resource, "POST", paths("/login"), post_login, name="login")
+    route(resource, "POST", paths("/refresh"), refresh, name="refresh")
+    route(resource, "POST", paths("/logout"), logout, name="logout")
+    route(resource, "POST", paths("/logout/all"), logout_all, name="logout_all")
+    route(resource, "POST", V1 + "/login/get_token", get_token, name="login_get_token")

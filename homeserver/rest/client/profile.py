@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.http.server import JsonResource, parse_json_object
-from homeserver.rest.client._common import paths
+from homeserver.http.server import JsonResource
+from homeserver.rest.client._common import json_body, paths, route
 
 
 def register(resource: JsonResource, profiles: Any, authenticator: Any, require_auth: bool) -> None:
@@ -23,7 +23,7 @@ def register(resource: JsonResource, profiles: Any, authenticator: Any, require_
 
     async def put_field(request: Any, userId: str, keyName: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
-        body = parse_json_object(request)
+        body = json_body(request)
         await profiles.set_field(requester, userId, keyName, body)
         return 200, {}
 
@@ -32,7 +32,7 @@ def register(resource: JsonResource, profiles: Any, authenticator: Any, require_
         await profiles.delete_field(requester, userId, keyName)
         return 200, {}
 
-    resource.register("GET", paths("/profile/{userId}"), get_profile, name="profile")
-    resource.register("GET", paths("/profile/{userId}/{keyName}"), get_field, name="profile_field_get")
-    resource.register("PUT", paths("/profile/{userId}/{keyName}"), put_field, name="profile_field_put")
-    resource.register("DELETE", paths("/profile/{userId}/{keyName}"), delete_field, name="profile_field_delete")
+    route(resource, "GET", paths("/profile/{userId}"), get_profile, name="profile")
+    route(resource, "GET", paths("/profile/{userId}/{keyName}"), get_field, name="profile_field_get")
+    route(resource, "PUT", paths("/profile/{userId}/{keyName}"), put_field, name="profile_field_put")
+    route(resource, "DELETE", paths("/profile/{userId}/{keyName}"), delete_field, name="profile_field_delete")
