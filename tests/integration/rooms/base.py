@@ -1,0 +1,64 @@
+"""A test case with the accounts and rooms APIs on one Site, a real database and a MemoryBus."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet import reactor
+
+from tests.utils.client import ApiTestCase
+
+SHARD_COUNTS = {"events": 4, "receipts": 2, "typing": 2, "presence": 1, "to_device": 1, "account_data": 1,
+                "device_lists": 1, "push_rules": 1}
+
+
+class RoomsTestCase(ApiTestCase):
+    """Accounts + rooms (+ sync when built) on one Site; helpers to make users and rooms."""
+
+    shard_counts = SHARD_COUNTS
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        await super().setUp()
+        from bus import MemoryBus
+        from homeserver.core.signing import generate_signing_key
+        from storage.streams import ensure_stream_shards
+        from workers.rooms import build_room_api, register_room_api
+
+        await ensure_stream_shards(self.db, self.shard_counts)
+        self.bus = MemoryBus(reactor, block_seconds=0.05)
+        self.addCleanup(self.bus.close)
+        self.signing_key = generate_signing_key("test")
+        self.rooms_api = await build_room_api(
+            self.clock, self.server_name, self.db, self.bus, self.signing_key, self.shard_counts,
+            frozenset(range(self.shard_counts["events"])),
+        )
+        register_room_api(self.resource, self.rooms_api, self.api.authenticator)
+        await self.extra_setup()
+
+    async def extra_setup(self) -> None:
+        """Hook for subclasses (sync, typing)."""
+
+    async def make_user(self, name: str) -> str:
+        """Register ``name``; returns its access token (user ID is ``@name:test.local``)."""
+        body = await self.register_user(name)
+        return body["access_token"]
+
+    async def create_room(self, token: str, **body: Any) -> str:
+        resp = await self.request("POST", "/_matrix/client/v3/createRoom", body, token=token)
+        self.assertEqual(resp.code, 200, resp.body)
+        return resp.json["room_id"]
+
+    async def send(self, token: str, room_id: str, body: Any, txn: str, etype: str = "m.room.message") -> Any:
+        return await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/{etype}/{txn}", body, token=token)
+
+    async def join(self, token: str, room: str) -> Any:
+        return await self.request("POST", f"/_matrix/client/v3/join/{room}", {}, token=token)
+
+    def uid(self, name: str) -> str:
+        return f"@{name}:{self.server_name}"
+
+    async def get(self, token: str, path: str) -> Any:
+        return await self.request("GET", "/_matrix/client/v3" + path, token=token)
+
+    async def post(self, token: str, path: str, body: Optional[Any] = None) -> Any:
+        return await self.request("POST", "/_matrix/client/v3" + path, body if body is not None else {}, token=token)
