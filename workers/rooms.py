@@ -101,3 +101,171 @@ def register_room_api(resource: Any, api: RoomApi, authenticator: Any, after_wri
     from homeserver.rest.client import rooms as rooms_rest
 
     rooms_rest.register(resource, api.rooms, authenticator, after_write=after_write)
+
+
+# -- typing and receipts (writer side) -------------------------------------------
+
+
+@attrs.define
+class EphemeralApi:
+    """Typing and receipts handlers of the shards this instance owns."""
+
+    typing: Any
+    receipts: Any
+    receipt_store: Any
+
+
+async def build_ephemeral_api(
+    reactor: Any,
+    database: Any,
+    bus: Any,
+    shard_counts: Mapping[str, int],
+    owned: Mapping[str, frozenset[int]],
+    events_store: Any,
+    account_data_handler: Any = None,
+) -> EphemeralApi:
+    """Receipts (persisted, ``receipts`` stream) and typing (ephemeral, ``typing`` stream) writers."""
+    from homeserver.handlers.rooms.ephemeral import ReceiptHandler, TypingHandler
+    from storage.stores.receipts import ReceiptStore
+
+    receipt_store = ReceiptStore(database)
+    allocators: dict[str, dict[int, ShardPositionAllocator]] = {"receipts": {}, "typing": {}}
+    for stream in allocators:
+        for shard in sorted(owned.get(stream, frozenset())):
+            allocator = await ShardPositionAllocator.create(database, stream, shard)
+            allocator.on_publish(publish_on_bus(bus, stream, shard))
+            allocators[stream][shard] = allocator
+
+    async def insert(shard: int, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str, data: dict) -> Any:
+        allocator = allocators["receipts"][shard]
+        return await receipt_store.insert_receipt(
+            allocator, room_id, receipt_type, user_id, thread_id, event_id, data,
+            on_row=lambda row: allocator.attach(row.stream_position, row.to_payload()),
+        )
+
+    def announce(shard: int, payload: dict) -> Any:
+        allocator = allocators["typing"][shard]
+
+        def txn_fn(txn: Any) -> int:
+            position = allocator.allocate(txn)
+            allocator.attach(position, payload)
+            return position
+
+        return database.run_interaction("typing_position", txn_fn)
+
+    receipts = ReceiptHandler(
+        reactor, events_store, insert, frozenset(allocators["receipts"]),
+        lambda room_id: shard_for(room_id, shard_counts["receipts"]), account_data=account_data_handler,
+    )
+    typing = TypingHandler(
+        reactor, events_store, announce, frozenset(allocators["typing"]),
+        lambda room_id: shard_for(room_id, shard_counts["typing"]),
+    )
+    return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store)
+
+
+# -- sync (reader side) ------------------------------------------------------------
+
+
+@attrs.define
+class SyncApi:
+    """The sync handler and the tails and subscriptions feeding it."""
+
+    handler: Any
+    notifier: Any
+    events_tail: Any
+    receipts_tail: Any
+    typing_tail: Any
+    writes: Any
+    subscriptions: list[Any]
+
+    def stop(self) -> Any:
+        """Stop the bus subscriptions."""
+        from twisted.internet import defer
+
+        return defer.gatherResults([s.stop() for s in self.subscriptions])
+
+
+async def build_sync_api(
+    reactor: Any,
+    database: Any,
+    bus: Any,
+    shard_counts: Mapping[str, int],
+    loader: Optional[EventLoader] = None,
+    account_data_store: Any = None,
+) -> SyncApi:
+    """Tails of the events, receipts and typing streams, started from PostgreSQL and fed by the bus."""
+    from bus import ShardId
+    from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
+    from homeserver.handlers.sync.notifier import Notifier
+    from homeserver.handlers.sync.tail import StreamTail
+    from storage.stores.events import StreamRow
+    from storage.stores.receipts import ReceiptRow, ReceiptStore
+
+    events_store = EventStore(database)
+    receipt_store = ReceiptStore(database)
+    loader = loader or EventLoader(events_store, reactor)
+    notifier = Notifier(reactor)
+    n_events, n_receipts, n_typing = shard_counts["events"], shard_counts["receipts"], shard_counts["typing"]
+    events_tail = StreamTail(reactor, "events", n_events, events_store.get_stream_rows, StreamRow.from_payload)
+    receipts_tail = StreamTail(reactor, "receipts", n_receipts, receipt_store.get_rows, ReceiptRow.from_payload)
+    typing_tail = StreamTail(reactor, "typing", n_typing, None, TypingRow.from_payload, durable=False)
+    typing_state = TypingState()
+    typing_tail.add_listener(typing_state.on_row)
+
+    def on_event(shard: int, row: Any) -> None:
+        notifier.notify_room(row.room_id)
+        if row.type == "m.room.member" and row.state_key is not None:
+            notifier.notify_user(row.state_key)
+
+    events_tail.add_listener(on_event)
+    receipts_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
+    typing_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
+    if account_data_store is not None:
+        account_data_store.observers.append(lambda change: notifier.notify_user(change.user_id))
+
+    event_positions = await events_store.get_max_positions(range(n_events))
+    receipt_positions = await receipt_store.get_max_positions(range(n_receipts))
+    events_tail.start([event_positions[s] for s in range(n_events)])
+    receipts_tail.start([receipt_positions[s] for s in range(n_receipts)])
+    typing_tail.start([0] * n_typing)
+    subscriptions = [
+        bus.subscribe({ShardId("events", s): event_positions[s] for s in range(n_events)},
+                      events_tail.on_entry, events_tail.on_gap, name="sync-events"),
+        bus.subscribe({ShardId("receipts", s): receipt_positions[s] for s in range(n_receipts)},
+                      receipts_tail.on_entry, receipts_tail.on_gap, name="sync-receipts"),
+        bus.subscribe({ShardId("typing", s): 0 for s in range(n_typing)},
+                      typing_tail.on_entry, typing_tail.on_gap, name="sync-typing"),
+    ]
+    writes = WriteTracker()
+    deps = SyncDeps(
+        events_store=events_store,
+        receipts_store=receipt_store,
+        loader=loader,
+        events_tail=events_tail,
+        receipts_tail=receipts_tail,
+        typing_tail=typing_tail,
+        typing_state=typing_state,
+        notifier=notifier,
+        shard_counts=shard_counts,
+        events_shard_of=lambda room_id: shard_for(room_id, n_events),
+        receipts_shard_of=lambda room_id: shard_for(room_id, n_receipts),
+        typing_shard_of=lambda room_id: shard_for(room_id, n_typing),
+        account_data_store=account_data_store,
+        writes=writes,
+    )
+    return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+
+
+def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:
+    """Mount /sync."""
+    from homeserver.rest.client.sync import register_sync
+
+    register_sync(resource, sync.handler, authenticator)
+
+
+def register_ephemeral_api(resource: Any, api: EphemeralApi, authenticator: Any) -> None:
+    """Mount typing, receipts and read markers."""
+    from homeserver.rest.client.sync import register_ephemeral
+
+    register_ephemeral(resource, api.typing, api.receipts, authenticator)

@@ -382,10 +382,10 @@ class EventStore:
     def get_events(self, room_id: str, event_ids: Sequence[str]) -> "defer.Deferred[dict[str, StoredEvent]]":
         """The rows of the given events of one room (missing IDs are absent)."""
         ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return defer.succeed({})
 
         def txn_fn(txn: Any) -> dict[str, StoredEvent]:
-            if not ids:
-                return {}
             txn.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND event_id = ANY(%s)", (room_id, ids)
             )
@@ -524,6 +524,22 @@ class EventStore:
             return out
 
         return self._db.run_interaction("get_max_event_positions", txn_fn)
+
+    def get_changed_rooms(self, shard: int, after: int, upto: int, room_ids: Sequence[str]) -> "defer.Deferred[set[str]]":
+        """Which of ``room_ids`` (all on ``shard``) have events with ``after < position <= upto``."""
+        rooms = list(room_ids)
+
+        def txn_fn(txn: Any) -> set[str]:
+            if not rooms:
+                return set()
+            txn.execute(
+                "SELECT DISTINCT room_id FROM events WHERE room_id = ANY(%s) AND stream_shard = %s"
+                " AND stream_position > %s AND stream_position <= %s",
+                (rooms, shard, after, upto),
+            )
+            return {r[0] for r in txn.fetchall()}
+
+        return self._db.run_interaction("get_changed_rooms", txn_fn)
 
     def get_room_events_in_range(
         self, room_id: str, after: int, upto: int, limit: int

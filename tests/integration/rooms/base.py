@@ -22,17 +22,37 @@ class RoomsTestCase(ApiTestCase):
         from bus import MemoryBus
         from homeserver.core.signing import generate_signing_key
         from storage.streams import ensure_stream_shards
-        from workers.rooms import build_room_api, register_room_api
+        from workers.rooms import (
+            build_ephemeral_api,
+            build_room_api,
+            build_sync_api,
+            register_ephemeral_api,
+            register_room_api,
+            register_sync_api,
+        )
 
         await ensure_stream_shards(self.db, self.shard_counts)
         self.bus = MemoryBus(reactor, block_seconds=0.05)
-        self.addCleanup(self.bus.close)
         self.signing_key = generate_signing_key("test")
         self.rooms_api = await build_room_api(
             self.clock, self.server_name, self.db, self.bus, self.signing_key, self.shard_counts,
             frozenset(range(self.shard_counts["events"])),
         )
-        register_room_api(self.resource, self.rooms_api, self.api.authenticator)
+        owned = {s: frozenset(range(n)) for s, n in self.shard_counts.items()}
+        self.ephemeral_api = await build_ephemeral_api(
+            self.clock, self.db, self.bus, self.shard_counts, owned, self.rooms_api.store, self.api.account_data,
+        )
+        # Sync waits on real time (long-polls), events carry the fake clock's time.
+        self.sync_api = await build_sync_api(
+            reactor, self.db, self.bus, self.shard_counts, account_data_store=self.api.account_data_store,
+        )
+        self.addCleanup(self.bus.close)
+        self.addCleanup(self.sync_api.stop)
+        writes = self.sync_api.writes
+        register_room_api(self.resource, self.rooms_api, self.api.authenticator,
+                          after_write=lambda req, created: writes.record(req.user_id, created.stream_shard, created.stream_position))
+        register_sync_api(self.resource, self.sync_api, self.api.authenticator)
+        register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
         await self.extra_setup()
 
     async def extra_setup(self) -> None:
@@ -59,6 +79,18 @@ class RoomsTestCase(ApiTestCase):
 
     async def get(self, token: str, path: str) -> Any:
         return await self.request("GET", "/_matrix/client/v3" + path, token=token)
+
+    async def sync(self, token: str, since: Optional[str] = None, timeout: int = 0, **params: Any) -> Any:
+        """GET /sync; returns the response body (asserting 200)."""
+        from urllib.parse import urlencode
+
+        query = dict(params)
+        if since is not None:
+            query["since"] = since
+        query["timeout"] = str(timeout)
+        resp = await self.request("GET", "/_matrix/client/v3/sync?" + urlencode(query), token=token)
+        self.assertEqual(resp.code, 200, resp.body)
+        return resp.json
 
     async def post(self, token: str, path: str, body: Optional[Any] = None) -> Any:
         return await self.request("POST", "/_matrix/client/v3" + path, body if body is not None else {}, token=token)
