@@ -173,6 +173,8 @@ class EventCreator:
             }
             if room_id is not None:
                 pdu["room_id"] = room_id
+            if version.event_format is EventFormat.V1:
+                pdu["event_id"] = self._v1_event_id()
             event = self._finish(version, pdu)
             if self.owns_room(event.room_id):
                 break
@@ -329,7 +331,7 @@ class EventCreator:
         if create_id is not None and create_id in events:
             auth_state[(auth_rules.CREATE, "")] = events[create_id]
         if version.event_format is EventFormat.V1:
-            pdu["event_id"] = "$" + secrets.token_urlsafe(18) + ":" + self.server_name
+            pdu["event_id"] = self._v1_event_id()
             pdu["prev_events"] = [[e, {"sha256": _ref_hash(version, events[e])}] for e in head.extremities]
             pdu["auth_events"] = [[e, {"sha256": _ref_hash(version, events[e])}] for e in auth_ids]
         else:
@@ -345,6 +347,10 @@ class EventCreator:
             state_after = dict(head.state)
             state_after[(event_type, state_key)] = event.event_id
         return event, state_after, auth_state
+
+    def _v1_event_id(self) -> str:
+        """A fresh event ID of the ``$opaque:server`` form (room versions 1 and 2)."""
+        return "$" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b") + ":" + self.server_name
 
     def _finish(self, version: RoomVersion, pdu: dict[str, Any], unsigned: Optional[dict[str, Any]] = None) -> Event:
         signed = add_hashes_and_signatures(version, pdu, self.server_name, self._key)
