@@ -31,10 +31,11 @@ class AliasInUseError(Exception):
 
 @attrs.frozen
 class TxnKey:
-    """The scope of a client transaction ID: one device of one user."""
+    """The scope of a client transaction ID: one device of one user, in one room."""
 
     user_id: str
     device_id: str
+    room_id: str
     txn_id: str
 
 

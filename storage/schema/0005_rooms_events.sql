@@ -98,8 +98,8 @@ CREATE INDEX room_memberships_user ON room_memberships (user_id, membership);
 
 -- Client transaction IDs (PUT /send/{type}/{txnId}, /redact/{id}/{txnId}):
 -- a retried request returns the event created the first time, across
--- restarts. Scoped per device as the spec says (per access token for
--- clients without a device).
+-- restarts. Scoped per device (per access token for clients without a
+-- device) and per room, like the request path it deduplicates.
 CREATE TABLE event_txn_ids (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
@@ -107,7 +107,7 @@ CREATE TABLE event_txn_ids (
     room_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     inserted_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, room_id, txn_id)
 );
 
 CREATE TABLE room_aliases (

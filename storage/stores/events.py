@@ -220,12 +220,13 @@ class EventStore:
                 txn.execute(
                     "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, inserted_ts)"
                     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (txn_key.user_id, txn_key.device_id, txn_key.txn_id, room_id, event.event_id, now_ms),
+                    (txn_key.user_id, txn_key.device_id, txn_key.txn_id, txn_key.room_id, event.event_id, now_ms),
                 )
                 if txn.rowcount != 1:
                     txn.execute(
-                        "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND txn_id = %s",
-                        (txn_key.user_id, txn_key.device_id, txn_key.txn_id),
+                        "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND room_id = %s"
+                        " AND txn_id = %s",
+                        (txn_key.user_id, txn_key.device_id, txn_key.room_id, txn_key.txn_id),
                     )
                     raise DuplicateTransactionError(txn.fetchone()[0])
 
@@ -447,8 +448,8 @@ class EventStore:
 
         def txn_fn(txn: Any) -> Optional[str]:
             txn.execute(
-                "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND txn_id = %s",
-                (key.user_id, key.device_id, key.txn_id),
+                "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND room_id = %s AND txn_id = %s",
+                (key.user_id, key.device_id, key.room_id, key.txn_id),
             )
             row = txn.fetchone()
             return row[0] if row else None

@@ -117,6 +117,7 @@ class EventCreator:
         self.shard_of = shard_of
         self.linearizer = linearizer or Linearizer("rooms")
         self._heads: dict[str, _RoomHead] = {}
+        self._last_create_ts = 0
         #: Called with each created event after commit (in creation order per room).
         self.observers: list[Callable[[CreatedEvent], None]] = []
 
@@ -159,7 +160,21 @@ class EventCreator:
         version = new_room.version
         if version.room_id_is_create_event_hash != (room_id is None):
             raise ValueError("room_id is required exactly for room versions before 12")
-        ts = self.now_ms()
+        for _ in range(MAX_BUILD_ATTEMPTS):
+            try:
+                return await self._create_room_event(new_room, content, room_id)
+            except RoomExistsError:
+                if room_id is not None:
+                    raise MatrixError(400, Codes.ROOM_IN_USE, "Room already exists")
+                # Same creator, content and millisecond elsewhere: a later
+                # timestamp gives another room ID.
+        raise MatrixError(503, Codes.UNKNOWN, "Could not allocate a room ID; try again")
+
+    async def _create_room_event(self, new_room: NewRoom, content: Mapping[str, Any], room_id: Optional[str]) -> CreatedEvent:
+        version = new_room.version
+        # Strictly increasing per process, so that two rooms created with the
+        # same content in the same millisecond still get distinct v12 IDs.
+        ts = self._last_create_ts = max(self.now_ms(), self._last_create_ts + 1)
         for _ in range(10_000):
             pdu: dict[str, Any] = {
                 "type": auth_rules.CREATE,
@@ -179,6 +194,7 @@ class EventCreator:
             if self.owns_room(event.room_id):
                 break
             ts += 1
+            self._last_create_ts = ts
         else:  # pragma: no cover - needs 10k hashes missing every owned shard
             raise MatrixError(503, Codes.UNKNOWN, "Could not place the room on an owned shard")
         try:
@@ -195,7 +211,7 @@ class EventCreator:
                     self._allocators[shard], None, event, {(auth_rules.CREATE, ""): event.event_id}, None, row
                 )
             except _Stale:  # pragma: no cover - a new room has no extremities to move
-                raise MatrixError(400, Codes.ROOM_IN_USE, "Room already exists")
+                raise RoomExistsError(event.room_id)
 
     async def create_event(
         self,
@@ -393,8 +409,6 @@ class EventCreator:
             raise _Stale() from e
         except DuplicateTransactionError as e:
             raise _Duplicate(e.event_id) from e
-        except RoomExistsError as e:
-            raise MatrixError(400, Codes.ROOM_IN_USE, "Room already exists") from e
         self.loader.remember(event)
         new_state = state_after if state_after is not None else (head.state if head else {})
         self._heads[event.room_id] = _RoomHead(

@@ -32,10 +32,10 @@ _ALIAS_LOCALPART = re.compile(r"^[^:\s#]+$")
 MAX_MESSAGES_LIMIT = 1000
 
 
-def txn_key_for(requester: Any, txn_id: str) -> TxnKey:
-    """The transaction ID scope of a requester: its device, else its access token."""
+def txn_key_for(requester: Any, room_id: str, txn_id: str) -> TxnKey:
+    """The transaction ID scope of a requester in a room: its device, else its access token."""
     device = requester.device_id if requester.device_id is not None else f"token:{requester.access_token_id}"
-    return TxnKey(requester.user_id, device, txn_id)
+    return TxnKey(requester.user_id, device, room_id, txn_id)
 
 
 def default_power_levels(version: RoomVersion, creator: str, preset: str, invitees: list[str]) -> dict[str, Any]:
@@ -227,7 +227,7 @@ class RoomHandler:
         if not isinstance(content, dict):
             raise bad_json("Event content must be a JSON object")
         await self._require_room(room_id)
-        key = txn_key_for(requester, txn_id) if txn_id is not None else None
+        key = txn_key_for(requester, room_id, txn_id) if txn_id is not None else None
         return await self.creator.create_event(
             room_id, requester.user_id, event_type, content, txn_key=key, check=self._sender_joined(requester.user_id)
         )
@@ -269,7 +269,7 @@ class RoomHandler:
             if level < get_named_level(pl, "redact", version):
                 raise forbidden("You don't have permission to redact events of other users")
 
-        key = txn_key_for(requester, txn_id) if txn_id is not None else None
+        key = txn_key_for(requester, room_id, txn_id) if txn_id is not None else None
         return await self.creator.create_event(
             room_id, user_id, "m.room.redaction", content, redacts=event_id, txn_key=key, check=check
         )
