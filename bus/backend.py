@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Mapping, Protocol, Sequence, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
 from bus.errors import BusError, BusUnavailable
 
@@ -139,6 +139,11 @@ class RedisBackend:
         async def guarded():
             try:
                 return await coro
+            except asyncio.CancelledError:
+                # Surface cancellation as Twisted's CancelledError: the bus
+                # loops stop on that one, and asyncio's is a BaseException
+                # they would not catch (a stopped subscription never ended).
+                raise CancelledError() from None
             except Exception as e:
                 raise _classify(e) from e
 

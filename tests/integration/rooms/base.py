@@ -16,6 +16,8 @@ class RoomsTestCase(ApiTestCase):
     """Accounts + rooms (+ sync when built) on one Site; helpers to make users and rooms."""
 
     shard_counts = SHARD_COUNTS
+    #: Run the bus on the real Redis, writer and syncer on separate connections (as separate processes).
+    use_redis = False
 
     async def setUp(self) -> None:  # type: ignore[override]
         await super().setUp()
@@ -32,7 +34,16 @@ class RoomsTestCase(ApiTestCase):
         )
 
         await ensure_stream_shards(self.db, self.shard_counts)
-        self.bus = MemoryBus(reactor, block_seconds=0.05)
+        if self.use_redis:
+            from bus import Bus
+            from tests.utils.services import redis_test_url
+
+            url = redis_test_url(self)
+            self.bus = Bus.from_url(url, reactor, block_seconds=0.5)
+            self.sync_bus = Bus.from_url(url, reactor, block_seconds=0.5)
+        else:
+            self.bus = MemoryBus(reactor, block_seconds=0.05)
+            self.sync_bus = MemoryBus(reactor, self.bus.broker, block_seconds=0.05)
         self.signing_key = generate_signing_key("test")
         self.rooms_api = await build_room_api(
             self.clock, self.server_name, self.db, self.bus, self.signing_key, self.shard_counts,
@@ -44,9 +55,10 @@ class RoomsTestCase(ApiTestCase):
         )
         # Sync waits on real time (long-polls), events carry the fake clock's time.
         self.sync_api = await build_sync_api(
-            reactor, self.db, self.bus, self.shard_counts, account_data_store=self.api.account_data_store,
+            reactor, self.db, self.sync_bus, self.shard_counts, account_data_store=self.api.account_data_store,
         )
         self.addCleanup(self.bus.close)
+        self.addCleanup(self.sync_bus.close)
         self.addCleanup(self.sync_api.stop)
         writes = self.sync_api.writes
         register_room_api(self.resource, self.rooms_api, self.api.authenticator,

@@ -82,3 +82,9 @@ class ConcurrencyTests(RoomsTestCase):
             self.assertEqual(len(order), len(USERS) * PER_SENDER_PER_ROOM)
             for user in USERS:
                 self.assertEqual(seen[user].get(room_id), order, (user, room_id))
+
+
+class RedisConcurrencyTests(ConcurrencyTests):
+    """The same over real Redis, writer and syncer on separate bus connections."""
+
+    use_redis = True

@@ -177,3 +177,9 @@ class SyncTests(RoomsTestCase):
         resp = await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/typing/{quote(self.uid('carol'))}",
                                   {"typing": True}, token=carol)
         self.assertError(resp, 403, "M_FORBIDDEN")
+
+
+class RedisSyncTests(SyncTests):
+    """The sync tests with the bus on real Redis."""
+
+    use_redis = True
