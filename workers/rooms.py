@@ -90,17 +90,51 @@ async def build_room_api(
         allocator.on_publish(publish_on_bus(bus, "events", shard))
         allocators[shard] = allocator
     creator = EventCreator(
-        reactor, server_name, signing_key, store, loader, allocators, lambda room_id: shard_for(room_id, count)
+        reactor, server_name, signing_key, store, loader, allocators, lambda room_id: shard_for(room_id, count),
+        shard_count=count,
     )
     rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup)
     return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
 
 
-def register_room_api(resource: Any, api: RoomApi, authenticator: Any, after_write: Any = None) -> None:
-    """Mount the room endpoints of ``api`` on ``resource``."""
+def register_room_api(resource: Any, api: RoomApi, authenticator: Any, after_write: Any = None, forward: Any = None) -> None:
+    """Mount the room endpoints of ``api`` on ``resource`` (``forward``: see :func:`make_http_forwarder`)."""
     from homeserver.rest.client import rooms as rooms_rest
 
-    rooms_rest.register(resource, api.rooms, authenticator, after_write=after_write)
+    rooms_rest.register(resource, api.rooms, authenticator, after_write=after_write, forward=forward)
+
+
+def make_http_forwarder(reactor: Any, owner_base: Callable[[str, int], str], timeout: float = 60.0) -> Callable[..., Any]:
+    """``forward(request, stream, shard)``: replay a client request on the shard owner's listener.
+
+    ``owner_base(stream, shard)`` is the owner's ``http_base`` (from
+    ``HomeserverConfig.shard_owner``). The owner authenticates the request
+    itself (the access token travels with it) and its response is returned
+    unchanged. The request is marked so the owner never forwards it again.
+    """
+    import treq
+    from twisted.web.client import Agent
+
+    from homeserver.http.server import RawResponse, client_ip, header, read_body
+    from homeserver.rest.client._forward import FORWARDED_HEADER
+
+    client = treq.client.HTTPClient(Agent(reactor))
+
+    async def forward(request: Any, stream: str, shard: int) -> RawResponse:
+        url = owner_base(stream, shard).rstrip("/") + request.uri.decode("ascii")
+        headers = {FORWARDED_HEADER: "1", "X-Forwarded-For": client_ip(request)}
+        for name in ("Authorization", "Content-Type", "User-Agent"):
+            value = header(request, name)
+            if value is not None:
+                headers[name] = value
+        response = await client.request(
+            request.method.decode("ascii"), url, data=read_body(request) or None, headers=headers, timeout=timeout
+        )
+        body = await response.content()
+        content_type = response.headers.getRawHeaders(b"Content-Type", [b"application/json"])[0]
+        return RawResponse(response.code, body, content_type)
+
+    return forward
 
 
 # -- typing and receipts (writer side) -------------------------------------------
@@ -264,8 +298,8 @@ def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:
     register_sync(resource, sync.handler, authenticator)
 
 
-def register_ephemeral_api(resource: Any, api: EphemeralApi, authenticator: Any) -> None:
+def register_ephemeral_api(resource: Any, api: EphemeralApi, authenticator: Any, forward: Any = None) -> None:
     """Mount typing, receipts and read markers."""
     from homeserver.rest.client.sync import register_ephemeral
 
-    register_ephemeral(resource, api.typing, api.receipts, authenticator)
+    register_ephemeral(resource, api.typing, api.receipts, authenticator, forward=forward)

@@ -49,10 +49,15 @@ MAX_BUILD_ATTEMPTS = 5
 
 
 class NotShardOwnerError(MatrixError):
-    """This instance does not own the events shard of the room."""
+    """This instance does not own the shard a write belongs to (DESIGN.md §4).
 
-    def __init__(self, room_id: str, shard: int) -> None:
-        super().__init__(503, Codes.UNKNOWN, f"This instance does not write events shard {shard} (room {room_id})")
+    The HTTP edge forwards the request to the owner when it can; otherwise
+    the client gets this 503.
+    """
+
+    def __init__(self, stream: str, shard: int, what: str = "") -> None:
+        super().__init__(503, Codes.UNKNOWN, f"This instance does not write {stream} shard {shard}{what}")
+        self.stream = stream
         self.shard = shard
 
 
@@ -107,6 +112,7 @@ class EventCreator:
         allocators: Mapping[int, Any],
         shard_of: Callable[[str], int],
         linearizer: Optional[Linearizer] = None,
+        shard_count: int = 1,
     ) -> None:
         self._clock = clock
         self.server_name = server_name
@@ -115,6 +121,7 @@ class EventCreator:
         self.loader = loader
         self._allocators = dict(allocators)
         self.shard_of = shard_of
+        self._shard_count = shard_count
         self.linearizer = linearizer or Linearizer("rooms")
         self._heads: dict[str, _RoomHead] = {}
         self._last_create_ts = 0
@@ -136,7 +143,7 @@ class EventCreator:
     def new_room_id(self) -> str:
         """A fresh room ID (room versions 1–11) on a shard this instance owns."""
         if not self._allocators:
-            raise MatrixError(503, Codes.UNKNOWN, "This instance writes no events shard")
+            raise NotShardOwnerError("events", secrets.randbelow(self._shard_count), " (it writes none)")
         while True:
             room_id = "!" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b") + ":" + self.server_name
             if self.owns_room(room_id):
@@ -172,6 +179,8 @@ class EventCreator:
 
     async def _create_room_event(self, new_room: NewRoom, content: Mapping[str, Any], room_id: Optional[str]) -> CreatedEvent:
         version = new_room.version
+        if not self._allocators:
+            raise NotShardOwnerError("events", secrets.randbelow(self._shard_count), " (it writes none)")
         # Strictly increasing per process, so that two rooms created with the
         # same content in the same millisecond still get distinct v12 IDs.
         ts = self._last_create_ts = max(self.now_ms(), self._last_create_ts + 1)
@@ -235,7 +244,7 @@ class EventCreator:
         shard = self.shard_of(room_id)
         allocator = self._allocators.get(shard)
         if allocator is None:
-            raise NotShardOwnerError(room_id, shard)
+            raise NotShardOwnerError("events", shard, f" (room {room_id})")
         if txn_key is not None:
             existing = await self._store.get_txn_event(txn_key)
             if existing is not None:

@@ -15,18 +15,12 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from homeserver.core import ids
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.handlers.rooms.creation import NotShardOwnerError
 
 RECEIPT_TYPES = ("m.read", "m.read.private")
 FULLY_READ = "m.fully_read"
 MAX_TYPING_TIMEOUT_MS = 120_000
 DEFAULT_TYPING_TIMEOUT_MS = 30_000
-
-
-class NotOwnerError(MatrixError):
-    """This instance does not own the shard the write belongs to."""
-
-    def __init__(self, stream: str, shard: int) -> None:
-        super().__init__(503, Codes.UNKNOWN, f"This instance does not write {stream} shard {shard}")
 
 
 async def _require_joined(store: Any, room_id: str, user_id: str) -> None:
@@ -71,7 +65,7 @@ class ReceiptHandler:
             raise not_found("Unknown event")
         shard = self._shard_of(room_id)
         if shard not in self._owned:
-            raise NotOwnerError("receipts", shard)
+            raise NotShardOwnerError("receipts", shard)
         data: dict[str, Any] = {"ts": int(self._clock.seconds() * 1000)}
         if thread_id is not None:
             data["thread_id"] = thread_id
@@ -132,7 +126,7 @@ class TypingHandler:
                 raise bad_json("'timeout' must be a non-negative integer")
         shard = self._shard_of(room_id)
         if shard not in self._owned:
-            raise NotOwnerError("typing", shard)
+            raise NotShardOwnerError("typing", shard)
         await _require_joined(self._events, room_id, user_id)
         room = self._typing.setdefault(room_id, {})
         old = room.pop(user_id, None)

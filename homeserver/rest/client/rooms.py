@@ -12,6 +12,7 @@ from typing import Any, Optional
 from homeserver.errors import bad_json, invalid_param
 from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_int
 from homeserver.rest.client._common import paths
+from homeserver.rest.client._forward import Forward, with_forwarding
 
 
 def _reason(body: dict[str, Any]) -> Optional[str]:
@@ -34,9 +35,12 @@ def _filter_arg(request: Any) -> Any:
     return value
 
 
-def register(resource: JsonResource, rooms: Any, authenticator: Any, after_write: Any = None) -> None:
+def register(resource: JsonResource, rooms: Any, authenticator: Any, after_write: Any = None,
+             forward: Optional[Forward] = None) -> None:
     """Mount the room endpoints. ``after_write(requester, created)`` (optional) is
-    told of each event a request created, for read-your-writes tracking."""
+    told of each event a request created, for read-your-writes tracking;
+    ``forward`` passes writes for shards owned elsewhere to their owner."""
+    w = lambda handler: with_forwarding(handler, forward)  # noqa: E731
 
     def note(requester: Any, created: Any) -> None:
         if after_write is not None:
@@ -146,19 +150,19 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, after_write
             requester, roomId, eventId, query_int(request, "limit", 10, minimum=0, maximum=1000), _filter_arg(request)
         )
 
-    resource.register("POST", paths("/createRoom"), create_room, name="create_room")
-    resource.register("PUT", paths("/rooms/{roomId}/send/{eventType}/{txnId}"), send, name="room_send")
-    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), put_state, name="room_state_put")
-    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/") + paths("/rooms/{roomId}/state/{eventType}"), put_state, name="room_state_put")
+    resource.register("POST", paths("/createRoom"), w(create_room), name="create_room")
+    resource.register("PUT", paths("/rooms/{roomId}/send/{eventType}/{txnId}"), w(send), name="room_send")
+    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), w(put_state), name="room_state_put")
+    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/") + paths("/rooms/{roomId}/state/{eventType}"), w(put_state), name="room_state_put")
     resource.register("GET", paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), get_state_event, name="room_state_get")
     resource.register("GET", paths("/rooms/{roomId}/state/{eventType}/") + paths("/rooms/{roomId}/state/{eventType}"), get_state_event, name="room_state_get")
     resource.register("GET", paths("/rooms/{roomId}/state"), get_state, name="room_state_all")
-    resource.register("PUT", paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), redact, name="room_redact")
-    resource.register("POST", paths("/join/{roomIdOrAlias}"), join, name="join")
-    resource.register("POST", paths("/rooms/{roomId}/join"), room_join, name="room_join")
-    resource.register("POST", paths("/rooms/{roomId}/leave"), leave, name="room_leave")
+    resource.register("PUT", paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), w(redact), name="room_redact")
+    resource.register("POST", paths("/join/{roomIdOrAlias}"), w(join), name="join")
+    resource.register("POST", paths("/rooms/{roomId}/join"), w(room_join), name="room_join")
+    resource.register("POST", paths("/rooms/{roomId}/leave"), w(leave), name="room_leave")
     for action in ("invite", "kick", "ban", "unban"):
-        resource.register("POST", paths(f"/rooms/{{roomId}}/{action}"), membership_action(action), name=f"room_{action}")
+        resource.register("POST", paths(f"/rooms/{{roomId}}/{action}"), w(membership_action(action)), name=f"room_{action}")
     resource.register("POST", paths("/rooms/{roomId}/forget"), forget, name="room_forget")
     resource.register("GET", paths("/joined_rooms"), joined_rooms, name="joined_rooms")
     resource.register("GET", paths("/rooms/{roomId}/members"), members, name="room_members")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from homeserver.errors import bad_json, invalid_param
 from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_int
 from homeserver.rest.client._common import paths
+from homeserver.rest.client._forward import Forward, with_forwarding
 
 
 def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None:
@@ -32,8 +33,9 @@ def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None
     resource.register("GET", paths("/sync"), get_sync, name="sync")
 
 
-def register_ephemeral(resource: JsonResource, typing: Any, receipts: Any, authenticator: Any) -> None:
-    """Mount typing, receipt and read marker endpoints."""
+def register_ephemeral(resource: JsonResource, typing: Any, receipts: Any, authenticator: Any,
+                       forward: Optional[Forward] = None) -> None:
+    """Mount typing, receipt and read marker endpoints (``forward``: see ``_forward``)."""
 
     async def put_typing(request: Any, roomId: str, userId: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
@@ -58,6 +60,6 @@ def register_ephemeral(resource: JsonResource, typing: Any, receipts: Any, authe
         await receipts.read_markers(requester, roomId, body)
         return 200, {}
 
-    resource.register("PUT", paths("/rooms/{roomId}/typing/{userId}"), put_typing, name="room_typing")
-    resource.register("POST", paths("/rooms/{roomId}/receipt/{receiptType}/{eventId}"), post_receipt, name="room_receipt")
-    resource.register("POST", paths("/rooms/{roomId}/read_markers"), post_read_markers, name="room_read_markers")
+    resource.register("PUT", paths("/rooms/{roomId}/typing/{userId}"), with_forwarding(put_typing, forward), name="room_typing")
+    resource.register("POST", paths("/rooms/{roomId}/receipt/{receiptType}/{eventId}"), with_forwarding(post_receipt, forward), name="room_receipt")
+    resource.register("POST", paths("/rooms/{roomId}/read_markers"), with_forwarding(post_read_markers, forward), name="room_read_markers")
