@@ -183,3 +183,34 @@ class RedisSyncTests(SyncTests):
     """The sync tests with the bus on real Redis."""
 
     use_redis = True
+
+
+class MembershipRaceTests(RoomsTestCase):
+    async def test_membership_changed_after_the_token_being_built(self) -> None:
+        """Events up to the token are returned even when the user's membership changes just after it."""
+        from homeserver.handlers.auth import Requester
+        from homeserver.handlers.rooms.filters import SyncFilter
+        from homeserver.handlers.rooms.tokens import StreamToken
+
+        alice = await self.make_user("alice")
+        room_id = await self.create_room(alice)
+        since = StreamToken.decode((await self.sync(alice))["next_batch"], self.shard_counts)
+        await self.send(alice, room_id, {"msgtype": "m.text", "body": "in range"}, "1")
+        middle = StreamToken.decode((await self.sync(alice, since=since.encode()))["next_batch"], self.shard_counts)
+        resp = await self.request("PUT", f"/_matrix/client/v3/profile/{quote(self.uid('alice'))}/displayname",
+                                  {"displayname": "Alice"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        rename = await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{quote(self.uid('alice'))}",
+                                    {"membership": "join", "displayname": "Alice"}, token=alice)
+        self.assertEqual(rename.code, 200, rename.body)
+        requester = Requester(self.uid("alice"), None, False, 0, False)
+        body, _, _ = await self.sync_api.handler._build(requester, SyncFilter(), since, middle, False)
+        self.assertEqual(timeline_bodies(body["rooms"]["join"][room_id]), ["in range"])
+        # And a join made after a profile change carries the display name.
+        bob = await self.make_user("bob")
+        await self.request("PUT", f"/_matrix/client/v3/profile/{quote(self.uid('bob'))}/displayname",
+                           {"displayname": "Bobby"}, token=bob)
+        await self.post(alice, f"/rooms/{room_id}/invite", {"user_id": self.uid("bob")})
+        await self.join(bob, room_id)
+        member = await self.get(alice, f"/rooms/{room_id}/state/m.room.member/{quote(self.uid('bob'))}")
+        self.assertEqual(member.json, {"membership": "join", "displayname": "Bobby"})
