@@ -161,7 +161,7 @@ async def build_ephemeral_api(
     shard_counts: Mapping[str, int],
     owned: Mapping[str, frozenset[int]],
     events_store: Any,
-    account_data_handler: Any = None,
+    account_data_store: Any = None,
 ) -> EphemeralApi:
     """Receipts (persisted, ``receipts`` stream) and typing (ephemeral, ``typing`` stream) writers."""
     from homeserver.handlers.rooms.ephemeral import ReceiptHandler, TypingHandler
@@ -194,7 +194,7 @@ async def build_ephemeral_api(
 
     receipts = ReceiptHandler(
         reactor, events_store, insert, frozenset(allocators["receipts"]),
-        lambda room_id: shard_for(room_id, shard_counts["receipts"]), account_data=account_data_handler,
+        lambda room_id: shard_for(room_id, shard_counts["receipts"]), account_data=account_data_store,
     )
     typing = TypingHandler(
         reactor, events_store, announce, frozenset(allocators["typing"]),
@@ -365,7 +365,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
         profile_lookup=account_api.profile_store.get_profile,
     )
     ephemeral = await build_ephemeral_api(
-        ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data,
+        ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
     )
     sync = None
     if r.SYNC in instance.roles:

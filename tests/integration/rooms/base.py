@@ -51,7 +51,7 @@ class RoomsTestCase(ApiTestCase):
         )
         owned = {s: frozenset(range(n)) for s, n in self.shard_counts.items()}
         self.ephemeral_api = await build_ephemeral_api(
-            self.clock, self.db, self.bus, self.shard_counts, owned, self.rooms_api.store, self.api.account_data,
+            self.clock, self.db, self.bus, self.shard_counts, owned, self.rooms_api.store, self.api.account_data_store,
         )
         # Sync waits on real time (long-polls), events carry the fake clock's time.
         self.sync_api = await build_sync_api(
