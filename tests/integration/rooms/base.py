@@ -31,6 +31,7 @@ class RoomsTestCase(ApiTestCase):
             register_ephemeral_api,
             register_room_api,
             register_sync_api,
+            track_writes,
         )
 
         await ensure_stream_shards(self.db, self.shard_counts)
@@ -60,9 +61,8 @@ class RoomsTestCase(ApiTestCase):
         self.addCleanup(self.bus.close)
         self.addCleanup(self.sync_bus.close)
         self.addCleanup(self.sync_api.stop)
-        writes = self.sync_api.writes
-        register_room_api(self.resource, self.rooms_api, self.api.authenticator,
-                          after_write=lambda req, created: writes.record(req.user_id, created.stream_shard, created.stream_position))
+        track_writes(self.rooms_api, self.sync_api)
+        register_room_api(self.resource, self.rooms_api, self.api.authenticator)
         register_sync_api(self.resource, self.sync_api, self.api.authenticator)
         register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
         await self.extra_setup()
