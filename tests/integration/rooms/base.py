@@ -18,6 +18,8 @@ class RoomsTestCase(ApiTestCase):
     shard_counts = SHARD_COUNTS
     #: Run the bus on the real Redis, writer and syncer on separate connections (as separate processes).
     use_redis = False
+    #: Extra arguments for the writer's bus (e.g. a tiny ``stream_maxlen`` to force gaps).
+    bus_kwargs: dict = {}
 
     async def setUp(self) -> None:  # type: ignore[override]
         await super().setUp()
@@ -40,10 +42,10 @@ class RoomsTestCase(ApiTestCase):
             from tests.utils.services import redis_test_url
 
             url = redis_test_url(self)
-            self.bus = Bus.from_url(url, reactor, block_seconds=0.5)
+            self.bus = Bus.from_url(url, reactor, block_seconds=0.5, **self.bus_kwargs)
             self.sync_bus = Bus.from_url(url, reactor, block_seconds=0.5)
         else:
-            self.bus = MemoryBus(reactor, block_seconds=0.05)
+            self.bus = MemoryBus(reactor, block_seconds=0.05, **self.bus_kwargs)
             self.sync_bus = MemoryBus(reactor, self.bus.broker, block_seconds=0.05)
         self.signing_key = generate_signing_key("test")
         self.rooms_api = await build_room_api(
