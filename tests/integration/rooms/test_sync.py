@@ -203,6 +203,27 @@ class SyncTests(RoomsTestCase):
         bob = await self.make_user("bob")
         self.assertError(await self.post(bob, f"/rooms/{room_id}/receipt/m.read/{quote(e1)}", {}), 403, "M_FORBIDDEN")
 
+    async def test_use_state_after(self) -> None:
+        """With use_state_after, state_after holds the state up to the end of the timeline and state is omitted."""
+        alice = await self.make_user("alice")
+        room_id = await self.create_room(alice, name="First")
+        first = await self.sync(alice, use_state_after="true")
+        room = first["rooms"]["join"][room_id]
+        self.assertNotIn("state", room)
+        names = [e["content"]["name"] for e in room["state_after"]["events"] if e["type"] == "m.room.name"]
+        self.assertEqual(names, ["First"])
+        await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/", {"name": "Second"}, token=alice)
+        await self.send(alice, room_id, {"msgtype": "m.text", "body": "hi"}, "1")
+        second = await self.sync(alice, since=first["next_batch"], use_state_after="true")
+        room = second["rooms"]["join"][room_id]
+        self.assertEqual([(e["type"], e["content"].get("name")) for e in room["state_after"]["events"]],
+                         [("m.room.name", "Second")])
+        self.assertEqual(timeline_bodies(room), ["hi"])
+        plain = await self.sync(alice, since=first["next_batch"])
+        self.assertEqual(plain["rooms"]["join"][room_id]["state"]["events"], [])
+        self.assertError(await self.request("GET", "/_matrix/client/v3/sync?use_state_after=maybe", token=alice),
+                         400, "M_INVALID_PARAM")
+
 
 class RedisSyncTests(SyncTests):
     """The sync tests with the bus on real Redis."""
