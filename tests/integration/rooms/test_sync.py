@@ -13,10 +13,12 @@ from tests.utils.http import make_request
 
 
 def timeline_bodies(room: dict) -> list:
+    """The bodies of the message events of a room's timeline."""
     return [e["content"].get("body") for e in room["timeline"]["events"] if e["type"] == "m.room.message"]
 
 
 class SyncTests(RoomsTestCase):
+    """/sync on a MemoryBus."""
     async def test_initial_then_incremental(self) -> None:
         """Initial sync shows the room with its state; an incremental sync returns exactly the new events once."""
         alice = await self.make_user("alice")
@@ -232,6 +234,7 @@ class RedisSyncTests(SyncTests):
 
 
 class MembershipRaceTests(RoomsTestCase):
+    """Membership changes racing the sync token."""
     async def test_membership_changed_after_the_token_being_built(self) -> None:
         """Events up to the token are returned even when the user's membership changes just after it."""
         from homeserver.handlers.auth import Requester
