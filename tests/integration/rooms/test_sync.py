@@ -226,6 +226,21 @@ class SyncTests(RoomsTestCase):
         self.assertError(await self.request("GET", "/_matrix/client/v3/sync?use_state_after=maybe", token=alice),
                          400, "M_INVALID_PARAM")
 
+    async def test_account_data_from_another_writer_wakes_long_poll(self) -> None:
+        """Account data written by another process wakes the long-poll through the account_data stream."""
+        from homeserver.sharding import shard_for
+        from storage.stores.account_data import AccountDataStore
+
+        alice = await self.make_user("alice")
+        token = (await self.sync(alice))["next_batch"]
+        pending = make_request(self.site, "GET", f"/_matrix/client/v3/sync?since={token}&timeout=20000", access_token=alice)
+        other_writer = AccountDataStore(self.db)  # no in-process observers: only the bus can tell
+        position = await other_writer.set_account_data(self.uid("alice"), None, "org.example.settings", {"a": 1})
+        shard = shard_for(self.uid("alice"), self.shard_counts["account_data"])
+        await self.bus.publish("account_data", shard, position, {"user_id": self.uid("alice"), "stream_id": position})
+        resp = await wait_for_response(pending, timeout=10)
+        self.assertEqual(resp.json["account_data"]["events"], [{"type": "org.example.settings", "content": {"a": 1}}])
+
 
 class RedisSyncTests(SyncTests):
     """The sync tests with the bus on real Redis."""
