@@ -241,7 +241,8 @@ async def build_sync_api(
     loader: Optional[EventLoader] = None,
     account_data_store: Any = None,
 ) -> SyncApi:
-    """Tails of the events, receipts and typing streams, started from PostgreSQL and fed by the bus."""
+    """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
+    :func:`_start_positions`), plus the account data wake-up subscription."""
     from bus import ShardId
     from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
     from homeserver.handlers.sync.notifier import Notifier
