@@ -1,0 +1,436 @@
+"""Builds the rooms object graph (issue 6): event store, creator, handlers.
+
+``workers`` is the one place that knows storage, the bus and the handlers.
+:func:`build_room_api` makes the writer side (allocators for the events
+shards this instance owns, their publication on the bus after commit, the
+event creator and the room handler); :func:`register_room_api` mounts the
+HTTP surface on a ``JsonResource``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Mapping, Optional
+
+import attrs
+
+from homeserver.core.signing import format_signing_key_file, generate_signing_key, parse_signing_key_file
+from homeserver.handlers.rooms.creation import EventCreator
+from homeserver.handlers.rooms.events import EventLoader
+from homeserver.handlers.rooms.handler import RoomHandler
+from homeserver.sharding import shard_for
+from storage.stores.events import EventStore
+from storage.streams import Published, ShardPositionAllocator
+
+logger = logging.getLogger(__name__)
+
+
+def load_or_create_signing_key(path: str) -> Any:
+    """The server's first signing key from ``path``, generated (mode 0600) if the file is missing."""
+    if os.path.exists(path):
+        with open(path, "r", encoding="utf-8") as f:
+            return parse_signing_key_file(f.read())[0]
+    key = generate_signing_key()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process of the deployment created it first.
+        with open(path, "r", encoding="utf-8") as f:
+            return parse_signing_key_file(f.read())[0]
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(format_signing_key_file([key]))
+    return key
+
+
+def publish_on_bus(bus: Any, stream: str, shard: int) -> Callable[[Published], None]:
+    """An allocator ``on_publish`` callback putting each released payload on ``<stream>:<shard>``.
+
+    Positions arrive in order and ``Bus.publish`` keeps call order per
+    shard; a failure is logged (consumers see a gap and catch up from
+    PostgreSQL, so nothing is lost).
+    """
+
+    def on_publish(published: Published) -> None:
+        for payload in published.payloads:
+            d = bus.publish(stream, shard, published.position, payload)
+            d.addErrback(
+                lambda f, p=published.position: logger.warning(
+                    "could not publish %s:%s@%s: %s", stream, shard, p, f.getErrorMessage()
+                )
+            )
+
+    return on_publish
+
+
+@attrs.define
+class RoomApi:
+    """The rooms area, wired."""
+
+    store: EventStore
+    loader: EventLoader
+    creator: EventCreator
+    rooms: RoomHandler
+    allocators: Mapping[int, ShardPositionAllocator]
+
+
+async def build_room_api(
+    reactor: Any,
+    server_name: str,
+    database: Any,
+    bus: Any,
+    signing_key: Any,
+    shard_counts: Mapping[str, int],
+    owned_event_shards: frozenset[int],
+    profile_lookup: Optional[Callable[[str], Any]] = None,
+) -> RoomApi:
+    """Compose the rooms area for an instance owning ``owned_event_shards`` of the events stream."""
+    store = EventStore(database)
+    loader = EventLoader(store, reactor)
+    count = shard_counts["events"]
+    allocators: dict[int, ShardPositionAllocator] = {}
+    for shard in sorted(owned_event_shards):
+        allocator = await ShardPositionAllocator.create(database, "events", shard)
+        allocator.on_publish(publish_on_bus(bus, "events", shard))
+        allocators[shard] = allocator
+    creator = EventCreator(
+        reactor, server_name, signing_key, store, loader, allocators, lambda room_id: shard_for(room_id, count),
+        shard_count=count,
+    )
+    rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup)
+    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
+
+
+def register_room_api(resource: Any, api: RoomApi, authenticator: Any, forward: Any = None) -> None:
+    """Mount the room endpoints of ``api`` on ``resource`` (``forward``: see :func:`make_http_forwarder`)."""
+    from homeserver.rest.client import rooms as rooms_rest
+
+    rooms_rest.register(resource, api.rooms, authenticator, forward=forward)
+
+
+def track_writes(api: RoomApi, sync: "SyncApi") -> None:
+    """Read your writes within one process: each event created here is waited for by its sender's next sync."""
+    writes = sync.writes
+    api.creator.observers.append(
+        lambda created: writes.record(created.event.sender, created.stream_shard, created.stream_position)
+    )
+
+
+def make_http_forwarder(reactor: Any, owner_base: Callable[[str, int], str], timeout: float = 60.0) -> Callable[..., Any]:
+    """``forward(request, stream, shard)``: replay a client request on the shard owner's listener.
+
+    ``owner_base(stream, shard)`` is the owner's ``http_base`` (from
+    ``HomeserverConfig.shard_owner``). The owner authenticates the request
+    itself (the access token travels with it) and its response is returned
+    unchanged. The request is marked so the owner never forwards it again.
+    """
+    import treq
+    from twisted.web.client import Agent
+
+    from homeserver.http.server import RawResponse, client_ip, header, read_body
+    from homeserver.rest.client._forward import FORWARDED_HEADER
+
+    client = treq.client.HTTPClient(Agent(reactor))
+
+    async def forward(request: Any, stream: str, shard: int) -> RawResponse:
+        url = owner_base(stream, shard).rstrip("/") + request.uri.decode("ascii")
+        headers = {FORWARDED_HEADER: "1", "X-Forwarded-For": client_ip(request)}
+        for name in ("Authorization", "Content-Type", "User-Agent"):
+            value = header(request, name)
+            if value is not None:
+                headers[name] = value
+        response = await client.request(
+            request.method.decode("ascii"), url, data=read_body(request) or None, headers=headers, timeout=timeout
+        )
+        body = await response.content()
+        content_type = response.headers.getRawHeaders(b"Content-Type", [b"application/json"])[0]
+        return RawResponse(response.code, body, content_type)
+
+    return forward
+
+
+# -- typing and receipts (writer side) -------------------------------------------
+
+
+@attrs.define
+class EphemeralApi:
+    """Typing and receipts handlers of the shards this instance owns."""
+
+    typing: Any
+    receipts: Any
+    receipt_store: Any
+
+
+async def build_ephemeral_api(
+    reactor: Any,
+    database: Any,
+    bus: Any,
+    shard_counts: Mapping[str, int],
+    owned: Mapping[str, frozenset[int]],
+    events_store: Any,
+    account_data_store: Any = None,
+) -> EphemeralApi:
+    """Receipts (persisted, ``receipts`` stream) and typing (ephemeral, ``typing`` stream) writers."""
+    from homeserver.handlers.rooms.ephemeral import ReceiptHandler, TypingHandler
+    from storage.stores.receipts import ReceiptStore
+
+    receipt_store = ReceiptStore(database)
+    allocators: dict[str, dict[int, ShardPositionAllocator]] = {"receipts": {}, "typing": {}}
+    for stream in allocators:
+        for shard in sorted(owned.get(stream, frozenset())):
+            allocator = await ShardPositionAllocator.create(database, stream, shard)
+            allocator.on_publish(publish_on_bus(bus, stream, shard))
+            allocators[stream][shard] = allocator
+
+    async def insert(shard: int, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str, data: dict) -> Any:
+        allocator = allocators["receipts"][shard]
+        return await receipt_store.insert_receipt(
+            allocator, room_id, receipt_type, user_id, thread_id, event_id, data,
+            on_row=lambda row: allocator.attach(row.stream_position, row.to_payload()),
+        )
+
+    def announce(shard: int, payload: dict) -> Any:
+        allocator = allocators["typing"][shard]
+
+        def txn_fn(txn: Any) -> int:
+            position = allocator.allocate(txn)
+            allocator.attach(position, payload)
+            return position
+
+        return database.run_interaction("typing_position", txn_fn)
+
+    receipts = ReceiptHandler(
+        reactor, events_store, insert, frozenset(allocators["receipts"]),
+        lambda room_id: shard_for(room_id, shard_counts["receipts"]), account_data=account_data_store,
+    )
+    typing = TypingHandler(
+        reactor, events_store, announce, frozenset(allocators["typing"]),
+        lambda room_id: shard_for(room_id, shard_counts["typing"]),
+    )
+    return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store)
+
+
+# -- sync (reader side) ------------------------------------------------------------
+
+
+@attrs.define
+class SyncApi:
+    """The sync handler and the tails and subscriptions feeding it."""
+
+    handler: Any
+    notifier: Any
+    events_tail: Any
+    receipts_tail: Any
+    typing_tail: Any
+    writes: Any
+    subscriptions: list[Any]
+
+    def stop(self) -> Any:
+        """Stop the bus subscriptions."""
+        from twisted.internet import defer
+
+        return defer.gatherResults([s.stop() for s in self.subscriptions])
+
+
+async def build_sync_api(
+    reactor: Any,
+    database: Any,
+    bus: Any,
+    shard_counts: Mapping[str, int],
+    loader: Optional[EventLoader] = None,
+    account_data_store: Any = None,
+) -> SyncApi:
+    """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
+    :func:`_start_positions`), plus the account data wake-up subscription."""
+    from bus import ShardId
+    from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
+    from homeserver.handlers.sync.notifier import Notifier
+    from homeserver.handlers.sync.tail import StreamTail
+    from storage.stores.events import StreamRow
+    from storage.stores.receipts import ReceiptRow, ReceiptStore
+
+    events_store = EventStore(database)
+    receipt_store = ReceiptStore(database)
+    loader = loader or EventLoader(events_store, reactor)
+    notifier = Notifier(reactor)
+    n_events, n_receipts, n_typing = shard_counts["events"], shard_counts["receipts"], shard_counts["typing"]
+    events_tail = StreamTail(reactor, "events", n_events, events_store.get_stream_rows, StreamRow.from_payload)
+    receipts_tail = StreamTail(reactor, "receipts", n_receipts, receipt_store.get_rows, ReceiptRow.from_payload)
+    typing_tail = StreamTail(reactor, "typing", n_typing, None, TypingRow.from_payload, durable=False)
+    typing_state = TypingState()
+    typing_tail.add_listener(typing_state.on_row)
+
+    def on_event(shard: int, row: Any) -> None:
+        notifier.notify_room(row.room_id)
+        if row.type == "m.room.member" and row.state_key is not None:
+            notifier.notify_user(row.state_key)
+
+    events_tail.add_listener(on_event)
+    receipts_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
+    typing_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
+    if account_data_store is not None:
+        account_data_store.observers.append(lambda change: notifier.notify_user(change.user_id))
+
+    event_positions = await _start_positions(bus, "events", n_events, events_store.get_max_positions)
+    receipt_positions = await _start_positions(bus, "receipts", n_receipts, receipt_store.get_max_positions)
+    events_tail.start([event_positions[s] for s in range(n_events)])
+    receipts_tail.start([receipt_positions[s] for s in range(n_receipts)])
+    typing_tail.start([0] * n_typing)
+    subscriptions = [
+        bus.subscribe({ShardId("events", s): event_positions[s] for s in range(n_events)},
+                      events_tail.on_entry, events_tail.on_gap, name="sync-events"),
+        bus.subscribe({ShardId("receipts", s): receipt_positions[s] for s in range(n_receipts)},
+                      receipts_tail.on_entry, receipts_tail.on_gap, name="sync-receipts"),
+        bus.subscribe({ShardId("typing", s): 0 for s in range(n_typing)},
+                      typing_tail.on_entry, typing_tail.on_gap, name="sync-typing"),
+    ]
+    if "account_data" in shard_counts:
+        subscriptions.append(await _wake_on_account_data(bus, shard_counts["account_data"], notifier))
+    writes = WriteTracker()
+    deps = SyncDeps(
+        events_store=events_store,
+        receipts_store=receipt_store,
+        loader=loader,
+        events_tail=events_tail,
+        receipts_tail=receipts_tail,
+        typing_tail=typing_tail,
+        typing_state=typing_state,
+        notifier=notifier,
+        shard_counts=shard_counts,
+        events_shard_of=lambda room_id: shard_for(room_id, n_events),
+        receipts_shard_of=lambda room_id: shard_for(room_id, n_receipts),
+        typing_shard_of=lambda room_id: shard_for(room_id, n_typing),
+        account_data_store=account_data_store,
+        writes=writes,
+    )
+    return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+
+
+async def _bus_head(bus: Any, stream: str, shard: int) -> Optional[int]:
+    """The position of the newest entry the bus holds for a shard, or None."""
+    from bus import stream_key
+
+    try:
+        raw = await bus.backend.last_id(stream_key(stream, shard, bus.namespace))
+    except Exception:
+        return None
+    text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    return int(text.split("-")[0]) if text else None
+
+
+async def _start_positions(bus: Any, stream: str, count: int, max_in_postgres: Callable[[range], Any]) -> dict[int, int]:
+    """Where a new tail starts on each shard.
+
+    The newest entry on the bus is the safe start: a writer publishes only
+    positions below which everything has committed or rolled back, so
+    PostgreSQL holds every row up to it, and anything later reaches the bus
+    after it. The highest position in PostgreSQL is not safe on its own (a
+    smaller position may still be in flight and commit later), so it is only
+    the fallback for shards the bus holds nothing of (a new or flushed Redis).
+    """
+    in_postgres = await max_in_postgres(range(count))
+    positions = {}
+    for shard in range(count):
+        head = await _bus_head(bus, stream, shard)
+        positions[shard] = head if head is not None else in_postgres[shard]
+    return positions
+
+
+async def _wake_on_account_data(bus: Any, shard_count: int, notifier: Any) -> Any:
+    """Wake a user's long-polls when their account data changes on any writer.
+
+    Only a wake-up: /sync reads account data from PostgreSQL by position, so
+    a lost or skipped entry delays a response but loses nothing. The tail
+    starts at each shard's newest entry (history is of no use here).
+    """
+    from bus import ShardId
+
+    starts = {ShardId("account_data", shard): (await _bus_head(bus, "account_data", shard)) or 0
+              for shard in range(shard_count)}
+
+    def on_entry(entry: Any) -> None:
+        user_id = entry.payload.get("user_id")
+        if isinstance(user_id, str):
+            notifier.notify_user(user_id)
+
+    return bus.subscribe(starts, on_entry, lambda gap: None, name="sync-account-data")
+
+
+def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:
+    """Mount /sync."""
+    from homeserver.rest.client.sync import register_sync
+
+    register_sync(resource, sync.handler, authenticator)
+
+
+def register_ephemeral_api(resource: Any, api: EphemeralApi, authenticator: Any, forward: Any = None) -> None:
+    """Mount typing, receipts and read markers."""
+    from homeserver.rest.client.sync import register_ephemeral
+
+    register_ephemeral(resource, api.typing, api.receipts, authenticator, forward=forward)
+
+
+# -- one process -------------------------------------------------------------------
+
+
+@attrs.define
+class RoomsProcess:
+    """The rooms, typing/receipts and sync surfaces of one process, per its roles."""
+
+    rooms: RoomApi
+    ephemeral: EphemeralApi
+    sync: Optional[SyncApi]
+    forward: Any
+
+    def mount(self, resource: Any, authenticator: Any, roles: frozenset[str]) -> None:
+        """Mount what ``roles`` serve: room and typing/receipt endpoints on client readers
+        and writers (writes for other shards are forwarded), /sync on sync workers."""
+        from homeserver.config import roles as r
+
+        if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
+            register_room_api(resource, self.rooms, authenticator, forward=self.forward)
+            register_ephemeral_api(resource, self.ephemeral, authenticator, forward=self.forward)
+        if self.sync is not None:
+            register_sync_api(resource, self.sync, authenticator)
+
+    def stop(self) -> Any:
+        """Stop the sync subscriptions (if any)."""
+        from twisted.internet import defer
+
+        return self.sync.stop() if self.sync is not None else defer.succeed(None)
+
+
+async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
+    """Everything of issue 6 for the process described by ``ctx`` (a ``workers.app.ProcessContext``).
+
+    Async because the shard allocators read their sequences first: call it
+    from ``EstuaryProcess.start`` after ``ensure_stream_shards``, then
+    :meth:`RoomsProcess.mount` on the main resource. ``account_api`` is the
+    ``workers.accounts.AccountApi`` (authenticator, profiles, account data,
+    filters).
+    """
+    from homeserver.config import roles as r
+
+    config, instance = ctx.config, ctx.instance
+    counts = dict(config.stream_shards)
+    writer = r.CLIENT_WRITER in instance.roles
+    owned = {s: frozenset(instance.shards.get(s, frozenset())) if writer else frozenset() for s in counts}
+    signing_key = load_or_create_signing_key(config.signing_key_path)
+    rooms = await build_room_api(
+        ctx.reactor, config.server_name, ctx.database, ctx.bus, signing_key, counts, owned["events"],
+        profile_lookup=account_api.profile_store.get_profile,
+    )
+    ephemeral = await build_ephemeral_api(
+        ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
+    )
+    sync = None
+    if r.SYNC in instance.roles:
+        sync = await build_sync_api(
+            ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
+            account_data_store=account_api.account_data_store,
+        )
+    if sync is not None:
+        track_writes(rooms, sync)
+    forward = make_http_forwarder(ctx.reactor, lambda stream, shard: config.shard_owner(stream, shard).http_base)
+    return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, forward=forward)
