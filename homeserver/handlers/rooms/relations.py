@@ -1,0 +1,244 @@
+"""Relations (edits, threads, references, reactions) and their bundled aggregations.
+
+* ``GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]``
+  pages through the children of an event in topological order;
+* ``GET /rooms/{roomId}/threads`` lists thread roots by latest activity;
+* :meth:`RelationsHandler.bundle` adds ``unsigned.m.relations`` to client
+  events: the latest valid ``m.replace``, the ``m.thread`` summary and the
+  ``m.reference`` chunk (annotations are not bundled, per the spec).
+
+:class:`BundlingRoomHandler` and :class:`BundlingSyncHandler` wrap the room
+and sync handlers so every event they serve (``/event``, ``/messages``,
+``/context``, ``/sync`` timelines) carries its aggregations, without those
+handlers knowing about relations.
+
+The access rules are the room handler's: a user sees the relations of an
+event they may see, and only the children they may see.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from homeserver.errors import invalid_param
+from homeserver.handlers.rooms.tokens import TopoToken
+
+#: Relation types aggregated into ``unsigned.m.relations``.
+BUNDLED_TYPES = ("m.replace", "m.reference")
+#: How deep ``recurse=true`` follows relations of relations.
+MAX_RECURSION_DEPTH = 3
+MAX_LIMIT = 1000
+
+
+def _relates_to(event: dict[str, Any]) -> Optional[dict[str, Any]]:
+    relates = event.get("content", {}).get("m.relates_to")
+    return relates if isinstance(relates, dict) else None
+
+
+def choose_replacement(original: dict[str, Any], candidates: Iterable[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The most recent valid ``m.replace`` of ``original`` among client events ``candidates``.
+
+    Valid (spec, "Validity of replacement events"): same sender and type as
+    the original, neither is a state event, the replacement has an object
+    ``m.new_content``, and the original is not itself a replacement. Most
+    recent: highest ``origin_server_ts``, then lexicographically largest
+    event ID.
+    """
+    if "state_key" in original:
+        return None
+    own = _relates_to(original)
+    if own is not None and own.get("rel_type") == "m.replace":
+        return None
+    best = None
+    for c in candidates:
+        if c.get("sender") != original.get("sender") or c.get("type") != original.get("type") or "state_key" in c:
+            continue
+        if not isinstance(c.get("content", {}).get("m.new_content"), dict):
+            continue
+        if best is None or (c["origin_server_ts"], c["event_id"]) > (best["origin_server_ts"], best["event_id"]):
+            best = c
+    return best
+
+
+class RelationsHandler:
+    """Relations reads and aggregations. ``rooms`` is the :class:`RoomHandler` (access rules),
+    ``store`` a :class:`storage.stores.relations.RelationStore`, ``events_store`` the event store."""
+
+    def __init__(self, rooms: Any, store: Any, events_store: Any) -> None:
+        self._rooms = rooms
+        self._store = store
+        self._events = events_store
+        self._loader = rooms.loader
+
+    async def _readable(self, user_id: str, room_id: str, rows: list[Any], cap: Optional[int]) -> list[Any]:
+        if cap is not None:
+            rows = [r for r in rows if r.stream_position <= cap]
+        # The room handler's visibility rules (history visibility, membership over time).
+        return await self._rooms._visible_rows(user_id, room_id, rows)
+
+    async def relations(
+        self,
+        requester: Any,
+        room_id: str,
+        event_id: str,
+        rel_type: Optional[str],
+        event_type: Optional[str],
+        from_token: Optional[str],
+        to_token: Optional[str],
+        direction: str,
+        limit: Optional[int],
+        recurse: bool,
+    ) -> dict[str, Any]:
+        """GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]."""
+        if direction not in ("b", "f"):
+            raise invalid_param("dir must be 'b' or 'f'")
+        backwards = direction == "b"
+        # 404 when the parent is unknown or not visible to the requester.
+        await self._rooms.get_event(requester, room_id, event_id)
+        _, cap = await self._rooms._access(requester.user_id, room_id)
+        limit = max(0, min(5 if limit is None else limit, MAX_LIMIT))
+        start = await self._rooms._point(room_id, from_token, backwards) if from_token is not None else None
+        end = await self._rooms._point(room_id, to_token, not backwards) if to_token is not None else None
+        bound_start = (start.depth, start.position) if start is not None else None
+        bound_end = (end.depth, end.position) if end is not None else None
+        rows, more = await self._store.get_children(
+            room_id, event_id, rel_type=rel_type, event_type=event_type,
+            before=bound_start if backwards else bound_end, after=bound_end if backwards else bound_start,
+            backwards=backwards, limit=limit, max_depth=MAX_RECURSION_DEPTH if recurse else 1,
+        )
+        stored = await self._events.get_events(room_id, [r.event_id for r in rows])
+        ordered = [stored[r.event_id] for r in rows if r.event_id in stored]
+        visible = await self._readable(requester.user_id, room_id, ordered, cap)
+        chunk = await self._loader.serialize_rows(room_id, visible)
+        await self.bundle(requester.user_id, room_id, chunk)
+        result: dict[str, Any] = {"chunk": chunk}
+        if more and rows:
+            result["next_batch"] = TopoToken(rows[-1].depth, rows[-1].stream_position).encode()
+        if from_token is not None:
+            result["prev_batch"] = from_token
+        if recurse:
+            result["recursion_depth"] = MAX_RECURSION_DEPTH
+        return result
+
+    async def threads(self, requester: Any, room_id: str, include: str, from_token: Optional[str],
+                      limit: Optional[int]) -> dict[str, Any]:
+        """GET /rooms/{roomId}/threads: thread roots, most recently active first."""
+        if include not in ("all", "participated"):
+            raise invalid_param("include must be 'all' or 'participated'")
+        before = None
+        if from_token is not None:
+            if not from_token.startswith("th") or not from_token[2:].isdigit():
+                raise invalid_param("Invalid from token")
+            before = int(from_token[2:])
+        limit = max(1, min(50 if limit is None else limit, MAX_LIMIT))
+        # 403 when the user cannot view the room (also for unknown rooms).
+        _, cap = await self._rooms._access(requester.user_id, room_id)
+        participant = requester.user_id if include == "participated" else None
+        roots, more = await self._store.get_threads(room_id, participant, before, limit)
+        stored = await self._events.get_events(room_id, [r for r, _ in roots])
+        ordered = [stored[r] for r, _ in roots if r in stored]
+        visible = await self._readable(requester.user_id, room_id, ordered, cap)
+        chunk = await self._loader.serialize_rows(room_id, visible)
+        await self.bundle(requester.user_id, room_id, chunk)
+        result: dict[str, Any] = {"chunk": chunk}
+        if more and roots:
+            result["next_batch"] = f"th{roots[-1][1]}"
+        return result
+
+    async def bundle(self, user_id: str, room_id: str, events: list[dict[str, Any]], threads: bool = True) -> None:
+        """Add ``unsigned.m.relations`` to the client events ``events`` of one room (in place)."""
+        parents = {e["event_id"]: e for e in events
+                   if "event_id" in e and "redacted_because" not in e.get("unsigned", {})}
+        if not parents:
+            return
+        rows = await self._store.get_relations_for_parents(room_id, list(parents), BUNDLED_TYPES)
+        summaries = await self._store.get_thread_summaries(room_id, list(parents), user_id) if threads else {}
+        replace_ids = [r.event_id for r in rows if r.relation_type == "m.replace"]
+        latest_ids = [s.latest_event_id for s in summaries.values()]
+        stored = await self._events.get_events(room_id, replace_ids + latest_ids)
+        serialized = {e["event_id"]: e for e in await self._loader.serialize_rows(room_id, list(stored.values()))}
+        latest_events = [serialized[i] for i in latest_ids if i in serialized]
+        if latest_events:
+            await self.bundle(user_id, room_id, latest_events, threads=False)
+        aggregations: dict[str, dict[str, Any]] = {}
+        for parent_id, event in parents.items():
+            agg: dict[str, Any] = {}
+            edits = [serialized[r.event_id] for r in rows
+                     if r.relates_to_id == parent_id and r.relation_type == "m.replace" and r.event_id in serialized]
+            edit = choose_replacement(event, edits)
+            if edit is not None:
+                agg["m.replace"] = edit
+            summary = summaries.get(parent_id)
+            if summary is not None and summary.latest_event_id in serialized:
+                agg["m.thread"] = {
+                    "latest_event": serialized[summary.latest_event_id],
+                    "count": summary.count,
+                    "current_user_participated": summary.participated or event.get("sender") == user_id,
+                }
+            references = [{"event_id": r.event_id} for r in rows
+                          if r.relates_to_id == parent_id and r.relation_type == "m.reference"]
+            if references:
+                agg["m.reference"] = {"chunk": references}
+            if agg:
+                aggregations[parent_id] = agg
+        for parent_id, agg in aggregations.items():
+            event = parents[parent_id]
+            unsigned = event.setdefault("unsigned", {})
+            unsigned.setdefault("m.relations", {}).update(agg)
+
+    async def bundle_sync(self, user_id: str, response: dict[str, Any]) -> None:
+        """Bundle aggregations into the timelines of a /sync response (in place)."""
+        rooms = response.get("rooms", {})
+        for section in ("join", "leave"):
+            for room_id, room in rooms.get(section, {}).items():
+                events = room.get("timeline", {}).get("events", [])
+                if events:
+                    await self.bundle(user_id, room_id, events)
+
+
+class BundlingRoomHandler:
+    """A room handler whose served events carry bundled aggregations; every other call is delegated."""
+
+    def __init__(self, rooms: Any, relations: RelationsHandler) -> None:
+        self._inner = rooms
+        self._relations = relations
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get_event(self, requester: Any, room_id: str, event_id: str) -> dict[str, Any]:
+        """GET /rooms/{roomId}/event/{eventId} with aggregations."""
+        event = await self._inner.get_event(requester, room_id, event_id)
+        await self._relations.bundle(requester.user_id, room_id, [event])
+        return event
+
+    async def messages(self, requester: Any, room_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """GET /rooms/{roomId}/messages with aggregations."""
+        result = await self._inner.messages(requester, room_id, *args, **kwargs)
+        await self._relations.bundle(requester.user_id, room_id, result["chunk"])
+        return result
+
+    async def context(self, requester: Any, room_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """GET /rooms/{roomId}/context/{eventId} with aggregations."""
+        result = await self._inner.context(requester, room_id, *args, **kwargs)
+        await self._relations.bundle(
+            requester.user_id, room_id, [result["event"], *result["events_before"], *result["events_after"]]
+        )
+        return result
+
+
+class BundlingSyncHandler:
+    """A sync handler whose timelines carry bundled aggregations; every other call is delegated."""
+
+    def __init__(self, sync: Any, relations: RelationsHandler) -> None:
+        self._inner = sync
+        self._relations = relations
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def sync(self, requester: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One /sync request, with aggregations."""
+        response = await self._inner.sync(requester, *args, **kwargs)
+        await self._relations.bundle_sync(requester.user_id, response)
+        return response

@@ -1,0 +1,145 @@
+"""Relations, threads and bundled aggregations over the real HTTP surface."""
+
+from __future__ import annotations
+
+from tests.integration.directory.base import DirectoryTestCase
+
+
+def edit(parent: str, body: str) -> dict:
+    return {"msgtype": "m.text", "body": f"* {body}", "m.new_content": {"msgtype": "m.text", "body": body},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": parent}}
+
+
+def reply_in_thread(root: str, body: str) -> dict:
+    return {"msgtype": "m.text", "body": body, "m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+
+
+class RelationsTest(DirectoryTestCase):
+    async def setUp(self) -> None:  # type: ignore[override]
+        await super().setUp()
+        self.alice = await self.make_user("alice")
+        self.bob = await self.make_user("bob")
+        self.room = await self.create_room(self.alice, preset="public_chat")
+        self.assertEqual((await self.join(self.bob, self.room)).code, 200)
+        self.root = await self.send_ok(self.alice, self.room, {"msgtype": "m.text", "body": "root"})
+
+    async def test_relations_pagination_and_filters(self) -> None:
+        """/relations pages children newest first, filters by type, and follows next_batch to the end."""
+        children = []
+        for i in range(3):
+            children.append(await self.send_ok(self.bob, self.room, reply_in_thread(self.root, f"r{i}")))
+        reaction = await self.send_ok(self.bob, self.room, {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": self.root, "key": "👍"}}, etype="m.reaction")
+        resp = await self.v1("GET", self.alice, f"/rooms/{self.room}/relations/{self.root}?limit=2")
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual([e["event_id"] for e in resp.json["chunk"]], [reaction, children[2]])
+        resp2 = await self.v1("GET", self.alice,
+                              f"/rooms/{self.room}/relations/{self.root}?limit=2&from={resp.json['next_batch']}")
+        self.assertEqual([e["event_id"] for e in resp2.json["chunk"]], [children[1], children[0]])
+        self.assertNotIn("next_batch", resp2.json)
+        threads = await self.v1("GET", self.alice, f"/rooms/{self.room}/relations/{self.root}/m.thread?dir=f")
+        self.assertEqual([e["event_id"] for e in threads.json["chunk"]], children)
+        typed = await self.v1("GET", self.alice, f"/rooms/{self.room}/relations/{self.root}/m.annotation/m.reaction")
+        self.assertEqual([e["event_id"] for e in typed.json["chunk"]], [reaction])
+        none = await self.v1("GET", self.alice, f"/rooms/{self.room}/relations/{self.root}/m.annotation/m.room.message")
+        self.assertEqual(none.json["chunk"], [])
+
+    async def test_recurse(self) -> None:
+        """recurse=true includes relations of relations and reports the depth."""
+        child = await self.send_ok(self.bob, self.room, reply_in_thread(self.root, "child"))
+        grandchild = await self.send_ok(self.bob, self.room, edit(child, "child!"))
+        flat = await self.v1("GET", self.alice, f"/rooms/{self.room}/relations/{self.root}")
+        self.assertEqual([e["event_id"] for e in flat.json["chunk"]], [child])
+        deep = await self.v1("GET", self.alice, f"/rooms/{self.room}/relations/{self.root}?recurse=true")
+        self.assertEqual([e["event_id"] for e in deep.json["chunk"]], [grandchild, child])
+        self.assertEqual(deep.json["recursion_depth"], 3)
+
+    async def test_refusals(self) -> None:
+        """Unknown events, outsiders, bad dir / recurse / tokens are refused."""
+        eve = await self.make_user("eve")
+        private = await self.create_room(self.alice)
+        secret = await self.send_ok(self.alice, private, {"msgtype": "m.text", "body": "secret"})
+        cases = [
+            (self.alice, f"/rooms/{self.room}/relations/$unknown", 404, "M_NOT_FOUND"),
+            (eve, f"/rooms/{private}/relations/{secret}", 404, "M_NOT_FOUND"),
+            (self.alice, f"/rooms/!nope:test.local/relations/{secret}", 404, "M_NOT_FOUND"),
+            (self.alice, f"/rooms/{self.room}/relations/{self.root}?dir=x", 400, "M_INVALID_PARAM"),
+            (self.alice, f"/rooms/{self.room}/relations/{self.root}?recurse=yes", 400, "M_INVALID_PARAM"),
+            (self.alice, f"/rooms/{self.room}/relations/{self.root}?from=zzz", 400, "M_INVALID_PARAM"),
+            (self.alice, f"/rooms/{self.room}/relations/{self.root}?limit=-1", 400, "M_INVALID_PARAM"),
+            (eve, f"/rooms/{private}/threads", 403, "M_FORBIDDEN"),
+            (self.alice, f"/rooms/{self.room}/threads?include=some", 400, "M_INVALID_PARAM"),
+            (self.alice, f"/rooms/{self.room}/threads?from=bad", 400, "M_INVALID_PARAM"),
+        ]
+        for token, path, code, errcode in cases:
+            self.assertError(await self.v1("GET", token, path), code, errcode)
+        resp = await self.request("GET", f"/_matrix/client/v1/rooms/{self.room}/relations/{self.root}")
+        self.assertEqual(resp.code, 401)
+
+    async def test_edit_bundle_rules(self) -> None:
+        """The latest valid edit is bundled; edits by another sender or of another type are ignored."""
+        await self.send_ok(self.alice, self.room, edit(self.root, "first"))
+        self.clock.advance(1)
+        latest = await self.send_ok(self.alice, self.room, edit(self.root, "second"))
+        self.clock.advance(1)
+        await self.send_ok(self.bob, self.room, edit(self.root, "hijack"))
+        self.clock.advance(1)
+        await self.send_ok(self.alice, self.room, edit(self.root, "wrong type"), etype="m.sticker")
+        event = await self.get(self.bob, f"/rooms/{self.room}/event/{self.root}")
+        self.assertEqual(event.code, 200, event.body)
+        replace = event.json["unsigned"]["m.relations"]["m.replace"]
+        self.assertEqual(replace["event_id"], latest)
+        self.assertEqual(replace["content"]["m.new_content"]["body"], "second")
+        messages = await self.get(self.bob, f"/rooms/{self.room}/messages?dir=b&limit=20")
+        root = [e for e in messages.json["chunk"] if e["event_id"] == self.root][0]
+        self.assertEqual(root["unsigned"]["m.relations"]["m.replace"]["event_id"], latest)
+        context = await self.get(self.bob, f"/rooms/{self.room}/context/{self.root}")
+        self.assertEqual(context.json["event"]["unsigned"]["m.relations"]["m.replace"]["event_id"], latest)
+
+    async def test_redacted_edit_not_bundled(self) -> None:
+        """Redacting the latest edit falls back to the previous one; redacting all removes the bundle."""
+        first = await self.send_ok(self.alice, self.room, edit(self.root, "first"))
+        self.clock.advance(1)
+        second = await self.send_ok(self.alice, self.room, edit(self.root, "second"))
+        resp = await self.request("PUT", f"/_matrix/client/v3/rooms/{self.room}/redact/{second}/r1", {}, token=self.alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        event = await self.get(self.bob, f"/rooms/{self.room}/event/{self.root}")
+        self.assertEqual(event.json["unsigned"]["m.relations"]["m.replace"]["event_id"], first)
+        await self.request("PUT", f"/_matrix/client/v3/rooms/{self.room}/redact/{first}/r2", {}, token=self.alice)
+        event = await self.get(self.bob, f"/rooms/{self.room}/event/{self.root}")
+        self.assertNotIn("m.relations", event.json["unsigned"])
+
+    async def test_thread_summary_and_threads_list(self) -> None:
+        """m.thread summaries (count, latest, participation) and /threads ordering and filtering."""
+        other_root = await self.send_ok(self.bob, self.room, {"msgtype": "m.text", "body": "bob's root"})
+        await self.send_ok(self.bob, self.room, reply_in_thread(self.root, "one"))
+        latest = await self.send_ok(self.bob, self.room, reply_in_thread(self.root, "two"))
+        await self.send_ok(self.bob, self.room, reply_in_thread(other_root, "bob alone"))
+        event = await self.get(self.alice, f"/rooms/{self.room}/event/{self.root}")
+        thread = event.json["unsigned"]["m.relations"]["m.thread"]
+        self.assertEqual(thread["count"], 2)
+        self.assertEqual(thread["latest_event"]["event_id"], latest)
+        self.assertTrue(thread["current_user_participated"])  # alice sent the root
+        other = await self.get(self.alice, f"/rooms/{self.room}/event/{other_root}")
+        self.assertFalse(other.json["unsigned"]["m.relations"]["m.thread"]["current_user_participated"])
+
+        listing = await self.v1("GET", self.alice, f"/rooms/{self.room}/threads")
+        self.assertEqual([e["event_id"] for e in listing.json["chunk"]], [other_root, self.root])
+        mine = await self.v1("GET", self.alice, f"/rooms/{self.room}/threads?include=participated")
+        self.assertEqual([e["event_id"] for e in mine.json["chunk"]], [self.root])
+        page = await self.v1("GET", self.alice, f"/rooms/{self.room}/threads?limit=1")
+        self.assertEqual([e["event_id"] for e in page.json["chunk"]], [other_root])
+        page2 = await self.v1("GET", self.alice, f"/rooms/{self.room}/threads?limit=1&from={page.json['next_batch']}")
+        self.assertEqual([e["event_id"] for e in page2.json["chunk"]], [self.root])
+        self.assertNotIn("next_batch", page2.json)
+
+    async def test_references_and_sync_bundles(self) -> None:
+        """m.reference chunks are bundled, also on /sync timelines; annotations are not bundled."""
+        ref = await self.send_ok(self.bob, self.room, {"body": "see", "m.relates_to": {
+            "rel_type": "m.reference", "event_id": self.root}})
+        await self.send_ok(self.bob, self.room, {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": self.root, "key": "x"}}, etype="m.reaction")
+        body = await self.sync(self.alice)
+        timeline = body["rooms"]["join"][self.room]["timeline"]["events"]
+        root = [e for e in timeline if e["event_id"] == self.root][0]
+        self.assertEqual(root["unsigned"]["m.relations"], {"m.reference": {"chunk": [{"event_id": ref}]}})
