@@ -4,7 +4,7 @@ Composition only: stores over the shared database, handlers over the room
 area built by :func:`workers.rooms.build_room_api`, and ``register_*``
 functions mounting each surface on a ``JsonResource``. To serve bundled
 aggregations, mount the room and sync APIs returned by
-:func:`with_bundled_relations` instead of the plain ones.
+:func:`extend_room_api` instead of the plain ones.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any, Optional
 
 import attrs
 
+from homeserver.handlers.directory import DirectoryHandler, DirectoryRoomHandler
 from homeserver.handlers.rooms.relations import BundlingRoomHandler, BundlingSyncHandler, RelationsHandler
+from storage.stores.directory import DirectoryStore
 from storage.stores.relations import RelationStore
 
 
@@ -23,28 +25,36 @@ class DirectoryApi:
 
     relations: RelationsHandler
     relation_store: RelationStore
-    extras: dict[str, Any] = attrs.field(factory=dict)
+    directory: DirectoryHandler
+    directory_store: DirectoryStore
 
 
 def build_directory_api(reactor: Any, server_name: str, database: Any, room_api: Any) -> DirectoryApi:
     """Compose relations (and the other part-B handlers) over ``room_api`` (a ``workers.rooms.RoomApi``)."""
     relation_store = RelationStore(database)
     relations = RelationsHandler(room_api.rooms, relation_store, room_api.store)
-    return DirectoryApi(relations=relations, relation_store=relation_store)
+    directory_store = DirectoryStore(database)
+    directory = DirectoryHandler(server_name, room_api.rooms, room_api.store, directory_store)
+    return DirectoryApi(relations=relations, relation_store=relation_store, directory=directory,
+                        directory_store=directory_store)
 
 
-def with_bundled_relations(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None) -> tuple[Any, Any]:
-    """``(room_api, sync_api)`` whose served events carry ``unsigned.m.relations``.
+def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None) -> tuple[Any, Any]:
+    """``(room_api, sync_api)`` whose served events carry ``unsigned.m.relations`` and whose
+    ``m.room.canonical_alias`` state is validated against the alias table.
 
     Pass the results to ``register_room_api`` / ``register_sync_api``.
     """
-    rooms = attrs.evolve(room_api, rooms=BundlingRoomHandler(room_api.rooms, api.relations))
+    extended = DirectoryRoomHandler(BundlingRoomHandler(room_api.rooms, api.relations), api.directory)
+    rooms = attrs.evolve(room_api, rooms=extended)
     sync = attrs.evolve(sync_api, handler=BundlingSyncHandler(sync_api.handler, api.relations)) if sync_api else None
     return rooms, sync
 
 
 def register_directory_api(resource: Any, api: DirectoryApi, authenticator: Any) -> None:
     """Mount the part-B endpoints of ``api`` on ``resource``."""
+    from homeserver.rest.client.directory import register_directory
     from homeserver.rest.client.relations import register_relations
 
     register_relations(resource, api.relations, authenticator)
+    register_directory(resource, api.directory, authenticator)

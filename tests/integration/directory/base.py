@@ -16,11 +16,11 @@ class DirectoryTestCase(RoomsTestCase):
         """Rebuild the Site: accounts, rooms and sync with aggregations, ephemeral, part-B endpoints."""
         from homeserver.http.server import JsonResource, make_site
         from homeserver.rest.client import register_account_api
-        from workers.directory import build_directory_api, register_directory_api, with_bundled_relations
+        from workers.directory import build_directory_api, register_directory_api, extend_room_api
         from workers.rooms import register_ephemeral_api, register_room_api, register_sync_api
 
         self.directory_api = build_directory_api(self.clock, self.server_name, self.db, self.rooms_api)
-        rooms_api, sync_api = with_bundled_relations(self.directory_api, self.rooms_api, self.sync_api)
+        rooms_api, sync_api = extend_room_api(self.directory_api, self.rooms_api, self.sync_api)
         writes = self.sync_api.writes
         self.resource = JsonResource(self.clock)
         register_account_api(self.resource, self.api)
