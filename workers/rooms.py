@@ -33,7 +33,12 @@ def load_or_create_signing_key(path: str) -> Any:
             return parse_signing_key_file(f.read())[0]
     key = generate_signing_key()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process of the deployment created it first.
+        with open(path, "r", encoding="utf-8") as f:
+            return parse_signing_key_file(f.read())[0]
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(format_signing_key_file([key]))
     return key
@@ -156,7 +161,7 @@ async def build_ephemeral_api(
     shard_counts: Mapping[str, int],
     owned: Mapping[str, frozenset[int]],
     events_store: Any,
-    account_data_handler: Any = None,
+    account_data_store: Any = None,
 ) -> EphemeralApi:
     """Receipts (persisted, ``receipts`` stream) and typing (ephemeral, ``typing`` stream) writers."""
     from homeserver.handlers.rooms.ephemeral import ReceiptHandler, TypingHandler
@@ -189,7 +194,7 @@ async def build_ephemeral_api(
 
     receipts = ReceiptHandler(
         reactor, events_store, insert, frozenset(allocators["receipts"]),
-        lambda room_id: shard_for(room_id, shard_counts["receipts"]), account_data=account_data_handler,
+        lambda room_id: shard_for(room_id, shard_counts["receipts"]), account_data=account_data_store,
     )
     typing = TypingHandler(
         reactor, events_store, announce, frozenset(allocators["typing"]),
@@ -303,3 +308,70 @@ def register_ephemeral_api(resource: Any, api: EphemeralApi, authenticator: Any,
     from homeserver.rest.client.sync import register_ephemeral
 
     register_ephemeral(resource, api.typing, api.receipts, authenticator, forward=forward)
+
+
+# -- one process -------------------------------------------------------------------
+
+
+@attrs.define
+class RoomsProcess:
+    """The rooms, typing/receipts and sync surfaces of one process, per its roles."""
+
+    rooms: RoomApi
+    ephemeral: EphemeralApi
+    sync: Optional[SyncApi]
+    forward: Any
+
+    def mount(self, resource: Any, authenticator: Any, roles: frozenset[str]) -> None:
+        """Mount what ``roles`` serve: room and typing/receipt endpoints on client readers
+        and writers (writes for other shards are forwarded), /sync on sync workers."""
+        from homeserver.config import roles as r
+
+        after_write = None
+        if self.sync is not None:
+            writes = self.sync.writes
+            after_write = lambda req, created: writes.record(req.user_id, created.stream_shard, created.stream_position)  # noqa: E731
+        if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
+            register_room_api(resource, self.rooms, authenticator, after_write=after_write, forward=self.forward)
+            register_ephemeral_api(resource, self.ephemeral, authenticator, forward=self.forward)
+        if self.sync is not None:
+            register_sync_api(resource, self.sync, authenticator)
+
+    def stop(self) -> Any:
+        """Stop the sync subscriptions (if any)."""
+        from twisted.internet import defer
+
+        return self.sync.stop() if self.sync is not None else defer.succeed(None)
+
+
+async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
+    """Everything of issue 6 for the process described by ``ctx`` (a ``workers.app.ProcessContext``).
+
+    Async because the shard allocators read their sequences first: call it
+    from ``EstuaryProcess.start`` after ``ensure_stream_shards``, then
+    :meth:`RoomsProcess.mount` on the main resource. ``account_api`` is the
+    ``workers.accounts.AccountApi`` (authenticator, profiles, account data,
+    filters).
+    """
+    from homeserver.config import roles as r
+
+    config, instance = ctx.config, ctx.instance
+    counts = dict(config.stream_shards)
+    writer = r.CLIENT_WRITER in instance.roles
+    owned = {s: frozenset(instance.shards.get(s, frozenset())) if writer else frozenset() for s in counts}
+    signing_key = load_or_create_signing_key(config.signing_key_path)
+    rooms = await build_room_api(
+        ctx.reactor, config.server_name, ctx.database, ctx.bus, signing_key, counts, owned["events"],
+        profile_lookup=account_api.profile_store.get_profile,
+    )
+    ephemeral = await build_ephemeral_api(
+        ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
+    )
+    sync = None
+    if r.SYNC in instance.roles:
+        sync = await build_sync_api(
+            ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
+            account_data_store=account_api.account_data_store,
+        )
+    forward = make_http_forwarder(ctx.reactor, lambda stream, shard: config.shard_owner(stream, shard).http_base)
+    return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, forward=forward)

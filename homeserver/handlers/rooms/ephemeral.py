@@ -34,7 +34,9 @@ class ReceiptHandler:
 
     ``insert(shard, room_id, type, user_id, thread_id, event_id, data)``
     persists and announces a receipt on an owned receipts shard (built in
-    ``workers/``); ``account_data`` sets ``m.fully_read`` (may be None).
+    ``workers/``); ``account_data`` is the account data store, where
+    ``m.fully_read`` lives (a server-managed type clients cannot set through
+    the account data API; may be None).
     """
 
     def __init__(self, clock: Any, events_store: Any, insert: Callable[..., Awaitable[Any]], owned_shards: frozenset[int],
@@ -78,7 +80,7 @@ class ReceiptHandler:
         await _require_joined(self._events, room_id, requester.user_id)
         if self._account_data is None:
             raise MatrixError(501, Codes.UNRECOGNIZED, "Account data is not available on this instance")
-        await self._account_data.set_account_data(requester, requester.user_id, room_id, FULLY_READ, {"event_id": event_id})
+        await self._account_data.set_account_data(requester.user_id, room_id, FULLY_READ, {"event_id": event_id})
 
     async def read_markers(self, requester: Any, room_id: str, body: Mapping[str, Any]) -> None:
         """POST /rooms/{roomId}/read_markers."""

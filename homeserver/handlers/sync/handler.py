@@ -268,7 +268,11 @@ class SyncHandler:
             since_pos = since.events[shard] if since is not None else 0
             now_pos = now.events[shard]
             if m.stream_position > now_pos:
-                continue  # the next sync will see this membership change
+                # The membership changed after the token being built: use the
+                # one in force at the token (the next sync sees the change).
+                m = await self._membership_at(m, now_pos)
+                if m is None:
+                    continue
             initial = since is None or full_state
             newly = since is not None and m.stream_position > since_pos
             if m.membership == "join":
@@ -377,6 +381,19 @@ class SyncHandler:
         if left_at is None and not timeline_json and not state_json and not full and not changed:
             section["timeline"] = {"events": [], "limited": False}
         return section
+
+    async def _membership_at(self, current: Any, position: int) -> Any:
+        """``current`` (a membership row) as it was at ``position``, or None if the user had none."""
+        found = await self.d.events_store.get_state_at_position(current.room_id, position)
+        event_id = found[1].get(("m.room.member", current.user_id)) if found else None
+        if event_id is None:
+            return None
+        rows = await self.d.events_store.get_events(current.room_id, [event_id])
+        row = rows.get(event_id)
+        if row is None or row.membership is None:
+            return None
+        return attrs.evolve(current, membership=row.membership, event_id=event_id, sender=row.sender,
+                            stream_position=row.stream_position, forgotten=False)
 
     async def _txn_ids(self, requester: Any, room_id: str, rows: list[Any]) -> dict[str, str]:
         own = [r.event_id for r in rows if r.sender == requester.user_id]

@@ -47,11 +47,11 @@ class RoomsTestCase(ApiTestCase):
         self.signing_key = generate_signing_key("test")
         self.rooms_api = await build_room_api(
             self.clock, self.server_name, self.db, self.bus, self.signing_key, self.shard_counts,
-            frozenset(range(self.shard_counts["events"])),
+            frozenset(range(self.shard_counts["events"])), profile_lookup=self.api.profile_store.get_profile,
         )
         owned = {s: frozenset(range(n)) for s, n in self.shard_counts.items()}
         self.ephemeral_api = await build_ephemeral_api(
-            self.clock, self.db, self.bus, self.shard_counts, owned, self.rooms_api.store, self.api.account_data,
+            self.clock, self.db, self.bus, self.shard_counts, owned, self.rooms_api.store, self.api.account_data_store,
         )
         # Sync waits on real time (long-polls), events carry the fake clock's time.
         self.sync_api = await build_sync_api(

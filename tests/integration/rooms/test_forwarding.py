@@ -36,7 +36,7 @@ class ForwardingTests(RoomsTestCase):
         self.b_rooms = await build_room_api(self.clock, self.server_name, self.db, self.bus, self.signing_key, counts,
                                             owned_b["events"])
         b_ephemeral = await build_ephemeral_api(self.clock, self.db, self.bus, counts, owned_b,
-                                                self.b_rooms.store, self.api.account_data)
+                                                self.b_rooms.store, self.api.account_data_store)
         self.b_resource = JsonResource(self.clock)
         register_room_api(self.b_resource, self.b_rooms, self.api.authenticator)
         register_ephemeral_api(self.b_resource, b_ephemeral, self.api.authenticator)
@@ -52,7 +52,7 @@ class ForwardingTests(RoomsTestCase):
                                        self.owned_by_a("events"))
         a_owned = {s: self.owned_by_a(s) for s in counts}
         a_ephemeral = await build_ephemeral_api(self.clock, self.db, self.bus, counts, a_owned, a_rooms.store,
-                                                self.api.account_data)
+                                                self.api.account_data_store)
         forward = make_http_forwarder(reactor, lambda stream, shard: base)
         from homeserver.rest.client import register_account_api
 

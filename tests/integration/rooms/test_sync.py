@@ -178,8 +178,64 @@ class SyncTests(RoomsTestCase):
                                   {"typing": True}, token=carol)
         self.assertError(resp, 403, "M_FORBIDDEN")
 
+    async def test_read_markers_and_threaded_receipts(self) -> None:
+        """read_markers sets m.fully_read (room account data) and m.read; threaded receipts keep their thread."""
+        alice = await self.make_user("alice")
+        room_id = await self.create_room(alice)
+        token = (await self.sync(alice))["next_batch"]
+        e1 = (await self.send(alice, room_id, {"msgtype": "m.text", "body": "1"}, "1")).json["event_id"]
+        resp = await self.post(alice, f"/rooms/{room_id}/read_markers", {"m.fully_read": e1, "m.read": e1})
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await self.post(alice, f"/rooms/{room_id}/receipt/m.read/{quote(e1)}", {"thread_id": "$root"})
+        self.assertEqual(resp.code, 200, resp.body)
+        body = await self.sync(alice, since=token)
+        room = body["rooms"]["join"][room_id]
+        self.assertEqual(room["account_data"]["events"], [{"type": "m.fully_read", "content": {"event_id": e1}}])
+        receipts = [e["content"] for e in room["ephemeral"]["events"] if e["type"] == "m.receipt"]
+        self.assertEqual(receipts[0][e1]["m.read"][self.uid("alice")].get("thread_id"), "$root")
+        for path, body_, code, errcode in [
+            (f"/rooms/{room_id}/receipt/m.bogus/{quote(e1)}", {}, 400, "M_INVALID_PARAM"),
+            (f"/rooms/{room_id}/receipt/m.read/{quote('$unknown')}", {}, 404, "M_NOT_FOUND"),
+            (f"/rooms/{room_id}/receipt/m.read/{quote(e1)}", {"thread_id": 5}, 400, "M_BAD_JSON"),
+            (f"/rooms/{room_id}/read_markers", {"m.fully_read": 5}, 400, "M_BAD_JSON"),
+        ]:
+            self.assertError(await self.post(alice, path, body_), code, errcode)
+        bob = await self.make_user("bob")
+        self.assertError(await self.post(bob, f"/rooms/{room_id}/receipt/m.read/{quote(e1)}", {}), 403, "M_FORBIDDEN")
+
 
 class RedisSyncTests(SyncTests):
     """The sync tests with the bus on real Redis."""
 
     use_redis = True
+
+
+class MembershipRaceTests(RoomsTestCase):
+    async def test_membership_changed_after_the_token_being_built(self) -> None:
+        """Events up to the token are returned even when the user's membership changes just after it."""
+        from homeserver.handlers.auth import Requester
+        from homeserver.handlers.rooms.filters import SyncFilter
+        from homeserver.handlers.rooms.tokens import StreamToken
+
+        alice = await self.make_user("alice")
+        room_id = await self.create_room(alice)
+        since = StreamToken.decode((await self.sync(alice))["next_batch"], self.shard_counts)
+        await self.send(alice, room_id, {"msgtype": "m.text", "body": "in range"}, "1")
+        middle = StreamToken.decode((await self.sync(alice, since=since.encode()))["next_batch"], self.shard_counts)
+        resp = await self.request("PUT", f"/_matrix/client/v3/profile/{quote(self.uid('alice'))}/displayname",
+                                  {"displayname": "Alice"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        rename = await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{quote(self.uid('alice'))}",
+                                    {"membership": "join", "displayname": "Alice"}, token=alice)
+        self.assertEqual(rename.code, 200, rename.body)
+        requester = Requester(self.uid("alice"), None, False, 0, False)
+        body, _, _ = await self.sync_api.handler._build(requester, SyncFilter(), since, middle, False)
+        self.assertEqual(timeline_bodies(body["rooms"]["join"][room_id]), ["in range"])
+        # And a join made after a profile change carries the display name.
+        bob = await self.make_user("bob")
+        await self.request("PUT", f"/_matrix/client/v3/profile/{quote(self.uid('bob'))}/displayname",
+                           {"displayname": "Bobby"}, token=bob)
+        await self.post(alice, f"/rooms/{room_id}/invite", {"user_id": self.uid("bob")})
+        await self.join(bob, room_id)
+        member = await self.get(alice, f"/rooms/{room_id}/state/m.room.member/{quote(self.uid('bob'))}")
+        self.assertEqual(member.json, {"membership": "join", "displayname": "Bobby"})
