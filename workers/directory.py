@@ -15,6 +15,7 @@ import attrs
 
 from homeserver.handlers.directory import DirectoryHandler, DirectoryRoomHandler
 from homeserver.handlers.rooms.relations import BundlingRoomHandler, BundlingSyncHandler, RelationsHandler
+from homeserver.handlers.search import ReportHandler, SearchHandler, UserDirectoryHandler
 from storage.stores.directory import DirectoryStore
 from storage.stores.relations import RelationStore
 
@@ -27,16 +28,23 @@ class DirectoryApi:
     relation_store: RelationStore
     directory: DirectoryHandler
     directory_store: DirectoryStore
+    search: SearchHandler
+    user_directory: UserDirectoryHandler
+    reports: ReportHandler
 
 
-def build_directory_api(reactor: Any, server_name: str, database: Any, room_api: Any) -> DirectoryApi:
+def build_directory_api(server_name: str, database: Any, room_api: Any) -> DirectoryApi:
     """Compose relations (and the other part-B handlers) over ``room_api`` (a ``workers.rooms.RoomApi``)."""
     relation_store = RelationStore(database)
     relations = RelationsHandler(room_api.rooms, relation_store, room_api.store)
     directory_store = DirectoryStore(database)
     directory = DirectoryHandler(server_name, room_api.rooms, room_api.store, directory_store)
-    return DirectoryApi(relations=relations, relation_store=relation_store, directory=directory,
-                        directory_store=directory_store)
+    return DirectoryApi(
+        relations=relations, relation_store=relation_store, directory=directory, directory_store=directory_store,
+        search=SearchHandler(room_api.rooms, relations, relation_store, room_api.store),
+        user_directory=UserDirectoryHandler(directory_store),
+        reports=ReportHandler(room_api.rooms, room_api.store, directory_store, server_name),
+    )
 
 
 def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None) -> tuple[Any, Any]:
@@ -55,6 +63,8 @@ def register_directory_api(resource: Any, api: DirectoryApi, authenticator: Any)
     """Mount the part-B endpoints of ``api`` on ``resource``."""
     from homeserver.rest.client.directory import register_directory
     from homeserver.rest.client.relations import register_relations
+    from homeserver.rest.client.search import register_search
 
     register_relations(resource, api.relations, authenticator)
     register_directory(resource, api.directory, authenticator)
+    register_search(resource, api.search, api.user_directory, api.reports, authenticator)
