@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 import attrs
 
-from homeserver.handlers.directory import DirectoryHandler, DirectoryRoomHandler
-from homeserver.handlers.rooms.relations import BundlingRoomHandler, BundlingSyncHandler, RelationsHandler
+from homeserver.handlers.directory import DirectoryHandler
+from homeserver.handlers.rooms.relations import RelationsHandler
+from homeserver.handlers.rooms.served import ServedRoomHandler, ServedSyncHandler, make_ignored_lookup
 from homeserver.handlers.search import ReportHandler, SearchHandler, UserDirectoryHandler
 from storage.stores.directory import DirectoryStore
 from storage.stores.relations import RelationStore
@@ -47,15 +48,19 @@ def build_directory_api(server_name: str, database: Any, room_api: Any) -> Direc
     )
 
 
-def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None) -> tuple[Any, Any]:
-    """``(room_api, sync_api)`` whose served events carry ``unsigned.m.relations`` and whose
-    ``m.room.canonical_alias`` state is validated against the alias table.
+def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None,
+                    account_data_store: Optional[Any] = None) -> tuple[Any, Any]:
+    """``(room_api, sync_api)`` serving events with ``unsigned.m.relations``, without senders the
+    requester ignores (when ``account_data_store`` is given), and validating
+    ``m.room.canonical_alias`` state against the alias table.
 
     Pass the results to ``register_room_api`` / ``register_sync_api``.
     """
-    extended = DirectoryRoomHandler(BundlingRoomHandler(room_api.rooms, api.relations), api.directory)
-    rooms = attrs.evolve(room_api, rooms=extended)
-    sync = attrs.evolve(sync_api, handler=BundlingSyncHandler(sync_api.handler, api.relations)) if sync_api else None
+    ignored = make_ignored_lookup(account_data_store) if account_data_store is not None else None
+    rooms = attrs.evolve(room_api, rooms=ServedRoomHandler(room_api.rooms, api.relations, api.directory, ignored))
+    sync = None
+    if sync_api is not None:
+        sync = attrs.evolve(sync_api, handler=ServedSyncHandler(sync_api.handler, api.relations, ignored))
     return rooms, sync
 
 

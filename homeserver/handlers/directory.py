@@ -187,6 +187,13 @@ class DirectoryHandler:
             if record is None or record.room_id != room_id:
                 raise MatrixError(400, BAD_ALIAS, f"Room alias {alias} does not point to this room")
 
+    async def check_canonical_alias_send(self, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
+        """:meth:`check_canonical_alias` for a member about to send it; unknown rooms and
+        non-members are left to the room handler's own refusal."""
+        membership = await self._events.get_membership(room_id, user_id)
+        if membership is not None and membership.membership == "join":
+            await self.check_canonical_alias(room_id, content)
+
     # -- published room directory ------------------------------------------------------
 
     async def get_visibility(self, room_id: str) -> dict[str, Any]:
@@ -242,24 +249,3 @@ class DirectoryHandler:
         if offset > 0:
             result["prev_batch"] = f"p{max(0, offset - limit)}"
         return result
-
-
-class DirectoryRoomHandler:
-    """A room handler that validates ``m.room.canonical_alias`` state before sending it; every other
-    call is delegated."""
-
-    def __init__(self, rooms: Any, directory: DirectoryHandler) -> None:
-        self._inner = rooms
-        self._directory = directory
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def send_state(self, requester: Any, room_id: str, event_type: str, state_key: str, content: Any) -> Any:
-        """PUT /rooms/{roomId}/state/{eventType}/{stateKey}, canonical aliases checked."""
-        if event_type == "m.room.canonical_alias" and state_key == "" and isinstance(content, dict):
-            # Unknown rooms and non-members get the room handler's own refusal.
-            membership = await self._directory._events.get_membership(room_id, requester.user_id)
-            if membership is not None and membership.membership == "join":
-                await self._directory.check_canonical_alias(room_id, content)
-        return await self._inner.send_state(requester, room_id, event_type, state_key, content)

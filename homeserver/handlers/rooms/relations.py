@@ -7,10 +7,10 @@
   events: the latest valid ``m.replace``, the ``m.thread`` summary and the
   ``m.reference`` chunk (annotations are not bundled, per the spec).
 
-:class:`BundlingRoomHandler` and :class:`BundlingSyncHandler` wrap the room
-and sync handlers so every event they serve (``/event``, ``/messages``,
-``/context``, ``/sync`` timelines) carries its aggregations, without those
-handlers knowing about relations.
+:mod:`homeserver.handlers.rooms.served` wraps the room and sync handlers so
+every event they serve (``/event``, ``/messages``, ``/context``, ``/sync``
+timelines) carries its aggregations, without those handlers knowing about
+relations.
 
 The access rules are the room handler's: a user sees the relations of an
 event they may see, and only the children they may see.
@@ -194,51 +194,3 @@ class RelationsHandler:
                 events = room.get("timeline", {}).get("events", [])
                 if events:
                     await self.bundle(user_id, room_id, events)
-
-
-class BundlingRoomHandler:
-    """A room handler whose served events carry bundled aggregations; every other call is delegated."""
-
-    def __init__(self, rooms: Any, relations: RelationsHandler) -> None:
-        self._inner = rooms
-        self._relations = relations
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def get_event(self, requester: Any, room_id: str, event_id: str) -> dict[str, Any]:
-        """GET /rooms/{roomId}/event/{eventId} with aggregations."""
-        event = await self._inner.get_event(requester, room_id, event_id)
-        await self._relations.bundle(requester.user_id, room_id, [event])
-        return event
-
-    async def messages(self, requester: Any, room_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """GET /rooms/{roomId}/messages with aggregations."""
-        result = await self._inner.messages(requester, room_id, *args, **kwargs)
-        await self._relations.bundle(requester.user_id, room_id, result["chunk"])
-        return result
-
-    async def context(self, requester: Any, room_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """GET /rooms/{roomId}/context/{eventId} with aggregations."""
-        result = await self._inner.context(requester, room_id, *args, **kwargs)
-        await self._relations.bundle(
-            requester.user_id, room_id, [result["event"], *result["events_before"], *result["events_after"]]
-        )
-        return result
-
-
-class BundlingSyncHandler:
-    """A sync handler whose timelines carry bundled aggregations; every other call is delegated."""
-
-    def __init__(self, sync: Any, relations: RelationsHandler) -> None:
-        self._inner = sync
-        self._relations = relations
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def sync(self, requester: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """One /sync request, with aggregations."""
-        response = await self._inner.sync(requester, *args, **kwargs)
-        await self._relations.bundle_sync(requester.user_id, response)
-        return response

@@ -143,3 +143,39 @@ class RelationsTest(DirectoryTestCase):
         timeline = body["rooms"]["join"][self.room]["timeline"]["events"]
         root = [e for e in timeline if e["event_id"] == self.root][0]
         self.assertEqual(root["unsigned"]["m.relations"], {"m.reference": {"chunk": [{"event_id": ref}]}})
+
+
+class IgnoredUsersTest(DirectoryTestCase):
+    async def test_ignored_senders_hidden(self) -> None:
+        """Events and invites from ignored users disappear from /sync, /messages and /context."""
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        mallory = await self.make_user("mallory")
+        room = await self.create_room(alice, preset="public_chat")
+        for token in (bob, mallory):
+            self.assertEqual((await self.join(token, room)).code, 200)
+        first = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "hi"})
+        spam = await self.send_ok(mallory, room, {"msgtype": "m.text", "body": "spam"})
+        last = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "bye"})
+        mallory_room = await self.create_room(mallory)
+        resp = await self.post(mallory, f"/rooms/{mallory_room}/invite", {"user_id": self.uid("alice")})
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await self.request("PUT", f"/_matrix/client/v3/user/{self.uid('alice')}/account_data/m.ignored_user_list",
+                                  {"ignored_users": {self.uid("mallory"): {}}}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        body = await self.sync(alice)
+        timeline = [e["event_id"] for e in body["rooms"]["join"][room]["timeline"]["events"]]
+        self.assertIn(first, timeline)
+        self.assertIn(last, timeline)
+        self.assertNotIn(spam, timeline)
+        self.assertNotIn(mallory_room, body["rooms"]["invite"])
+        messages = await self.get(alice, f"/rooms/{room}/messages?dir=b&limit=50")
+        ids = [e["event_id"] for e in messages.json["chunk"]]
+        self.assertIn(first, ids)
+        self.assertNotIn(spam, ids)
+        context = await self.get(alice, f"/rooms/{room}/context/{first}?limit=4")
+        self.assertEqual([e["event_id"] for e in context.json["events_after"]], [last])
+        # Bob ignores nobody and still sees everything.
+        bob_messages = await self.get(bob, f"/rooms/{room}/messages?dir=b&limit=50")
+        self.assertIn(spam, [e["event_id"] for e in bob_messages.json["chunk"]])

@@ -1,0 +1,81 @@
+"""Pure part-B logic: edit choice, relation parsing, directory entries and filters, highlights, ignore lists."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from homeserver.handlers.directory import directory_entry, matches_filter
+from homeserver.handlers.rooms.relations import choose_replacement
+from homeserver.handlers.rooms.served import ignored_users_from, without_senders
+from homeserver.handlers.search import highlight_terms
+from storage.stores.relations import relation_of
+
+
+def msg(event_id: str, sender: str = "@a:x", ts: int = 1, **content: object) -> dict:
+    return {"event_id": event_id, "sender": sender, "type": "m.room.message", "origin_server_ts": ts,
+            "content": dict(content)}
+
+
+class ChooseReplacementTest(unittest.TestCase):
+    def test_latest_then_largest_event_id(self) -> None:
+        """The newest edit wins; equal timestamps fall back to the largest event ID."""
+        original = msg("$o")
+        new = {"m.new_content": {"body": "x"}}
+        edits = [msg("$b", ts=5, **new), msg("$a", ts=5, **new), msg("$c", ts=4, **new)]
+        self.assertEqual(choose_replacement(original, edits)["event_id"], "$b")
+
+    def test_invalid_edits_ignored(self) -> None:
+        """Other senders, other types, state events, missing m.new_content and edits of edits are ignored."""
+        new = {"m.new_content": {"body": "x"}}
+        original = msg("$o")
+        other_sender = msg("$1", sender="@b:x", **new)
+        other_type = dict(msg("$2", **new), type="m.sticker")
+        state = dict(msg("$3", **new), state_key="")
+        no_new_content = msg("$4")
+        self.assertIsNone(choose_replacement(original, [other_sender, other_type, state, no_new_content]))
+        edit_of_edit = msg("$e", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}})
+        self.assertIsNone(choose_replacement(edit_of_edit, [msg("$5", **new)]))
+        self.assertIsNone(choose_replacement(dict(original, state_key=""), [msg("$6", **new)]))
+
+
+class RelationOfTest(unittest.TestCase):
+    def test_parsing(self) -> None:
+        """Only string rel_type and event_id make a relation; keys only for annotations; NULs refused."""
+        self.assertEqual(relation_of({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$p", "key": "👍"}}),
+                         ("m.annotation", "$p", "👍"))
+        self.assertEqual(relation_of({"m.relates_to": {"rel_type": "m.thread", "event_id": "$p", "key": "k"}}),
+                         ("m.thread", "$p", None))
+        for bad in ({}, {"m.relates_to": "x"}, {"m.relates_to": {"rel_type": 1, "event_id": "$p"}},
+                    {"m.relates_to": {"rel_type": "m.thread"}}, {"m.relates_to": {"rel_type": "a\x00", "event_id": "$p"}},
+                    {"m.relates_to": {"m.in_reply_to": {"event_id": "$p"}}}):
+            self.assertIsNone(relation_of(bad))
+
+
+class DirectoryEntryTest(unittest.TestCase):
+    def test_entry_and_filters(self) -> None:
+        """Directory entries carry the room's state; search terms and room types filter them."""
+        state = {"m.room.name": {"name": "Cats"}, "m.room.topic": {"topic": 3},
+                 "m.room.history_visibility": {"history_visibility": "world_readable"},
+                 "m.room.guest_access": {"guest_access": "can_join"}, "m.room.create": {"type": "m.space"}}
+        entry = directory_entry("!r:x", 4, state)
+        self.assertEqual(entry, {"room_id": "!r:x", "num_joined_members": 4, "world_readable": True,
+                                 "guest_can_join": True, "name": "Cats", "room_type": "m.space"})
+        self.assertTrue(matches_filter(entry, "cat", None))
+        self.assertFalse(matches_filter(entry, "dog", None))
+        self.assertTrue(matches_filter(entry, None, ["m.space"]))
+        self.assertFalse(matches_filter(entry, None, [None]))
+        self.assertTrue(matches_filter(directory_entry("!s:x", 1, {}), None, [None]))
+
+
+class MiscTest(unittest.TestCase):
+    def test_highlights(self) -> None:
+        """Highlights are the lowercase words of the term without operators or excluded words."""
+        self.assertEqual(highlight_terms('Roses or "red tulips" -weeds'), ["roses", "red", "tulips"])
+
+    def test_ignored_users(self) -> None:
+        """Malformed ignore lists are empty; senders on the list are dropped."""
+        self.assertEqual(ignored_users_from({"ignored_users": {"@m:x": {}}}), frozenset({"@m:x"}))
+        for bad in (None, {}, {"ignored_users": ["@m:x"]}):
+            self.assertEqual(ignored_users_from(bad), frozenset())
+        events = [{"sender": "@m:x"}, {"sender": "@a:x"}]
+        self.assertEqual(without_senders(events, frozenset({"@m:x"})), [{"sender": "@a:x"}])
