@@ -15,7 +15,7 @@ import attrs
 
 from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.rooms.relations import RelationsHandler
-from homeserver.handlers.rooms.served import ServedRoomHandler, ServedSyncHandler, make_ignored_lookup
+from homeserver.handlers.rooms.served import IgnoredLookup, ServedRoomHandler, ServedSyncHandler, make_ignored_lookup
 from homeserver.handlers.search import ReportHandler, SearchHandler, UserDirectoryHandler
 from storage.stores.directory import DirectoryStore
 from storage.stores.relations import RelationStore
@@ -32,12 +32,20 @@ class DirectoryApi:
     search: SearchHandler
     user_directory: UserDirectoryHandler
     reports: ReportHandler
+    #: ``ignored(user_id)``: the senders a user ignores (None: ignore lists not honoured).
+    ignored: Optional[IgnoredLookup] = None
 
 
-def build_directory_api(server_name: str, database: Any, room_api: Any) -> DirectoryApi:
-    """Compose relations (and the other part-B handlers) over ``room_api`` (a ``workers.rooms.RoomApi``)."""
+def build_directory_api(server_name: str, database: Any, room_api: Any,
+                        account_data_store: Optional[Any] = None) -> DirectoryApi:
+    """Compose the part-B handlers over ``room_api`` (a ``workers.rooms.RoomApi``).
+
+    ``account_data_store`` (``AccountApi.account_data_store``) lets served
+    events honour each user's ``m.ignored_user_list``.
+    """
+    ignored = make_ignored_lookup(account_data_store) if account_data_store is not None else None
     relation_store = RelationStore(database)
-    relations = RelationsHandler(room_api.rooms, relation_store, room_api.store)
+    relations = RelationsHandler(room_api.rooms, relation_store, room_api.store, ignored)
     directory_store = DirectoryStore(database)
     directory = DirectoryHandler(server_name, room_api.rooms, room_api.store, directory_store)
     return DirectoryApi(
@@ -45,18 +53,18 @@ def build_directory_api(server_name: str, database: Any, room_api: Any) -> Direc
         search=SearchHandler(room_api.rooms, relations, relation_store, room_api.store),
         user_directory=UserDirectoryHandler(directory_store),
         reports=ReportHandler(room_api.rooms, room_api.store, directory_store, server_name),
+        ignored=ignored,
     )
 
 
-def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None,
-                    account_data_store: Optional[Any] = None) -> tuple[Any, Any]:
+def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = None) -> tuple[Any, Any]:
     """``(room_api, sync_api)`` serving events with ``unsigned.m.relations``, without senders the
-    requester ignores (when ``account_data_store`` is given), and validating
-    ``m.room.canonical_alias`` state against the alias table.
+    requester ignores (see :func:`build_directory_api`), and validating ``m.room.canonical_alias``
+    state against the alias table.
 
     Pass the results to ``register_room_api`` / ``register_sync_api``.
     """
-    ignored = make_ignored_lookup(account_data_store) if account_data_store is not None else None
+    ignored = api.ignored
     rooms = attrs.evolve(room_api, rooms=ServedRoomHandler(room_api.rooms, api.relations, api.directory, ignored))
     sync = None
     if sync_api is not None:

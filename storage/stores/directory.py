@@ -9,7 +9,7 @@ and profiles, so it is always as fresh as they are.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import attrs
 from twisted.internet import defer

@@ -18,7 +18,7 @@ event they may see, and only the children they may see.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from homeserver.errors import invalid_param
 from homeserver.handlers.rooms.tokens import TopoToken
@@ -62,13 +62,16 @@ def choose_replacement(original: dict[str, Any], candidates: Iterable[dict[str, 
 
 class RelationsHandler:
     """Relations reads and aggregations. ``rooms`` is the :class:`RoomHandler` (access rules),
-    ``store`` a :class:`storage.stores.relations.RelationStore`, ``events_store`` the event store."""
+    ``store`` a :class:`storage.stores.relations.RelationStore`, ``events_store`` the event store;
+    ``ignored(user_id)`` (optional) gives the senders a user ignores, left out of ``/relations``."""
 
-    def __init__(self, rooms: Any, store: Any, events_store: Any) -> None:
+    def __init__(self, rooms: Any, store: Any, events_store: Any,
+                 ignored: Optional[Callable[[str], Awaitable[frozenset[str]]]] = None) -> None:
         self._rooms = rooms
         self._store = store
         self._events = events_store
         self._loader = rooms.loader
+        self._ignored = ignored
 
     async def _readable(self, user_id: str, room_id: str, rows: list[Any], cap: Optional[int]) -> list[Any]:
         if cap is not None:
@@ -109,6 +112,9 @@ class RelationsHandler:
         stored = await self._events.get_events(room_id, [r.event_id for r in rows])
         ordered = [stored[r.event_id] for r in rows if r.event_id in stored]
         visible = await self._readable(requester.user_id, room_id, ordered, cap)
+        if self._ignored is not None:
+            ignored = await self._ignored(requester.user_id)
+            visible = [r for r in visible if r.sender not in ignored]
         chunk = await self._loader.serialize_rows(room_id, visible)
         await self.bundle(requester.user_id, room_id, chunk)
         result: dict[str, Any] = {"chunk": chunk}

@@ -19,9 +19,9 @@ class DirectoryTestCase(RoomsTestCase):
         from workers.directory import build_directory_api, register_directory_api, extend_room_api
         from workers.rooms import register_ephemeral_api, register_room_api, register_sync_api
 
-        self.directory_api = build_directory_api(self.server_name, self.db, self.rooms_api)
-        rooms_api, sync_api = extend_room_api(
-            self.directory_api, self.rooms_api, self.sync_api, self.api.account_data_store)
+        self.directory_api = build_directory_api(
+            self.server_name, self.db, self.rooms_api, self.api.account_data_store)
+        rooms_api, sync_api = extend_room_api(self.directory_api, self.rooms_api, self.sync_api)
         writes = self.sync_api.writes
         self.resource = JsonResource(self.clock)
         register_account_api(self.resource, self.api)

@@ -176,6 +176,12 @@ class IgnoredUsersTest(DirectoryTestCase):
         self.assertNotIn(spam, ids)
         context = await self.get(alice, f"/rooms/{room}/context/{first}?limit=4")
         self.assertEqual([e["event_id"] for e in context.json["events_after"]], [last])
+        reaction = await self.send_ok(mallory, room, {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": first, "key": "x"}}, etype="m.reaction")
+        relations = await self.v1("GET", alice, f"/rooms/{room}/relations/{first}")
+        self.assertEqual(relations.json["chunk"], [])
+        bob_relations = await self.v1("GET", bob, f"/rooms/{room}/relations/{first}")
+        self.assertEqual([e["event_id"] for e in bob_relations.json["chunk"]], [reaction])
         # Bob ignores nobody and still sees everything.
         bob_messages = await self.get(bob, f"/rooms/{room}/messages?dir=b&limit=50")
         self.assertIn(spam, [e["event_id"] for e in bob_messages.json["chunk"]])
