@@ -72,6 +72,17 @@ def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = 
     return rooms, sync
 
 
+def register_legacy_sync_api(resource: Any, api: DirectoryApi, served_room_api: Any, served_sync_api: Any,
+                             authenticator: Any, account_data_store: Optional[Any] = None) -> None:
+    """Mount GET /initialSync, /events and /rooms/{roomId}/initialSync (the ``sync`` role serves them)
+    over the APIs returned by :func:`extend_room_api`."""
+    from homeserver.handlers.legacy import LegacySyncHandler
+    from homeserver.rest.client.legacy import register_legacy
+
+    legacy = LegacySyncHandler(served_sync_api.handler, served_room_api.rooms, api.directory_store, account_data_store)
+    register_legacy(resource, legacy, authenticator)
+
+
 def register_directory_api(resource: Any, api: DirectoryApi, authenticator: Any) -> None:
     """Mount the part-B endpoints of ``api`` on ``resource``."""
     from homeserver.rest.client.directory import register_directory

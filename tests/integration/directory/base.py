@@ -16,7 +16,12 @@ class DirectoryTestCase(RoomsTestCase):
         """Rebuild the Site: accounts, rooms and sync with aggregations, ephemeral, part-B endpoints."""
         from homeserver.http.server import JsonResource, make_site
         from homeserver.rest.client import register_account_api
-        from workers.directory import build_directory_api, register_directory_api, extend_room_api
+        from workers.directory import (
+            build_directory_api,
+            extend_room_api,
+            register_directory_api,
+            register_legacy_sync_api,
+        )
         from workers.rooms import register_ephemeral_api, register_room_api, register_sync_api
 
         self.directory_api = build_directory_api(
@@ -30,6 +35,8 @@ class DirectoryTestCase(RoomsTestCase):
         register_sync_api(self.resource, sync_api, self.api.authenticator)
         register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
         register_directory_api(self.resource, self.directory_api, self.api.authenticator)
+        register_legacy_sync_api(self.resource, self.directory_api, rooms_api, sync_api, self.api.authenticator,
+                                 self.api.account_data_store)
         self.site = make_site(self.resource, task.Clock())
 
     async def v1(self, method: str, token: str, path: str, body: Any = None) -> Any:
