@@ -93,7 +93,9 @@ def _classify(e: Exception) -> Exception:
         return BusUnavailable(f"{type(e).__name__}: {e}")
     if isinstance(e, rx.ResponseError):
         msg = str(e)
-        if msg.startswith("NOGROUP"):
+        if msg.startswith(("NOGROUP", "UNBLOCKED")):
+            # UNBLOCKED: Redis >= 7 wakes a blocked XREADGROUP with this
+            # error when its stream key is deleted (FLUSHALL, DEL).
             return NoGroup(msg)
         if "equal or smaller than the target stream top item" in msg:
             return IdNotIncreasing(msg)
@@ -139,15 +141,18 @@ class RedisBackend:
         async def guarded():
             try:
                 return await coro
-            except asyncio.CancelledError:
-                # Surface cancellation as Twisted's CancelledError: the bus
-                # loops stop on that one, and asyncio's is a BaseException
-                # they would not catch (a stopped subscription never ended).
-                raise CancelledError() from None
             except Exception as e:
                 raise _classify(e) from e
 
-        return Deferred.fromFuture(asyncio.ensure_future(guarded()))
+        def translate_cancel(failure):
+            # Twisted code expects its own CancelledError from a cancelled
+            # Deferred, not asyncio's (a BaseException it would not catch).
+            failure.trap(asyncio.CancelledError)
+            raise CancelledError()
+
+        d = Deferred.fromFuture(asyncio.ensure_future(guarded()))
+        d.addErrback(translate_cancel)
+        return d
 
     def xadd(self, key, entry_id, fields, maxlen):
         """See ``Backend.xadd``."""

@@ -14,7 +14,7 @@ _twisted_log = Logger(namespace="estuary.tests")
 class _ToTwisted(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            _twisted_log.info("{name} {levelname}: {msg}", name=record.name, levelname=record.levelname, msg=self.format(record))
+            _twisted_log.info("{logger} {lvl}: {msg}", logger=record.name, lvl=record.levelname, msg=self.format(record))
         except Exception:
             self.handleError(record)
 

@@ -17,6 +17,7 @@ from homeserver.handlers.account import AccountHandler
 from homeserver.handlers.account_data import AccountDataHandler, FilterHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.devices import DeviceHandler
+from homeserver.handlers.discovery import client_well_known
 from homeserver.handlers.passwords import PasswordHasher, PasswordVerifier
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.ratelimit import RateLimiter
@@ -24,6 +25,7 @@ from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.registration_tokens import RegistrationTokenAdmin
 from homeserver.handlers.sessions import SessionHandler
 from homeserver.handlers.uia import UserInteractiveAuth
+from homeserver.rest.client._common import request_credentials
 from storage.stores.account_data import AccountDataStore
 from storage.stores.accounts import AccountStore
 from storage.stores.profiles import ProfileStore
@@ -76,13 +78,16 @@ def build_account_api(
     registration_store = RegistrationStore(database, accounts)
     profile_store = ProfileStore(database)
     account_data_store = AccountDataStore(database, allocator_for=account_data_allocator_for)
-    authenticator = Authenticator(reactor, accounts, cache_ms=config.sessions.token_cache_ms)
+    authenticator = Authenticator(
+        reactor, accounts, cache_ms=config.sessions.token_cache_ms, credentials_of=request_credentials
+    )
     ratelimiter = RateLimiter(ratelimit_backend, config.rate_limits)
     hasher = hasher or PasswordHasher(reactor, rounds=config.password_policy.bcrypt_rounds)
 
     uia = UserInteractiveAuth(reactor, registration_store, PasswordVerifier(accounts, hasher), config.registration.ui_auth_session_lifetime_ms)
     sessions = SessionHandler(
-        reactor, config.server_name, accounts, authenticator, hasher, uia, ratelimiter, config.sessions
+        reactor, config.server_name, accounts, authenticator, hasher, uia, ratelimiter, config.sessions,
+        well_known=client_well_known(config.well_known),
     )
     registration = RegistrationHandler(
         reactor, config, accounts, registration_store, uia, sessions, hasher, ratelimiter

@@ -102,11 +102,19 @@ async def build_room_api(
     return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
 
 
-def register_room_api(resource: Any, api: RoomApi, authenticator: Any, after_write: Any = None, forward: Any = None) -> None:
+def register_room_api(resource: Any, api: RoomApi, authenticator: Any, forward: Any = None) -> None:
     """Mount the room endpoints of ``api`` on ``resource`` (``forward``: see :func:`make_http_forwarder`)."""
     from homeserver.rest.client import rooms as rooms_rest
 
-    rooms_rest.register(resource, api.rooms, authenticator, after_write=after_write, forward=forward)
+    rooms_rest.register(resource, api.rooms, authenticator, forward=forward)
+
+
+def track_writes(api: RoomApi, sync: "SyncApi") -> None:
+    """Read your writes within one process: each event created here is waited for by its sender's next sync."""
+    writes = sync.writes
+    api.creator.observers.append(
+        lambda created: writes.record(created.event.sender, created.stream_shard, created.stream_position)
+    )
 
 
 def make_http_forwarder(reactor: Any, owner_base: Callable[[str, int], str], timeout: float = 60.0) -> Callable[..., Any]:
@@ -327,12 +335,8 @@ class RoomsProcess:
         and writers (writes for other shards are forwarded), /sync on sync workers."""
         from homeserver.config import roles as r
 
-        after_write = None
-        if self.sync is not None:
-            writes = self.sync.writes
-            after_write = lambda req, created: writes.record(req.user_id, created.stream_shard, created.stream_position)  # noqa: E731
         if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
-            register_room_api(resource, self.rooms, authenticator, after_write=after_write, forward=self.forward)
+            register_room_api(resource, self.rooms, authenticator, forward=self.forward)
             register_ephemeral_api(resource, self.ephemeral, authenticator, forward=self.forward)
         if self.sync is not None:
             register_sync_api(resource, self.sync, authenticator)
@@ -373,5 +377,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
             account_data_store=account_api.account_data_store,
         )
+    if sync is not None:
+        track_writes(rooms, sync)
     forward = make_http_forwarder(ctx.reactor, lambda stream, shard: config.shard_owner(stream, shard).http_base)
     return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, forward=forward)

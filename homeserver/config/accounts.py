@@ -119,6 +119,8 @@ class RateLimitsConfig:
     login_per_account: RateLimit = RateLimit(0.17, 3)
     login_failed_attempts: RateLimit = RateLimit(0.17, 3)
     registration_per_address: RateLimit = RateLimit(0.17, 3)
+    #: ``/register/available`` and registration-token validity checks.
+    availability_per_address: RateLimit = RateLimit(1.0, 10)
     message_per_user: RateLimit = RateLimit(0.2, 10)
     join_per_user: RateLimit = RateLimit(0.1, 10)
     #: Addresses (exact strings) never limited, e.g. the router's own health checks.
@@ -149,6 +151,7 @@ def parse_rate_limits(r: Reader) -> RateLimitsConfig:
         login_per_account=_parse_rate(r, "login_per_account", _RATE_DEFAULTS.login_per_account),
         login_failed_attempts=_parse_rate(r, "login_failed_attempts", _RATE_DEFAULTS.login_failed_attempts),
         registration_per_address=_parse_rate(r, "registration_per_address", _RATE_DEFAULTS.registration_per_address),
+        availability_per_address=_parse_rate(r, "availability_per_address", _RATE_DEFAULTS.availability_per_address),
         message_per_user=_parse_rate(r, "message_per_user", _RATE_DEFAULTS.message_per_user),
         join_per_user=_parse_rate(r, "join_per_user", _RATE_DEFAULTS.join_per_user),
         exempt_addresses=r.string_list("exempt_addresses", ()),

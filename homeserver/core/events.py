@@ -16,7 +16,7 @@ outside the event.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, NoReturn
+from typing import Any, Mapping, NoReturn
 
 import attrs
 
@@ -145,6 +145,16 @@ def _require_int(pdu: Mapping[str, Any], key: str) -> int:
     return value
 
 
+def _is_acceptable_event_id(event_id: str, room_version: RoomVersion) -> bool:
+    """Hash-based event IDs (rooms v3+) must be exactly a hash. Rooms v1/v2
+    IDs are only required to look like ``$opaque:domain`` (fragment
+    v1-event-ids) without validating the domain's grammar, as Synapse does,
+    so old rooms with odd IDs stay readable."""
+    if room_version.event_format is EventFormat.V1:
+        return ids.is_valid_event_id(event_id) and ":" in event_id
+    return ids.is_valid_event_id(event_id, room_version)
+
+
 def _event_id_list(pdu: Mapping[str, Any], key: str, room_version: RoomVersion) -> tuple[str, ...]:
     """Normalise ``prev_events`` / ``auth_events`` to a tuple of event IDs.
 
@@ -169,7 +179,7 @@ def _event_id_list(pdu: Mapping[str, Any], key: str, room_version: RoomVersion) 
             if not isinstance(item, str):
                 _fail("Entries of %r must be event ID strings" % key)
             event_id = item
-        if not ids.is_valid_event_id(event_id, room_version):
+        if not _is_acceptable_event_id(event_id, room_version):
             _fail("Invalid event ID %r in %r" % (event_id, key))
         result.append(event_id)
     return tuple(result)
@@ -247,12 +257,13 @@ class Event:
             event_id = compute_event_id(room_version, pdu)
         except ValueError as e:
             _fail("Cannot compute the event ID: %s" % e)
-        if not ids.is_valid_event_id(event_id, room_version):
+        if not _is_acceptable_event_id(event_id, room_version):
             _fail("Invalid event ID %r" % (event_id,))
 
         is_hashed_create = (
             room_version.room_id_is_create_event_hash
             and event_type == "m.room.create"
+            and state_key == ""
         )
         if is_hashed_create:
             # rooms/v12 auth rule 1.2: a create event carrying room_id is
@@ -305,6 +316,19 @@ class Event:
         if self.state_key is None:
             raise ValueError("Event %s is not a state event" % self.event_id)
         return (self.type, self.state_key)
+
+    @property
+    def auth_event_ids_with_create(self) -> tuple[str, ...]:
+        """``auth_event_ids`` plus, in room version 12, the create event
+        that every non-create event implicitly cites (its ID is the room ID
+        with ``$`` for ``!``). This is the auth DAG edge set Synapse uses for
+        auth chains."""
+        if (
+            self.room_version.room_id_is_create_event_hash
+            and not (self.type == "m.room.create" and self.state_key == "")
+        ):
+            return self.auth_event_ids + ("$" + self.room_id[1:],)
+        return self.auth_event_ids
 
     @property
     def membership(self) -> str | None:

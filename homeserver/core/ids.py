@@ -12,19 +12,18 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
-from typing import TYPE_CHECKING
-
 import attrs
 
-if TYPE_CHECKING:
-    from homeserver.core.room_versions import RoomVersion
+from homeserver.core.room_versions import EventFormat, RoomVersion
 
 # appendices "User Identifiers", "Room Aliases", "Event IDs", "Room IDs": the
 # whole identifier, sigil and domain included, must not exceed 255 bytes.
 MAX_ID_BYTES = 255
 
 _USER_LOCALPART_RE = re.compile(r"[a-z0-9._=\-/+]+\Z")
-_DNS_NAME_RE = re.compile(r"[A-Za-z0-9.\-]{1,255}\Z")
+# appendices "Server Name": dns-name = 1*255 of [A-Za-z0-9.-], "a series of
+# labels separated by '.'" (no empty labels, as Synapse also requires).
+_DNS_NAME_RE = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\Z")
 _PORT_RE = re.compile(r"[0-9]{1,5}\Z")
 _IPV4_RE = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
 _IPV6_CHARS = frozenset(string.hexdigits + ":.")
@@ -38,7 +37,8 @@ def parse_server_name(server_name: str) -> tuple[str, int | None]:
     Spec: appendices "Server Name": ``hostname [":" port]`` where hostname is
     a dotted-quad IPv4 literal (each part 0-255), a bracketed IPv6 literal
     (RFC 3513 section 2.2) or a DNS name of 1-255 characters from
-    ``[A-Za-z0-9.-]``; the port is 1-5 digits. Raises ValueError.
+    ``[A-Za-z0-9.-]`` made of non-empty dot-separated labels; the port is 1-5
+    digits. Raises ValueError.
     """
     if not isinstance(server_name, str) or not server_name:
         raise ValueError("Server name must be a non-empty string")
@@ -64,7 +64,7 @@ def parse_server_name(server_name: str) -> tuple[str, int | None]:
         if m:
             if any(int(part) > 255 for part in m.groups()):
                 raise ValueError("Invalid IPv4 literal in server name %r" % server_name)
-        elif not _DNS_NAME_RE.match(host):
+        elif len(host) > 255 or not _DNS_NAME_RE.match(host):
             raise ValueError("Invalid host name in server name %r" % server_name)
     if not rest:
         return host, None
@@ -229,7 +229,7 @@ def _check_hash_id(value: str, sigil: str, kind: str, url_safe: bool) -> None:
         )
 
 
-def validate_room_id(value: str, room_version: "RoomVersion | None" = None) -> None:
+def validate_room_id(value: str, room_version: RoomVersion | None = None) -> None:
     """Validate a room ID (appendices "Room IDs").
 
     Room versions 1-11 use ``!opaque:domain``; room version 12 uses ``!`` +
@@ -250,7 +250,7 @@ def validate_room_id(value: str, room_version: "RoomVersion | None" = None) -> N
     _check_opaque_localpart(localpart, value, "Room ID")
 
 
-def is_valid_room_id(value: object, room_version: "RoomVersion | None" = None) -> bool:
+def is_valid_room_id(value: object, room_version: RoomVersion | None = None) -> bool:
     """Whether ``value`` is a valid room ID (see :func:`validate_room_id`)."""
     try:
         validate_room_id(value, room_version)  # type: ignore[arg-type]
@@ -259,7 +259,7 @@ def is_valid_room_id(value: object, room_version: "RoomVersion | None" = None) -
     return True
 
 
-def validate_event_id(value: str, room_version: "RoomVersion | None" = None) -> None:
+def validate_event_id(value: str, room_version: RoomVersion | None = None) -> None:
     """Validate an event ID (appendices "Event IDs", fragments v1-event-ids,
     v4-event-ids, room v3 "Event IDs").
 
@@ -268,8 +268,6 @@ def validate_event_id(value: str, room_version: "RoomVersion | None" = None) -> 
     ``room_version``, any ``$``-prefixed string of at most 255 bytes without
     NUL is accepted. Raises ValueError.
     """
-    from homeserver.core.room_versions import EventFormat
-
     if not isinstance(value, str) or not value.startswith("$"):
         raise ValueError("Event ID %r does not start with '$'" % (value,))
     if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
@@ -287,7 +285,7 @@ def validate_event_id(value: str, room_version: "RoomVersion | None" = None) -> 
         _check_hash_id(value, "$", "Event ID", url_safe=fmt is not EventFormat.V2)
 
 
-def is_valid_event_id(value: object, room_version: "RoomVersion | None" = None) -> bool:
+def is_valid_event_id(value: object, room_version: RoomVersion | None = None) -> bool:
     """Whether ``value`` is a valid event ID (see :func:`validate_event_id`)."""
     try:
         validate_event_id(value, room_version)  # type: ignore[arg-type]

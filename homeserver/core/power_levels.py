@@ -8,25 +8,27 @@ before room v10), rooms/v10 (integers only), rooms/v12 (room creators have
 infinite power).
 
 All functions are pure: they take the ``m.room.power_levels`` and
-``m.room.create`` events (or None) and return numbers. A level is an ``int``,
-except that room creators in room version 12 have ``math.inf``.
+``m.room.create`` events (or None) and return ints. Room creators in room
+version 12 have :data:`CREATOR_POWER_LEVEL`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping
 
 from homeserver.core.room_versions import RoomVersion
 
 if TYPE_CHECKING:
     from homeserver.core.events import Event
 
-PowerLevel = Union[int, float]
+PowerLevel = int
 
-# rooms/v12: "The power level of room creators is infinitely high."
-CREATOR_POWER_LEVEL: float = math.inf
+# rooms/v12: "The power level of room creators is infinitely high." Like
+# Synapse we use 2**53: above every integer canonical JSON can carry (room v12
+# enforces canonical JSON), so it compares as infinite, and it stays an int
+# (simple to sort by, and to mirror in the C state resolution).
+CREATOR_POWER_LEVEL: int = 2**53
 
 # client-server-api m.room.power_levels: defaults when a key is absent.
 DEFAULT_USERS_DEFAULT = 0
@@ -50,10 +52,6 @@ NAMED_LEVEL_DEFAULTS: Mapping[str, int] = {
     "invite": DEFAULT_INVITE,
 }
 
-# v1-stringy-power-levels: optional surrounding whitespace, optional sign,
-# base-10 digits (leading zeros allowed).
-_STRINGY_INT_RE = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*\Z")
-
 
 def parse_power_level(value: Any, room_version: RoomVersion) -> int:
     """Interpret one power level value for ``room_version``.
@@ -61,24 +59,25 @@ def parse_power_level(value: Any, room_version: RoomVersion) -> int:
     Spec: rooms v1-v9 accept integers, strings that are integers (fragment
     v1-stringy-power-levels) and floats, which are truncated (fragment
     v1-floaty-power-levels; infinities and NaN are refused). Rooms v10+ accept
-    only JSON integers (rooms/v10 auth rules 10.1, 10.2). Booleans are never
-    levels. Raises ValueError.
+    only JSON integers (rooms/v10 auth rules 10.1, 10.2). Raises ValueError.
+
+    Before v10 we coerce exactly as Synapse does (Python's ``int()``), so
+    that rooms auth identically: this also accepts booleans and strings with
+    ``_`` digit separators or non-ASCII digits, which the spec's string
+    grammar does not list.
     """
-    if isinstance(value, bool):
-        raise ValueError("%r is not a power level" % (value,))
-    if isinstance(value, int):
-        return value
     if room_version.enforce_int_power_levels:
-        raise ValueError("%r is not an integer power level" % (value,))
-    if isinstance(value, str):
-        if not _STRINGY_INT_RE.match(value):
-            raise ValueError("%r is not an integer string" % (value,))
-        return int(value.strip())
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("%r is not a finite power level" % (value,))
+        if type(value) is not int:
+            raise ValueError("%r is not an integer power level" % (value,))
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("%r is not a finite power level" % (value,))
+    if not isinstance(value, (int, str, float)):
+        raise ValueError("%r is not a power level" % (value,))
+    try:
         return int(value)
-    raise ValueError("%r is not a power level" % (value,))
+    except ValueError:
+        raise ValueError("%r is not an integer" % (value,)) from None
 
 
 def _content(event: "Event | None") -> Mapping[str, Any]:
@@ -128,7 +127,8 @@ def get_user_power_level(
     Spec: client-server-api m.room.power_levels (``users``, then
     ``users_default``, default 0); "if there is no m.room.power_levels event
     the room creator has 100 and everyone else 0"; rooms/v12 creators have
-    infinite power whatever the power levels say.
+    infinite power (:data:`CREATOR_POWER_LEVEL`) whatever the power levels
+    say.
     """
     if room_version.creators_have_infinite_power and user_id in get_room_creators(
         create_event, room_version

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import attrs
 
+from homeserver.core.errors import UnsupportedRoomVersionError
+
 
 class EventFormat(enum.Enum):
     """How events (PDUs) of a room version are shaped and identified.
@@ -88,8 +90,9 @@ class RoomVersion:
         room_id_is_create_event_hash: room IDs are ``!`` + the create event's
             reference hash; the create event has no ``room_id`` and is not
             listed in ``auth_events`` (v12).
-        event_id_domain_signature_required: events must also be signed by the
-            server named in the event ID (v1, v2).
+        strict_event_byte_limits: field size limits over 255 bytes make the
+            event unpersistable (v11+); before, Synapse only enforced 255 code
+            points, so such events are stored as rejected instead.
     """
 
     identifier: str
@@ -110,6 +113,7 @@ class RoomVersion:
     creators_have_infinite_power: bool
     additional_creators: bool
     room_id_is_create_event_hash: bool
+    strict_event_byte_limits: bool
 
     @property
     def event_id_domain_signature_required(self) -> bool:
@@ -143,6 +147,7 @@ RoomVersions_V1 = RoomVersion(
     creators_have_infinite_power=False,
     additional_creators=False,
     room_id_is_create_event_hash=False,
+    strict_event_byte_limits=False,
 )
 RoomVersions_V2 = attrs.evolve(
     RoomVersions_V1, identifier="2", state_res=StateResolutionVersion.V2
@@ -185,6 +190,7 @@ RoomVersions_V11 = attrs.evolve(
     identifier="11",
     implicit_room_creator=True,
     redaction_rules=RedactionRules.V11,
+    strict_event_byte_limits=True,
 )
 RoomVersions_V12 = attrs.evolve(
     RoomVersions_V11,
@@ -227,8 +233,6 @@ def get_room_version(identifier: str) -> RoomVersion:
     Spec: rooms/_index.md. Raises ``UnsupportedRoomVersionError`` (a
     ValueError) for unknown versions.
     """
-    from homeserver.core.errors import UnsupportedRoomVersionError
-
     try:
         return KNOWN_ROOM_VERSIONS[identifier]
     except (KeyError, TypeError):

@@ -58,6 +58,10 @@ __all__ = [
     "add_hashes_and_signatures",
     "check_content_hash",
     "build_server_keys",
+    "parse_old_verify_keys",
+    "verify_event_signature",
+    "effective_valid_until_ts",
+    "is_key_usable_for_event",
 ]
 
 _KEY_VERSION_CHARS = string.ascii_letters + string.digits + "_"
@@ -170,6 +174,29 @@ class OldVerifyKey:
     def verify_key(self) -> nacl.signing.VerifyKey:
         """The decoded verify key."""
         return verify_key_from_base64(self.key_id, self.key_base64)
+
+
+def parse_old_verify_keys(config: Mapping[str, Any]) -> list[OldVerifyKey]:
+    """Parse old verify keys from configuration in Synapse's
+    ``old_signing_keys`` shape: ``{key_id: {"key": base64, "expired_ts":
+    ms}}``. Validates every key; raises ValueError naming the bad entry."""
+    result = []
+    for key_id, entry in config.items():
+        if not isinstance(key_id, str) or not key_id.startswith(NACL_ED25519 + ":"):
+            raise ValueError("Old verify key ID %r must be ed25519:<version>" % (key_id,))
+        _check_key_version(key_id.split(":", 1)[1])
+        if not isinstance(entry, Mapping):
+            raise ValueError("Old verify key %s must be an object" % key_id)
+        key_b64 = entry.get("key")
+        expired_ts = entry.get("expired_ts")
+        if not isinstance(key_b64, str):
+            raise ValueError("Old verify key %s needs a base64 'key'" % key_id)
+        if type(expired_ts) is not int:
+            raise ValueError("Old verify key %s needs an integer 'expired_ts'" % key_id)
+        old = OldVerifyKey(key_id, key_b64, expired_ts)
+        old.verify_key()  # raises ValueError if the key does not decode
+        result.append(old)
+    return result
 
 
 def build_server_keys(
@@ -398,3 +425,56 @@ def check_content_hash(event_dict: Mapping[str, Any]) -> bool:
         return False
     return secrets.compare_digest(expected, actual)
 
+
+
+def verify_event_signature(
+    room_version: RoomVersion,
+    event_dict: Mapping[str, Any],
+    server_name: str,
+    verify_key: nacl.signing.VerifyKey,
+) -> None:
+    """Check ``server_name``'s signature on an event.
+
+    Spec: server-server-api "Validating hashes and signatures on received
+    events": the event is redacted per its room version and the redacted form
+    checked (so this succeeds on full and redacted copies alike). Raises
+    :class:`SignatureVerifyError`.
+    """
+    verify_signed_json(prune_event_dict(room_version, event_dict), server_name, verify_key)
+
+
+# fragment v5-signing-requirements: servers use the lesser of valid_until_ts
+# and 7 days after fetching.
+MAX_KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
+
+
+def effective_valid_until_ts(valid_until_ts: int, fetched_at_ms: int) -> int:
+    """The validity limit to store for a fetched server key: the lesser of its
+    ``valid_until_ts`` and 7 days after it was fetched (fragment
+    v5-signing-requirements)."""
+    return min(valid_until_ts, fetched_at_ms + MAX_KEY_VALIDITY_MS)
+
+
+def is_key_usable_for_event(
+    room_version: RoomVersion,
+    origin_server_ts: int,
+    valid_until_ts: int | None = None,
+    expired_ts: int | None = None,
+) -> bool:
+    """Whether a server key may verify an event sent at ``origin_server_ts``.
+
+    Spec: fragment v5-signing-requirements (rooms v5+: the key's
+    ``valid_until_ts`` must be at least ``origin_server_ts``) and
+    server-server-api "Validating hashes and signatures on received events"
+    (old keys that expired before ``origin_server_ts`` are ignored).
+    ``valid_until_ts`` is for current keys, ``expired_ts`` for old keys.
+    """
+    if expired_ts is not None and expired_ts < origin_server_ts:
+        return False
+    if (
+        room_version.enforce_key_validity
+        and valid_until_ts is not None
+        and valid_until_ts < origin_server_ts
+    ):
+        return False
+    return True

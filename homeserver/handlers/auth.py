@@ -9,8 +9,10 @@ instances see them after the cache lifetime. (When the ``caches`` stream of
 the bus is wired, :meth:`Authenticator.invalidate_user` should be called from
 it so that eviction is immediate everywhere.)
 
-``get_user_by_req`` reads the token through the HTTP edge's helpers
-(``homeserver.http.server``), the one place that knows request objects.
+``get_user_by_req`` takes the request object but never looks inside it: a
+``credentials_of(request) -> RequestCredentials`` reader supplied by the
+HTTP edge (``homeserver.rest.client._common.request_credentials``) does, so
+this module stays free of ``twisted.web``.
 """
 
 from __future__ import annotations
@@ -19,14 +21,11 @@ import collections
 import hashlib
 import logging
 import secrets
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import attrs
 
 from homeserver.errors import Codes, MatrixError
-from homeserver.http.server import access_token as _access_token_of
-from homeserver.http.server import client_ip as _client_ip_of
-from homeserver.http.server import header as _header_of
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +46,15 @@ def generate_token(prefix: str) -> str:
 def hash_token(token: str) -> bytes:
     """The SHA-256 digest under which a token is stored."""
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+@attrs.frozen
+class RequestCredentials:
+    """What authentication needs from a request."""
+
+    access_token: Optional[str]
+    client_ip: str
+    user_agent: Optional[str] = None
 
 
 @attrs.frozen
@@ -77,12 +85,21 @@ class Authenticator:
 
     ``accounts`` is the account store (``get_access_token``,
     ``mark_access_token_used``, ``record_device_seen``); ``clock`` provides
-    ``seconds()``.
+    ``seconds()``; ``credentials_of`` reads a request's
+    :class:`RequestCredentials` (needed by :meth:`get_user_by_req` only).
     """
 
-    def __init__(self, clock: Any, accounts: Any, cache_ms: int = 2000, cache_size: int = 10000) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        accounts: Any,
+        cache_ms: int = 2000,
+        cache_size: int = 10000,
+        credentials_of: Optional[Callable[[Any], RequestCredentials]] = None,
+    ) -> None:
         self._clock = clock
         self._accounts = accounts
+        self._credentials_of = credentials_of
         self._cache_ms = cache_ms
         self._cache_size = cache_size
         # token hash -> (cached until ms, record)
@@ -99,12 +116,16 @@ class Authenticator:
         ``allow_expired`` accepts an expired (but still stored) token: only
         for ending that very session (``/logout``).
         """
-        token = _access_token_of(request)
-        if token is None:
+        if self._credentials_of is None:
+            raise RuntimeError("Authenticator built without a request reader (credentials_of)")
+        creds = self._credentials_of(request)
+        if creds.access_token is None:
             raise missing_token()
-        requester = await self.get_user_by_access_token(token, allow_guest=allow_guest, allow_expired=allow_expired)
+        requester = await self.get_user_by_access_token(
+            creds.access_token, allow_guest=allow_guest, allow_expired=allow_expired
+        )
         if requester.device_id is not None:
-            self._note_seen(requester, _client_ip_of(request), _header_of(request, "User-Agent"))
+            self._note_seen(requester, creds.client_ip, creds.user_agent)
         return requester
 
     async def get_user_by_access_token(self, token: str, allow_guest: bool = False, allow_expired: bool = False) -> Requester:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any, Callable, Optional
 
 import bcrypt
@@ -46,6 +47,7 @@ class PasswordHasher:
 
     def __init__(self, reactor: Any, rounds: int = 12, run_in_thread: Optional[Callable[..., Any]] = None) -> None:
         self._rounds = rounds
+        self._dummy_hash: Optional[str] = None
         if run_in_thread is None:
             def run_in_thread(fn: Callable[..., Any], *args: Any) -> "defer.Deferred[Any]":
                 return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
@@ -66,10 +68,20 @@ class PasswordHasher:
         return await self._run(self._hash, password)
 
     async def check(self, password: str, stored: Optional[str]) -> bool:
-        """Whether ``password`` matches ``stored`` (False if there is no hash)."""
+        """Whether ``password`` matches ``stored`` (False if there is no hash).
+
+        Without a stored hash, a hash of the same cost is still checked, so
+        that the response time does not tell whether the account exists.
+        """
         if not stored:
+            await self._run(self._check, password, await self._dummy())
             return False
         return await self._run(self._check, password, stored)
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        return self._dummy_hash
 
 
 class PasswordVerifier:

@@ -16,7 +16,7 @@ losing rate limiting for a moment beats refusing every login.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from homeserver.errors import limit_exceeded
 
@@ -69,10 +69,19 @@ class RateLimiter:
         except Exception as e:  # noqa: BLE001
             logger.warning("Rate limiter unavailable recording a failed login: %s", e)
 
-    async def check_registration_address(self, ip: str) -> None:
-        """A registration (or availability check) from ``ip``."""
+    async def check_registration_address(self, ip: str, consume: bool = True) -> None:
+        """An account about to be created from ``ip``.
+
+        ``consume=False`` only checks that one is still allowed (for the
+        requests of a UIA exchange, which must not use up the bucket).
+        """
         if ip not in self._exempt:
-            await self._check(f"register:ip:{ip}", self._config.registration_per_address)
+            await self._check(f"register:ip:{ip}", self._config.registration_per_address, cost=1 if consume else 0)
+
+    async def check_availability_address(self, ip: str) -> None:
+        """A username-availability or registration-token validity check from ``ip``."""
+        if ip not in self._exempt:
+            await self._check(f"available:ip:{ip}", self._config.availability_per_address)
 
     async def check_message(self, requester: Any) -> None:
         """A message sent by ``requester`` (admins exempt)."""
@@ -84,27 +93,3 @@ class RateLimiter:
         if not requester.is_admin:
             await self._check(f"join:user:{requester.user_id}", self._config.join_per_user)
 
-
-class NoRateLimits:
-    """A :class:`RateLimiter` stand-in that allows everything."""
-
-    async def check_login_address(self, ip: str) -> None:
-        return None
-
-    async def check_login_account(self, account: str) -> None:
-        return None
-
-    async def check_failed_login(self, account: str) -> None:
-        return None
-
-    async def record_failed_login(self, account: str) -> None:
-        return None
-
-    async def check_registration_address(self, ip: str) -> None:
-        return None
-
-    async def check_message(self, requester: Optional[Any]) -> None:
-        return None
-
-    async def check_join(self, requester: Optional[Any]) -> None:
-        return None

@@ -91,7 +91,7 @@ class RegistrationHandler:
         """``GET /register/available``."""
         if not self._reg.enable_registration:
             raise forbidden("Registration has been disabled")
-        await self._ratelimiter.check_registration_address(client_ip)
+        await self._ratelimiter.check_availability_address(client_ip)
         if username is None:
             raise missing_param("username")
         await self.check_username(username)
@@ -117,7 +117,7 @@ class RegistrationHandler:
             raise bad_json("'inhibit_login' must be a boolean")
         device_id, display_name = parse_device_fields(body)
         refreshable = parse_refresh_flag(body)
-        await self._ratelimiter.check_registration_address(client_ip)
+        await self._ratelimiter.check_registration_address(client_ip, consume=False)
 
         # Fail early, before any UIA stage is spent, on what is already wrong.
         user_id: Optional[str] = None
@@ -130,6 +130,7 @@ class RegistrationHandler:
 
         if password is None:
             raise missing_param("password")
+        await self._ratelimiter.check_registration_address(client_ip)
         if user_id is None:
             user_id = await self._fresh_numeric_user_id(guest=False)
         password_hash = await self._hasher.hash(password)
@@ -208,7 +209,7 @@ class RegistrationHandler:
         """``GET /register/m.login.registration_token/validity``."""
         if not (self._reg.enable_registration and self._reg.registration_requires_token):
             raise forbidden("Registration tokens are not in use on this server")
-        await self._ratelimiter.check_registration_address(client_ip)
+        await self._ratelimiter.check_availability_address(client_ip)
         if token is None:
             raise missing_param("token")
         found = await self._store.get_registration_token(token)

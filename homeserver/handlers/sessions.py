@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import attrs
 
@@ -85,7 +85,8 @@ class SessionHandler:
     ``accounts`` is the account store, ``hasher`` a
     :class:`homeserver.handlers.passwords.PasswordHasher`, ``ratelimiter`` a
     :class:`homeserver.handlers.ratelimit.RateLimiter`, ``sessions_config``
-    the ``sessions`` config section.
+    the ``sessions`` config section, ``well_known`` the client discovery
+    document returned with each login (None: not configured).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class SessionHandler:
         uia: UserInteractiveAuth,
         ratelimiter: Any,
         sessions_config: Any,
+        well_known: Optional[dict[str, Any]] = None,
     ) -> None:
         self._clock = clock
         self._server_name = server_name
@@ -107,6 +109,9 @@ class SessionHandler:
         self._uia = uia
         self._ratelimiter = ratelimiter
         self._config = sessions_config
+        self._well_known = well_known
+        #: Called with ``(user_id, device_ids)`` after logouts deleted devices.
+        self.device_observers: list[Callable[[str, Sequence[str]], None]] = []
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -174,8 +179,10 @@ class SessionHandler:
         await self._accounts.create_session(user_id, device_id, display_name, tokens.stored, self._now_ms())
         # A re-used device_id invalidated that device's previous tokens.
         self._auth.invalidate_user(user_id)
-        out = {"user_id": user_id, "device_id": device_id, "home_server": self._server_name}
+        out: dict[str, Any] = {"user_id": user_id, "device_id": device_id, "home_server": self._server_name}
         out.update(tokens.response_fields())
+        if self._well_known is not None:
+            out["well_known"] = self._well_known
         return out
 
     async def _check_password_login(self, body: dict[str, Any]) -> str:
@@ -195,6 +202,7 @@ class SessionHandler:
             # Several accounts differ only by case: only an exact match counts.
             candidates = [u for u in candidates if u.user_id == qualified]
         if len(candidates) != 1:
+            await self._hasher.check(password, None)  # same cost as a real check
             await self._ratelimiter.record_failed_login(account_key)
             raise forbidden("Invalid username or password")
         user = candidates[0]
@@ -227,13 +235,21 @@ class SessionHandler:
 
     async def logout(self, requester: Requester) -> None:
         """End the requester's session (its device goes too)."""
-        await self._accounts.delete_access_token(requester.access_token_id)
+        device_id = await self._accounts.delete_access_token(requester.access_token_id)
         self._auth.invalidate_user(requester.user_id)
+        if device_id is not None:
+            self._notify_devices(requester.user_id, [device_id])
 
     async def logout_all(self, requester: Requester) -> None:
         """End every session of the requester's account."""
-        await self._accounts.delete_all_sessions(requester.user_id)
+        devices = await self._accounts.delete_all_sessions(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
+        if devices:
+            self._notify_devices(requester.user_id, devices)
+
+    def _notify_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
+        for observer in list(self.device_observers):
+            observer(user_id, list(device_ids))
 
     # -- m.login.token --------------------------------------------------------
 

@@ -46,6 +46,7 @@ class AuthRequired(MatrixError):
             self.body["error"] = error or ""
 
     def to_json(self) -> dict[str, Any]:
+        """The UIA response body (``flows``, ``params``, ``session``...)."""
         return dict(self.body)
 
 

@@ -33,6 +33,7 @@ class UserRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "UserRecord":
+        """From a row selected as ``_USER_COLUMNS``."""
         return cls(*row)
 
 
@@ -51,6 +52,7 @@ class DeviceRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "DeviceRecord":
+        """From ``(user_id, device_id, display_name, last_seen_ts, last_seen_ip)``."""
         return cls(*row)
 
 
@@ -367,17 +369,21 @@ class AccountStore:
 
         return self._db.run_interaction("mark_access_token_used", txn_fn)
 
-    def delete_access_token(self, token_id: int) -> "defer.Deferred[None]":
-        """Log out one token: the token, its device and the device's refresh tokens."""
+    def delete_access_token(self, token_id: int) -> "defer.Deferred[Optional[str]]":
+        """Log out one token: the token, its device and the device's refresh tokens.
 
-        def txn_fn(txn: Any) -> None:
+        Returns the deleted device id (None for a token without a device).
+        """
+
+        def txn_fn(txn: Any) -> Optional[str]:
             txn.execute("DELETE FROM access_tokens WHERE id = %s RETURNING user_id, device_id", (token_id,))
             row = txn.fetchone()
             if row is None:
-                return
+                return None
             user_id, device_id = row
             if device_id is not None:
                 self._delete_devices_txn(txn, user_id, [device_id])
+            return device_id
 
         return self._db.run_interaction("delete_access_token", txn_fn)
 

@@ -2,9 +2,16 @@
 
 :func:`wait_for_response` polls a :class:`tests.utils.http.FakeResponse`
 until complete (handlers awaiting database Deferreds answer later than the
-request is written). :class:`ApiTestCase` builds a fresh PostgreSQL
-database, the accounts object graph and a ``Site`` per test, and offers
-``await self.request(...)`` plus helpers to register and log in users.
+request is written). :class:`ApiTestCase` builds the accounts object graph
+and a ``Site`` per test on a PostgreSQL database emptied before each test,
+and offers ``await self.request(...)`` plus helpers to register and log in
+users.
+
+Creating a database costs about half a second, more than most of these
+tests, so the API tests of one process share one migrated database (named
+like the per-test ones of ``tests/utils/services.py`` and dropped at exit)
+and every test starts by truncating all its tables and restarting its
+sequences: each test still sees an empty database.
 
 Handlers get their own fake clock (``self.clock``, set to the current
 time) so expiry can be tested by advancing it; the database runs on the
@@ -13,13 +20,16 @@ real (asyncio) reactor's thread pool.
 
 from __future__ import annotations
 
+import atexit
 import time
+import uuid
 from typing import Any, Optional
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.utils.http import FakeResponse, make_request
+from tests.utils.spec import check_exchange
 
 #: How long a request may take before the test fails.
 DEFAULT_TIMEOUT = 20.0
@@ -35,6 +45,59 @@ async def wait_for_response(resp: FakeResponse, clock: Any = reactor, timeout: f
     return resp
 
 
+_shared: dict[str, Any] = {}
+
+
+async def shared_database() -> Any:
+    """The process-wide migrated test database (created on first use, dropped at exit)."""
+    if "db" in _shared:
+        return _shared["db"]
+    import psycopg2
+
+    from storage.database import Database
+    from storage.migrations import prepare_database
+    from tests.utils.services import dsn_for_database, postgres_admin_dsn
+
+    name = "estuary_test_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(postgres_admin_dsn())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        # The name is generated above from hex digits only.
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' LC_COLLATE \'C\' LC_CTYPE \'C\'')
+    admin.close()
+
+    def drop() -> None:
+        db.close()
+        conn = psycopg2.connect(postgres_admin_dsn())
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+    db = Database(dsn_for_database(name), reactor, pool_size=4)
+    atexit.register(drop)
+    await prepare_database(db)
+    _shared["db"] = db
+    return db
+
+
+def _empty_database(txn: Any) -> None:
+    """Truncate every table but ``schema_version`` and restart every sequence."""
+    txn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version'"
+    )
+    tables = [r[0] for r in txn.fetchall()]
+    if tables:
+        from psycopg2 import sql
+
+        txn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, tables))))
+    txn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
+    for (seq,) in txn.fetchall():
+        from psycopg2 import sql
+
+        txn.execute(sql.SQL("ALTER SEQUENCE {} RESTART").format(sql.Identifier(seq)))
+
+
 class ApiTestCase(unittest.TestCase):
     """Base class: a database, the accounts API mounted on a Site, helpers."""
 
@@ -46,6 +109,8 @@ class ApiTestCase(unittest.TestCase):
     well_known_overrides: dict[str, Any] = {}
     password_policy_overrides: dict[str, Any] = {}
     server_name = "test.local"
+    #: Validate every JSON response of a spec'd endpoint against the spec.
+    check_responses_against_spec = True
 
     async def setUp(self) -> None:  # type: ignore[override]
         from bus.ratelimit import MemoryRateLimiter
@@ -61,15 +126,10 @@ class ApiTestCase(unittest.TestCase):
         from homeserver.handlers.passwords import PasswordHasher
         from homeserver.http.server import JsonResource, make_site
         from homeserver.rest.client import register_account_api
-        from storage.database import Database
-        from storage.migrations import prepare_database
-        from tests.utils.services import create_test_database
         from workers.accounts import build_account_api
 
-        dsn = create_test_database(self)
-        self.db = Database(dsn, reactor, pool_size=4)
-        self.addCleanup(self.db.close)
-        await prepare_database(self.db)
+        self.db = await shared_database()
+        await self.db.run_interaction("empty_test_database", _empty_database)
 
         self.clock = task.Clock()
         self.clock.advance(time.time())
@@ -104,9 +164,12 @@ class ApiTestCase(unittest.TestCase):
         headers: Optional[dict[str, str]] = None,
         client_ip: str = "127.0.0.1",
     ) -> FakeResponse:
-        """Send one request and wait for its complete response."""
+        """Send one request, wait for its complete response and check it against the spec."""
         resp = make_request(self.site, method, path, body, headers=headers, access_token=token, client_ip=client_ip)
-        return await wait_for_response(resp)
+        await wait_for_response(resp)
+        if self.check_responses_against_spec and resp.header("Content-Type") == "application/json":
+            check_exchange(method, path, resp.code, resp.json, request_body=body)
+        return resp
 
     async def count(self, table: str) -> int:
         """Rows in ``table`` (a fixed identifier from the test itself)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
-from homeserver.core import auth as auth_rules
 from homeserver.core import ids
 from homeserver.core.events import Event, thaw
 from homeserver.core.power_levels import get_named_level, get_user_power_level
@@ -19,7 +18,7 @@ from homeserver.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSI
 from homeserver.core.rooms import AliasInUseError, TxnKey
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.handlers.rooms.creation import CreatedEvent, EventCreator, NewRoom
-from homeserver.handlers.rooms.events import EventLoader, client_event
+from homeserver.handlers.rooms.events import EventLoader
 from homeserver.handlers.rooms.filters import EventFilter
 from homeserver.handlers.rooms.tokens import InvalidTokenError, StreamToken, TopoToken
 from homeserver.handlers.rooms.visibility import VisibilityHistory

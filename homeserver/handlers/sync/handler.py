@@ -27,6 +27,7 @@ from homeserver.handlers.rooms.events import EventLoader, stripped_state
 from homeserver.handlers.rooms.filters import SyncFilter, apply_event_fields
 from homeserver.handlers.rooms.tokens import InvalidTokenError, StreamToken, TopoToken
 from homeserver.handlers.rooms.visibility import VisibilityHistory
+from homeserver.handlers.sync.assembly import lazy_members, receipt_contents, room_summary, timeline_state
 from homeserver.handlers.sync.notifier import Notifier
 from homeserver.handlers.sync.tail import StreamTail
 
@@ -338,14 +339,11 @@ class SyncHandler:
         else:
             start_found = None
         start_state = start_found[1] if start_found else {}
-        if full:
-            state_ids = dict(start_state)
-        elif limited and rows:
+        since_state = None
+        if not full and limited and rows:
             since_found = await d.events_store.get_state_at_position(room_id, since_pos)
             since_state = since_found[1] if since_found else {}
-            state_ids = {k: v for k, v in start_state.items() if since_state.get(k) != v}
-        else:
-            state_ids = {}
+        state_ids = timeline_state(start_state, since_state, full, limited and bool(rows))
 
         timeline_json = await d.loader.serialize_rows(
             room_id, rows, txn_ids=await self._txn_ids(requester, room_id, rows), include_room_id=False
@@ -356,13 +354,7 @@ class SyncHandler:
         state_filter = sync_filter.room.state
         if state_filter.lazy_load_members:
             senders = {e["sender"] for e in timeline_json} | {user_id}
-            state_ids = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders}
-            if not full and rows:
-                # Members of this timeline's senders the client may not know yet.
-                for sender in senders:
-                    key = ("m.room.member", sender)
-                    if key in start_state:
-                        state_ids.setdefault(key, start_state[key])
+            state_ids = lazy_members(state_ids, start_state, senders, full or not rows)
         state_rows = await d.events_store.get_events(room_id, list(state_ids.values()))
         state_json = await d.loader.serialize_rows(
             room_id, sorted(state_rows.values(), key=lambda r: r.stream_position), include_room_id=False
@@ -404,12 +396,7 @@ class SyncHandler:
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
         members = await self.d.events_store.get_room_members(room_id)
-        joined = [m for m in members if m.membership == "join"]
-        invited = [m for m in members if m.membership == "invite"]
-        heroes = [m.user_id for m in joined + invited if m.user_id != user_id][:5]
-        if not heroes:
-            heroes = [m.user_id for m in members if m.user_id != user_id and m.membership in ("leave", "ban")][:5]
-        return {"m.heroes": heroes, "m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+        return room_summary([(m.user_id, m.membership) for m in members], user_id)
 
     async def _invite_state(self, room_id: str, invite_event_id: str) -> list[dict[str, Any]]:
         state = await self.d.events_store.get_current_state_ids(room_id)
@@ -440,12 +427,7 @@ class SyncHandler:
                 if upto <= after:
                     continue
                 rows = await d.receipts_store.get_receipts(rooms, after, upto)
-                content_by_room: dict[str, dict[str, Any]] = {}
-                for row in rows:
-                    if row.receipt_type == "m.read.private" and row.user_id != user_id:
-                        continue
-                    content = content_by_room.setdefault(row.room_id, {})
-                    content.setdefault(row.event_id, {}).setdefault(row.receipt_type, {})[row.user_id] = json.loads(row.data)
+                content_by_room = receipt_contents(rows, user_id)
                 for room_id, content in content_by_room.items():
                     out.setdefault(room_id, []).append({"type": "m.receipt", "content": content})
         return out

@@ -13,7 +13,8 @@ import functools
 from typing import Any, Iterable, Optional, Union
 
 from homeserver.errors import bad_json, invalid_param
-from homeserver.http.server import JsonResource, parse_json_object, query_arg
+from homeserver.handlers.auth import RequestCredentials
+from homeserver.http.server import JsonResource, access_token, client_ip, header, parse_json_object, query_arg
 
 V3 = "/_matrix/client/v3"
 V1 = "/_matrix/client/v1"
@@ -64,3 +65,12 @@ def route(resource: JsonResource, method: str, templates: Union[str, Iterable[st
         return await handler(request, **path_args)
 
     resource.register(method, templates, checked, name=name)
+
+
+def request_credentials(request: Any) -> RequestCredentials:
+    """The access token, client address and user agent of a request.
+
+    Given to :class:`homeserver.handlers.auth.Authenticator` as its
+    ``credentials_of``.
+    """
+    return RequestCredentials(access_token(request), client_ip(request), header(request, "User-Agent"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.errors import not_found
+from homeserver.handlers.discovery import client_well_known
 from homeserver.http.server import JsonResource
 from homeserver.rest.client._common import paths, route
 
@@ -44,10 +45,9 @@ def register(resource: JsonResource, config: Any, sessions_config: Any, authenti
         return 200, {"versions": list(SPEC_VERSIONS), "unstable_features": dict(UNSTABLE_FEATURES)}
 
     async def well_known_client(request: Any) -> tuple[int, Any]:
-        if wk.client_base_url is None:
+        body = client_well_known(wk)
+        if body is None:
             raise not_found("No .well-known/matrix/client configured")
-        body: dict[str, Any] = dict(wk.client_extra)
-        body["m.homeserver"] = {"base_url": wk.client_base_url}
         return 200, body
 
     async def well_known_server(request: Any) -> tuple[int, Any]:

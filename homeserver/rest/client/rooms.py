@@ -35,16 +35,9 @@ def _filter_arg(request: Any) -> Any:
     return value
 
 
-def register(resource: JsonResource, rooms: Any, authenticator: Any, after_write: Any = None,
-             forward: Optional[Forward] = None) -> None:
-    """Mount the room endpoints. ``after_write(requester, created)`` (optional) is
-    told of each event a request created, for read-your-writes tracking;
-    ``forward`` passes writes for shards owned elsewhere to their owner."""
+def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Optional[Forward] = None) -> None:
+    """Mount the room endpoints; ``forward`` passes writes for shards owned elsewhere to their owner."""
     w = lambda handler: with_forwarding(handler, forward)  # noqa: E731
-
-    def note(requester: Any, created: Any) -> None:
-        if after_write is not None:
-            after_write(requester, created)
 
     async def create_room(request: Any) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
@@ -55,14 +48,12 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, after_write
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request)
         created = await rooms.send_event(requester, roomId, eventType, body, txnId)
-        note(requester, created)
         return 200, {"event_id": created.event.event_id}
 
     async def put_state(request: Any, roomId: str, eventType: str, stateKey: str = "") -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request)
         created = await rooms.send_state(requester, roomId, eventType, stateKey, body)
-        note(requester, created)
         return 200, {"event_id": created.event.event_id}
 
     async def get_state_event(request: Any, roomId: str, eventType: str, stateKey: str = "") -> tuple[int, Any]:
@@ -78,7 +69,6 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, after_write
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request, allow_empty=True)
         created = await rooms.redact(requester, roomId, eventId, txnId, _reason(body))
-        note(requester, created)
         return 200, {"event_id": created.event.event_id}
 
     async def join(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:

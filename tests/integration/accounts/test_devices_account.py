@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+from twisted.internet import reactor, task
+
 from tests.utils.client import ApiTestCase
 from tests.utils.spec import validate_error, validate_request, validate_response
 
@@ -32,7 +36,15 @@ class DeviceTests(ApiTestCase):
         self.assertEqual([d["device_id"] for d in resp.json["devices"]], ["FIRST", "SECOND"])
         first = [d for d in resp.json["devices"] if d["device_id"] == "FIRST"][0]
         self.assertEqual(first["display_name"], "Phone")
+        # Last-seen is written in the background after an authenticated request.
+        deadline = time.monotonic() + 10
+        while "last_seen_ip" not in first:
+            self.assertLess(time.monotonic(), deadline, "last_seen never recorded")
+            await task.deferLater(reactor, 0.01, lambda: None)
+            resp = await self.request("GET", DEVICES + "/FIRST", token=self.token)
+            first = resp.json
         self.assertEqual(first["last_seen_ip"], "127.0.0.1")
+        self.assertGreater(first["last_seen_ts"], 0)
 
         body = {"display_name": "Work laptop"}
         validate_request("device_management.yaml", "/devices/{deviceId}", "put", body)
@@ -111,6 +123,15 @@ class DeviceTests(ApiTestCase):
         resp = await self.request("POST", "/_matrix/client/v3/account/password",
                                   {"new_password": "another long one", "auth": password_auth(session)}, token=self.token)
         self.assertError(resp, 403, "M_FORBIDDEN")
+
+
+class ThreepidTests(ApiTestCase):
+    async def test_no_threepids(self) -> None:
+        """GET /account/3pid lists none: third-party identifiers are not supported."""
+        token = (await self.register_user("alice"))["access_token"]
+        resp = await self.request("GET", "/_matrix/client/v3/account/3pid", token=token)
+        self.assertEqual((resp.code, resp.json), (200, {"threepids": []}))
+        validate_response("administrative_contact.yaml", "/account/3pid", "get", 200, resp.json)
 
 
 class PasswordChangeTests(ApiTestCase):

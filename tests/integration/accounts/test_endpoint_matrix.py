@@ -16,6 +16,7 @@ R = "!room:test.local"
 #: (method, path, takes a JSON body)
 AUTHENTICATED = [
     ("GET", f"{C}/account/whoami", False),
+    ("GET", f"{C}/account/3pid", False),
     ("POST", f"{C}/account/password", True),
     ("POST", f"{C}/account/deactivate", True),
     ("POST", f"{C}/logout", False),

@@ -103,11 +103,16 @@ class LoginTests(ApiTestCase):
         """/logout/all ends every session of the account."""
         a = await self.login()
         b = await self.login()
+        seen: list = []
+        self.api.sessions.device_observers.append(lambda user, devices: seen.append((user, sorted(devices))))
         resp = await self.request("POST", "/_matrix/client/v3/logout/all", {}, token=a["access_token"])
         self.assertEqual(resp.code, 200)
         for t in (a, b):
             self.assertError(await self.request("GET", WHOAMI, token=t["access_token"]), 401, "M_UNKNOWN_TOKEN")
         self.assertEqual(await self.count("devices"), 0)
+        self.assertEqual(seen[0][0], "@alice:test.local")
+        self.assertIn(a["device_id"], seen[0][1])
+        self.assertIn(b["device_id"], seen[0][1])
         self.assertError(await self.request("POST", "/_matrix/client/v3/logout/all", {}), 401, "M_MISSING_TOKEN")
 
     async def test_tokens_stored_hashed(self) -> None:

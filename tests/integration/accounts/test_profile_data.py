@@ -226,6 +226,10 @@ class DiscoveryTests(ApiTestCase):
         self.assertEqual(resp.json["m.identity_server"], {"base_url": "https://id.example"})
         resp = await self.request("GET", "/.well-known/matrix/server")
         self.assertEqual(resp.json, {"m.server": "matrix.test.local:443"})
+        # Logins carry the client document too.
+        await self.register_user("alice")
+        login = await self.login()
+        self.assertEqual(login["well_known"]["m.homeserver"], {"base_url": "https://matrix.test.local"})
         self.assertEqual(resp.header("Access-Control-Allow-Origin"), "*")
 
     async def test_capabilities(self) -> None:

@@ -39,8 +39,14 @@ class LoginRateLimitTests(ApiTestCase):
         self.assertError(resp, 429, "M_LIMIT_EXCEEDED")
 
     async def test_registration_limited(self) -> None:
-        """Registrations from one address are limited; nothing is written when refused."""
+        """Registrations from one address are limited; nothing is written when refused.
+
+        Only created accounts count: the UIA probes before them do not.
+        """
         for i in range(3):
+            probe = await self.request("POST", "/_matrix/client/v3/register",
+                                       {"username": f"u{i}x", "password": "correct horse battery"}, client_ip="7.7.7.7")
+            self.assertEqual(probe.code, 401)
             await self.request("POST", "/_matrix/client/v3/register",
                                {"username": f"u{i}x", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}},
                                client_ip="7.7.7.7")
@@ -51,3 +57,13 @@ class LoginRateLimitTests(ApiTestCase):
         self.assertError(resp, 429, "M_LIMIT_EXCEEDED")
         validate_response("registration.yaml", "/register", "post", 429, resp.json)
         self.assertEqual(await self.count("users"), before)
+
+    async def test_availability_checks_limited_separately(self) -> None:
+        """Availability checks have their own bucket and do not use up registrations."""
+        codes = [(await self.request("GET", f"/_matrix/client/v3/register/available?username=n{i}x", client_ip="6.6.6.6")).code
+                 for i in range(11)]
+        self.assertEqual(codes, [200] * 10 + [429])
+        resp = await self.request("POST", "/_matrix/client/v3/register",
+                                  {"username": "fine", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}},
+                                  client_ip="6.6.6.6")
+        self.assertEqual(resp.code, 200)

@@ -242,6 +242,30 @@ class RegistrationTokenTests(ApiTestCase):
         self.assertEqual((resp.code, resp.json.get("errcode")), (401, "M_UNAUTHORIZED"))
         self.assertEqual(await self.count("users"), 2)
 
+    async def test_expired_session_releases_token(self) -> None:
+        """An abandoned session's reserved token use is released when sessions expire."""
+        admin = await self._admin_token()
+        await self.request("POST", "/_synapse/admin/v1/registration_tokens/new", {"token": "one", "uses_allowed": 1}, token=admin)
+        body = {"username": "mia", "password": "correct horse battery"}
+        first = await self.request("POST", REGISTER, body)
+        session = first.json["session"]
+        resp = await self.request("POST", REGISTER, {"username": "mia", "auth": {"type": "m.login.registration_token", "token": "one", "session": session}})
+        self.assertError(resp, 400, "M_MISSING_PARAM")  # stage done, but no password given
+        tok = await self.request("GET", "/_synapse/admin/v1/registration_tokens/one", token=admin)
+        self.assertEqual(tok.json["pending"], 1)
+        resp = await self.request("GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=one")
+        self.assertEqual(resp.json, {"valid": False})
+
+        self.clock.advance(self.config.registration.ui_auth_session_lifetime_ms / 1000 + 1)
+        resp = await self.request("POST", REGISTER, {**body, "auth": {"type": "m.login.registration_token", "token": "one", "session": session}})
+        self.assertEqual(resp.code, 400)  # the session expired
+        # Starting a new session purges expired ones, releasing the token.
+        resp = await self.request("POST", REGISTER, {"username": "ned", "password": "correct horse battery",
+                                                     "auth": {"type": "m.login.registration_token", "token": "one"}})
+        self.assertEqual(resp.code, 200, resp.body)
+        tok = await self.request("GET", "/_synapse/admin/v1/registration_tokens/one", token=admin)
+        self.assertEqual((tok.json["pending"], tok.json["completed"]), (0, 1))
+
     async def test_admin_api(self) -> None:
         """Listing, updating and deleting tokens; non-admins are refused."""
         admin = await self._admin_token()
@@ -303,3 +327,24 @@ class SharedSecretTests(ApiTestCase):
         self.api.registration._reg = type(self.api.registration._reg)()
         resp = await self.request("GET", "/_synapse/admin/v1/register")
         self.assertEqual(resp.code, 400)
+
+
+class RegistrationRaceTests(ApiTestCase):
+    async def test_concurrent_same_name(self) -> None:
+        """Concurrent registrations of one name (in different cases): exactly one wins."""
+        from twisted.internet import defer
+
+        from tests.utils.http import make_request
+        from tests.utils.client import wait_for_response
+
+        bodies = [{"username": name, "password": "correct horse battery", "auth": {"type": "m.login.dummy"}}
+                  for name in ("race", "RACE", "Race", "race")]
+        pending = [make_request(self.site, "POST", REGISTER, b) for b in bodies]
+        responses = await defer.gatherResults([defer.ensureDeferred(wait_for_response(r)) for r in pending])
+        codes = sorted(r.code for r in responses)
+        self.assertEqual(codes, [200, 400, 400, 400])
+        for r in responses:
+            if r.code == 400:
+                self.assertEqual(r.json["errcode"], "M_USER_IN_USE")
+        self.assertEqual(await self.count("users"), 1)
+        self.assertEqual(await self.count("devices"), 1)

@@ -18,6 +18,8 @@ class RoomsTestCase(ApiTestCase):
     shard_counts = SHARD_COUNTS
     #: Run the bus on the real Redis, writer and syncer on separate connections (as separate processes).
     use_redis = False
+    #: Extra arguments for the writer's bus (e.g. a tiny ``stream_maxlen`` to force gaps).
+    bus_kwargs: dict = {}
 
     async def setUp(self) -> None:  # type: ignore[override]
         await super().setUp()
@@ -31,6 +33,7 @@ class RoomsTestCase(ApiTestCase):
             register_ephemeral_api,
             register_room_api,
             register_sync_api,
+            track_writes,
         )
 
         await ensure_stream_shards(self.db, self.shard_counts)
@@ -39,10 +42,10 @@ class RoomsTestCase(ApiTestCase):
             from tests.utils.services import redis_test_url
 
             url = redis_test_url(self)
-            self.bus = Bus.from_url(url, reactor, block_seconds=0.5)
+            self.bus = Bus.from_url(url, reactor, block_seconds=0.5, **self.bus_kwargs)
             self.sync_bus = Bus.from_url(url, reactor, block_seconds=0.5)
         else:
-            self.bus = MemoryBus(reactor, block_seconds=0.05)
+            self.bus = MemoryBus(reactor, block_seconds=0.05, **self.bus_kwargs)
             self.sync_bus = MemoryBus(reactor, self.bus.broker, block_seconds=0.05)
         self.signing_key = generate_signing_key("test")
         self.rooms_api = await build_room_api(
@@ -60,9 +63,8 @@ class RoomsTestCase(ApiTestCase):
         self.addCleanup(self.bus.close)
         self.addCleanup(self.sync_bus.close)
         self.addCleanup(self.sync_api.stop)
-        writes = self.sync_api.writes
-        register_room_api(self.resource, self.rooms_api, self.api.authenticator,
-                          after_write=lambda req, created: writes.record(req.user_id, created.stream_shard, created.stream_position))
+        track_writes(self.rooms_api, self.sync_api)
+        register_room_api(self.resource, self.rooms_api, self.api.authenticator)
         register_sync_api(self.resource, self.sync_api, self.api.authenticator)
         register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
         await self.extra_setup()

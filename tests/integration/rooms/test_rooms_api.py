@@ -212,3 +212,30 @@ class EventTests(RoomsTestCase):
         await self.send(alice, room_id, {"msgtype": "m.text", "body": "later"}, "4")
         msgs = await self.get(bob, f"/rooms/{room_id}/messages?dir=b&limit=20")
         self.assertNotIn("later", [e["content"].get("body") for e in msgs.json["chunk"]])
+
+
+class LimitsAndSnapshotsTests(RoomsTestCase):
+    async def test_size_limit_members_at_and_refusals(self) -> None:
+        """Oversized events are 413; /members?at= reads the past; strangers get 403 on member lists."""
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        room_id = await self.create_room(alice, preset="public_chat")
+        resp = await self.send(alice, room_id, {"msgtype": "m.text", "body": "x" * 70000}, "big")
+        self.assertError(resp, 413, "M_TOO_LARGE")
+        token = (await self.sync(alice))["next_batch"]
+        await self.join(bob, room_id)
+        now = await self.get(alice, f"/rooms/{room_id}/members")
+        self.assertEqual(len(now.json["chunk"]), 2)
+        then = await self.get(alice, f"/rooms/{room_id}/members?at={quote(token)}")
+        self.assertEqual([m["state_key"] for m in then.json["chunk"]], [self.uid("alice")])
+        self.assertError(await self.get(alice, f"/rooms/{room_id}/members?membership=nope"), 400, "M_INVALID_PARAM")
+        self.assertError(await self.get(alice, f"/rooms/{room_id}/members?at=bad"), 400, "M_INVALID_PARAM")
+        carol = await self.make_user("carol")
+        self.assertError(await self.get(carol, f"/rooms/{room_id}/joined_members"), 403, "M_FORBIDDEN")
+        self.assertError(await self.get(carol, f"/rooms/{room_id}/members"), 403, "M_FORBIDDEN")
+        self.assertError(await self.get(carol, f"/rooms/{room_id}/messages"), 403, "M_FORBIDDEN")
+        self.assertError(await self.get(carol, "/rooms/!unknown:test.local/state"), 403, "M_FORBIDDEN")
+        # World-readable rooms can be read by anyone.
+        await self.request("PUT", V3 + f"/rooms/{room_id}/state/m.room.history_visibility/",
+                           {"history_visibility": "world_readable"}, token=alice)
+        self.assertEqual((await self.get(carol, f"/rooms/{room_id}/messages")).code, 200)

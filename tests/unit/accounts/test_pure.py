@@ -211,3 +211,23 @@ class AuthenticatorTests(unittest.SynchronousTestCase):
             if soft is not None:
                 self.assertIs(err.to_json()["soft_logout"], soft)
         self.assertTrue(self.successResultOf(self.authenticate("guest", allow_guest=True)).is_guest)
+
+    def test_get_user_by_req_reads_through_the_edge(self) -> None:
+        """Requests are read only through the injected credentials reader."""
+        from homeserver.handlers.auth import RequestCredentials
+
+        seen = []
+
+        class Store(FakeAccounts):
+            def record_device_seen(self, *args):
+                seen.append(args)
+                return defer.succeed(None)
+
+        store = Store()
+        store.records = self.store.records
+        auth = Authenticator(self.clock, store, credentials_of=lambda req: RequestCredentials(req.get("token"), "1.2.3.4", "ua"))
+        self.add("t")
+        err = self.failureResultOf(defer.ensureDeferred(auth.get_user_by_req({})), MatrixError).value
+        self.assertEqual(err.errcode, "M_MISSING_TOKEN")
+        self.assertEqual(self.successResultOf(defer.ensureDeferred(auth.get_user_by_req({"token": "t"}))).device_id, "D")
+        self.assertEqual(seen, [("@a:hs", "D", "1.2.3.4", "ua", 1000000)])

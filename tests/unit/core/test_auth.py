@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import nacl.signing
+from hypothesis import given as _given
+from hypothesis import settings as _settings
+from hypothesis import strategies as _st
 from twisted.trial.unittest import SynchronousTestCase
 from unpaddedbase64 import encode_base64
 
 from homeserver.core.auth import (
     auth_types_for_event,
     check_auth_rules,
+    check_received_event_limits,
     check_size_limits,
     check_state_independent_auth_rules,
     redaction_allowed,
@@ -194,6 +197,12 @@ def member_without_membership(r: RoomFixture) -> Event:
     """5.1: membership events need content.membership."""
     r.standard_room()
     return r.build("m.room.member", BOB, {}, state_key=BOB)
+
+
+def member_without_state_key(r: RoomFixture) -> Event:
+    """5.1: membership events need a state_key."""
+    r.standard_room()
+    return r.build("m.room.member", BOB, {"membership": "join"})
 
 
 def member_unknown_membership(r: RoomFixture) -> Event:
@@ -801,6 +810,12 @@ def pl_invalid_user_id(r: RoomFixture) -> Event:
     return _pl(r, ALICE, users=_users(r, **{"not-a-user": 10}))
 
 
+def pl_odd_but_shaped_user_id(r: RoomFixture) -> Event:
+    """10.1 (Synapse): users keys only need the @localpart:domain shape."""
+    r.standard_room()
+    return _pl(r, ALICE, users=_users(r, **{"@odd:not a domain": 10}))
+
+
 def pl_string_user_level(r: RoomFixture) -> Event:
     """10.1 (v1-v9 stringy power levels; v10 10.3 integers only)."""
     r.standard_room()
@@ -843,6 +858,17 @@ def pl_creator_in_users(r: RoomFixture) -> Event:
     """v12 10.4: creators cannot appear in users."""
     r.standard_room()
     return _pl(r, ALICE, users=_users(r, **{ALICE: 100}))
+
+
+def pl_additional_creator_in_users(r: RoomFixture) -> Event:
+    """v12 10.4: additional creators cannot appear in users either."""
+    r.create({"additional_creators": [BOB]})
+    r.member(ALICE, "join")
+    users = {MOD: 50}
+    if not r.room_version.creators_have_infinite_power:
+        users[ALICE] = 100
+    r.power_levels({"users": users})
+    return _pl(r, ALICE, users=dict(users, **{BOB: 50}))
 
 
 def pl_raise_above_own(r: RoomFixture) -> Event:
@@ -991,6 +1017,14 @@ def redaction_other_server(r: RoomFixture) -> Event:
     return _redaction(r, BOB, target)
 
 
+def redaction_without_target(r: RoomFixture) -> Event:
+    """v1 11 (Synapse): a redaction naming no event redacts nothing and is
+    allowed."""
+    r.standard_room()
+    r.member(BOB, "join")
+    return r.build("m.room.redaction", BOB, {})
+
+
 def _redaction(r: RoomFixture, sender: str, target: Event) -> Event:
     from homeserver.core.room_versions import RedactionRules
 
@@ -1024,6 +1058,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (aliases_other_server, when(lambda rv: rv.special_case_aliases_auth, REFUSE, ALLOW)),
     (aliases_empty_state_key, when(lambda rv: rv.special_case_aliases_auth, REFUSE, ALLOW)),
     (member_without_membership, always(REFUSE)),
+    (member_without_state_key, always(REFUSE)),
     (member_unknown_membership, always(REFUSE)),
     (creator_first_join, always(ALLOW)),
     (content_creator_first_join, when(lambda rv: rv.implicit_room_creator, REFUSE, ALLOW)),
@@ -1099,6 +1134,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (tpi_event_below_invite_level, always(REFUSE)),
     (pl_first_event_anything, always(ALLOW)),
     (pl_invalid_user_id, always(REFUSE)),
+    (pl_odd_but_shaped_user_id, always(ALLOW)),
     (pl_string_user_level, when(lambda rv: rv.enforce_int_power_levels, REFUSE, ALLOW)),
     (pl_bad_string_user_level, always(REFUSE)),
     (pl_float_user_level, when(lambda rv: rv.strict_canonical_json, INVALID, ALLOW)),
@@ -1106,6 +1142,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (pl_string_events_level, when(lambda rv: rv.enforce_int_power_levels, REFUSE, ALLOW)),
     (pl_notifications_not_object, when(lambda rv: rv.limit_notifications_power_levels, REFUSE, ALLOW)),
     (pl_creator_in_users, when(lambda rv: rv.creators_have_infinite_power, REFUSE, ALLOW)),
+    (pl_additional_creator_in_users, when(lambda rv: rv.creators_have_infinite_power, REFUSE, ALLOW)),
     (pl_raise_above_own, always(REFUSE)),
     (pl_raise_to_own, always(ALLOW)),
     (pl_demote_peer, always(REFUSE)),
@@ -1123,6 +1160,7 @@ SCENARIOS: list[tuple[Scenario, Expectation]] = [
     (redaction_by_redactor, always(ALLOW)),
     (redaction_same_server, always(ALLOW)),
     (redaction_other_server, when(v1, REFUSE, ALLOW)),
+    (redaction_without_target, always(ALLOW)),
 ]
 
 
@@ -1272,6 +1310,18 @@ class AuthEventsSelectionTests(SynchronousTestCase):
         event = room.build("m.room.message", ALICE, {}, auth=auth, extra={"signatures": {"a.example": {"ed25519:x": "s"}}})
         self.assertRaises(AuthError, check_state_independent_auth_rules, rv, event, room.events.values())
 
+    def test_v12_rejected_create_event(self) -> None:
+        """v12 rule 2: events in a room whose create event was rejected are
+        refused."""
+        rv = KNOWN_ROOM_VERSIONS["12"]
+        room = self._standard(rv)
+        event = room.build("m.room.message", ALICE, {}, extra={"signatures": {"a.example": {"ed25519:x": "s"}}})
+        create_id = room.state[("m.room.create", "")].event_id
+        check_state_independent_auth_rules(rv, event, room.events.values())
+        self.assertRaises(
+            AuthError, check_state_independent_auth_rules, rv, event, room.events.values(), {create_id}
+        )
+
     def test_auth_event_from_other_room(self) -> None:
         """v1 2.5: auth events must be in the same room."""
         rv = KNOWN_ROOM_VERSIONS["10"]
@@ -1344,6 +1394,39 @@ class SizeLimitTests(SynchronousTestCase):
             self.assertEqual(cm.exception.unpersistable, unpersistable)
 
 
+class ReceivedEventLimitTests(SynchronousTestCase):
+    """Synapse's early sanity check on prev / auth event counts."""
+
+    def test_limits(self) -> None:
+        """20 prev events and 10 auth events pass; one more is refused."""
+        rv = KNOWN_ROOM_VERSIONS["10"]
+        room = RoomFixture(rv)
+        room.standard_room()
+        fillers = [room.build("m.room.message", ALICE, {"n": i}) for i in range(21)]
+        check_received_event_limits(room.build("m.room.message", ALICE, {}, prev=fillers[:20]))
+        self.assertRaises(
+            EventSizeError, check_received_event_limits,
+            room.build("m.room.message", ALICE, {}, prev=fillers),
+        )
+        check_received_event_limits(room.build("m.room.message", ALICE, {}, auth=fillers[:10]))
+        self.assertRaises(
+            EventSizeError, check_received_event_limits,
+            room.build("m.room.message", ALICE, {}, auth=fillers[:11]),
+        )
+
+    def test_v12_counts_implied_create(self) -> None:
+        """In v12 the implied create event counts towards the 10."""
+        rv = KNOWN_ROOM_VERSIONS["12"]
+        room = RoomFixture(rv)
+        room.standard_room()
+        fillers = [room.build("m.room.message", ALICE, {"n": i}) for i in range(10)]
+        check_received_event_limits(room.build("m.room.message", ALICE, {}, auth=fillers[:9]))
+        self.assertRaises(
+            EventSizeError, check_received_event_limits,
+            room.build("m.room.message", ALICE, {}, auth=fillers),
+        )
+
+
 class RedactionApplicationTests(SynchronousTestCase):
     """fragment v3-handling-redactions: when a redaction is applied."""
 
@@ -1362,3 +1445,134 @@ class RedactionApplicationTests(SynchronousTestCase):
         self.assertTrue(redaction_allowed(rv, by_alice, bob_msg, pl, create))
         self.assertFalse(redaction_allowed(rv, by_bob, alice_msg, pl, create))
         self.assertTrue(redaction_allowed(rv, by_bob_own, bob_msg, pl, create))
+
+
+class RoomHistoryTests(SynchronousTestCase):
+    """A realistic room history authorises against each event's own auth
+    events in every room version (the receipt-time check path)."""
+
+    def _history(self, room: RoomFixture) -> list[Event]:
+        events = []
+        rv = room.room_version
+        events.append(room.create())
+        events.append(room.member(ALICE, "join"))
+        users = {MOD: 50}
+        if not rv.creators_have_infinite_power:
+            users[ALICE] = 100
+        events.append(room.power_levels({"users": users}))
+        events.append(room.join_rules("invite"))
+        events.append(room.member(BOB, "invite", sender=ALICE))
+        events.append(room.member(BOB, "join"))
+        events.append(room.member(MOD, "invite", sender=ALICE))
+        events.append(room.member(MOD, "join"))
+        events.append(room.build("m.room.name", MOD, {"name": "n"}, state_key="", apply=True))
+        events.append(room.build("m.room.message", BOB, {"body": "hi"}, apply=True))
+        events.append(room.member(CAROL, "invite", sender=MOD))
+        events.append(room.member(CAROL, "leave"))
+        events.append(room.member(BOB, "ban", sender=MOD))
+        events.append(room.member(BOB, "leave", sender=ALICE))
+        events.append(room.build("m.room.power_levels", ALICE, {"users": dict(users, **{CAROL: 10})}, state_key="", apply=True))
+        return events
+
+    def test_history_passes_in_every_version(self) -> None:
+        """Every event passes the state-independent checks and the auth rules
+        against its own auth events."""
+        for rv in KNOWN_ROOM_VERSIONS.values():
+            room = RoomFixture(rv)
+            history = self._history(room)
+            by_id = {e.event_id: e for e in history}
+            create = history[0]
+            for event in history:
+                auth = [by_id[i] for i in event.auth_event_ids]
+                state = {(e.type, e.state_key): e for e in auth}
+                state.setdefault(("m.room.create", ""), create)
+                check_auth_rules(rv, event, state)
+                self.assertLessEqual(
+                    {(e.type, e.state_key) for e in auth}, auth_types_for_event(rv, event)
+                )
+
+
+_LEVEL_NAMES = ["users", "events", "notifications", "ban", "kick", "invite", "redact",
+                "users_default", "events_default", "state_default"]
+
+_JSON = _st.recursive(
+    _st.none() | _st.booleans() | _st.integers(-(2**53) + 1, 2**53 - 1) | _st.text(max_size=8)
+    | _st.sampled_from(["join", "invite", "leave", "ban", "knock", "public", "restricted",
+                        "knock_restricted", ALICE, BOB, MOD, "tok"]),
+    lambda c: _st.lists(c, max_size=3) | _st.dictionaries(
+        _st.sampled_from(["membership", "join_rule", "users", "events", "notifications", "ban",
+                          "kick", "invite", "users_default", "third_party_invite", "signed",
+                          "token", "mxid", "signatures", "join_authorised_via_users_server",
+                          "additional_creators", "m.federate", "public_key", "public_keys", "x"]),
+        c, max_size=4),
+    max_leaves=12,
+)
+
+
+
+class MalformedContentTests(SynchronousTestCase):
+    """Arbitrary JSON in the content of the event or of the auth state never
+    crashes the rules: the outcome is allow or AuthError."""
+
+    def _check(self, version: str, event_type: str, content: dict, state_key: str | None,
+               join_rule: Any, old_levels: Any, sender: str = BOB) -> None:
+        rv = KNOWN_ROOM_VERSIONS[version]
+        room = RoomFixture(rv)
+        room.standard_room()
+        room.member(BOB, "join")
+        room.build("m.room.join_rules", ALICE, {"join_rule": join_rule}, state_key="", apply=True)
+        if isinstance(old_levels, dict):
+            room.build("m.room.power_levels", ALICE, old_levels, state_key="", apply=True)
+        try:
+            event = room.build(event_type, sender, content, state_key=state_key)
+        except InvalidEventError:
+            return
+        auth_types_for_event(rv, event)
+        try:
+            check_auth_rules(rv, event, room.auth_state())
+        except AuthError:
+            pass
+
+    @_settings(max_examples=300, deadline=None)
+    @_given(
+        _st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        _st.sampled_from(["join", "invite", "leave", "ban", "knock"]),
+        _st.dictionaries(_st.sampled_from(["third_party_invite", "join_authorised_via_users_server", "x"]), _JSON, max_size=2),
+        _st.sampled_from([ALICE, BOB, CAROL, MOD]),
+        _JSON,
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=4),
+    )
+    def test_membership(self, version: str, membership: str, extra: dict, target: str, join_rule: Any, levels: dict) -> None:
+        """Membership events with malformed content or state."""
+        self._check(version, "m.room.member", dict(extra, membership=membership), target, join_rule, levels)
+
+    @_settings(max_examples=300, deadline=None)
+    @_given(
+        _st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=5),
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=5),
+    )
+    def test_power_levels(self, version: str, new: dict, old: dict) -> None:
+        """Power levels events (sent by the creator, so that the change
+        rules run) replacing malformed power levels."""
+        if not KNOWN_ROOM_VERSIONS[version].creators_have_infinite_power:
+            old = dict(old)
+            users = old.get("users")
+            old["users"] = dict(users, **{ALICE: 100}) if isinstance(users, dict) else {ALICE: 100}
+            old.pop("state_default", None)
+            old.pop("events", None)
+        self._check(version, "m.room.power_levels", new, "", "public", old, sender=ALICE)
+
+    @_settings(max_examples=200, deadline=None)
+    @_given(
+        _st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        _st.sampled_from(["m.room.create", "m.room.message", "m.room.redaction", "m.room.aliases",
+                          "m.room.third_party_invite", "m.room.join_rules"]),
+        _st.dictionaries(_st.sampled_from(["room_version", "creator", "additional_creators", "m.federate",
+                                           "redacts", "join_rule", "x"]), _JSON, max_size=3),
+        _st.dictionaries(_st.sampled_from(_LEVEL_NAMES), _JSON, max_size=4),
+    )
+    def test_other_events(self, version: str, event_type: str, content: dict, levels: dict) -> None:
+        """Other event types with malformed content."""
+        state_key = None if event_type in ("m.room.message", "m.room.redaction") else ""
+        self._check(version, event_type, content, state_key, "public", levels)

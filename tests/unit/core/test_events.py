@@ -105,6 +105,23 @@ class FromPduTests(SynchronousTestCase):
         self.assertEqual(event.room_id, "!" + event.event_id[1:])
         self.assertNotIn("room_id", event.get_pdu_json())
 
+    def test_v12_implied_create_auth_event(self) -> None:
+        """v12 non-create events implicitly cite the create event; earlier
+        versions and the create event itself do not."""
+        create = Event.from_pdu(
+            pdu(type="m.room.create", state_key="", room_id=..., prev_events=[], auth_events=[],
+                content={"room_version": "12"}), V12)
+        self.assertEqual(create.auth_event_ids_with_create, ())
+        message = Event.from_pdu(pdu(room_id=create.room_id), V12)
+        self.assertEqual(message.auth_event_ids_with_create, (H4, create.event_id))
+        old = Event.from_pdu(pdu(), V11)
+        self.assertEqual(old.auth_event_ids_with_create, (H4,))
+
+    def test_v12_create_type_with_other_state_key(self) -> None:
+        """Only the ("m.room.create", "") event gets a derived room ID."""
+        data = pdu(type="m.room.create", state_key="x", room_id=..., prev_events=[], auth_events=[])
+        self.assertRaises(InvalidEventError, Event.from_pdu, data, V12)
+
     def test_v12_non_create_needs_hash_room_id(self) -> None:
         """v12 non-create events carry a hash room ID."""
         self.assertRaises(InvalidEventError, Event.from_pdu, pdu(), V12)

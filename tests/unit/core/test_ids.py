@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from homeserver.core.ids import (
@@ -45,7 +47,7 @@ class ServerNameTests(SynchronousTestCase):
         bad = [
             "", "matrix.org:", "matrix.org:abc", "matrix.org:123456", "under_score.org",
             "spa ce.org", "1.2.3.256", "[1234:5678::abcd", "[not-ipv6]", "[fe80::1%eth0]",
-            "[1::2::3]", "matrix.org:80:90", "é.org", "a" * 256, "[::1]x",
+            "[1::2::3]", "matrix.org:80:90", "é.org", "a" * 256, "[::1]x", "a..b", ".a", "a.",
         ]
         for name in bad:
             self.assertFalse(is_valid_server_name(name), name)
@@ -156,3 +158,30 @@ class RoomAndEventIdTests(SynchronousTestCase):
         validate_device_id("日本")
         for bad in ("", "a" * 256, "a\nb", "a\x00", 5):
             self.assertRaises(ValueError, validate_device_id, bad)
+
+
+class IdPropertyTests(SynchronousTestCase):
+    """Property tests for identifier parsing."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.from_regex(r"[a-z0-9._=\-/+]{1,40}", fullmatch=True),
+        st.from_regex(r"[a-z0-9]{1,20}(\.[a-z0-9]{1,10}){0,3}(:[0-9]{1,5})?", fullmatch=True),
+    )
+    def test_user_id_round_trip(self, localpart: str, domain: str) -> None:
+        """Grammar-conforming user IDs parse strictly and print back."""
+        value = "@%s:%s" % (localpart, domain)
+        uid = UserID.parse(value, historical=False)
+        self.assertEqual((uid.localpart, uid.domain), (localpart, domain))
+        self.assertEqual(uid.to_string(), value)
+        self.assertTrue(uid.is_compliant)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(min_size=0, max_size=30).filter(lambda s: ":" not in s and "\x00" not in s))
+    def test_historical_localparts(self, localpart: str) -> None:
+        """Any localpart without ':' and NUL is accepted as historical, and
+        refused for registration unless it matches the strict grammar."""
+        value = "@%s:example.org" % localpart
+        UserID.parse(value)
+        strict_ok = bool(localpart) and all(c in "abcdefghijklmnopqrstuvwxyz0123456789._=-/+" for c in localpart)
+        self.assertEqual(is_valid_user_id(value, historical=False), strict_ok)

@@ -22,14 +22,18 @@ from homeserver.core.signing import (
     compute_event_id,
     compute_reference_hash,
     compute_room_id,
+    effective_valid_until_ts,
     format_signing_key_file,
     generate_signing_key,
     get_verify_key,
+    is_key_usable_for_event,
     key_id_of,
+    parse_old_verify_keys,
     parse_signing_key_file,
     sign_json,
     signature_key_ids,
     signing_key_from_seed,
+    verify_event_signature,
     verify_key_from_base64,
     verify_signed_json,
 )
@@ -235,6 +239,23 @@ class KeyTests(SynchronousTestCase):
         self.assertRaises(ValueError, verify_key_from_base64, "rsa:1", published)
         self.assertRaises(ValueError, verify_key_from_base64, "ed25519:1", "***")
 
+    def test_old_verify_keys_config(self) -> None:
+        """Old keys parse from Synapse's old_signing_keys shape; bad entries
+        raise ValueError."""
+        good = encode_base64(b"\x07" * 32)
+        keys = parse_old_verify_keys({"ed25519:old": {"key": good, "expired_ts": 5}})
+        self.assertEqual(keys, [OldVerifyKey("ed25519:old", good, 5)])
+        bad_configs = [
+            {"rsa:old": {"key": good, "expired_ts": 5}},
+            {"ed25519:b@d": {"key": good, "expired_ts": 5}},
+            {"ed25519:old": "x"},
+            {"ed25519:old": {"expired_ts": 5}},
+            {"ed25519:old": {"key": good, "expired_ts": "5"}},
+            {"ed25519:old": {"key": "AAAA", "expired_ts": 5}},
+        ]
+        for config in bad_configs:
+            self.assertRaises(ValueError, parse_old_verify_keys, config)
+
     def test_server_keys_response(self) -> None:
         """build_server_keys lists current and old keys and is signed by
         every current key."""
@@ -327,3 +348,40 @@ class HashAndIdTests(SynchronousTestCase):
         self.assertEqual(compute_room_id(rv, create), "!" + event_id[1:])
         self.assertEqual(len(event_id), 44)
         self.assertRaises(ValueError, compute_room_id, KNOWN_ROOM_VERSIONS["11"], create)
+
+
+class KeyValidityTests(SynchronousTestCase):
+    """fragment v5-signing-requirements and event signature verification."""
+
+    def test_event_signature_on_redacted_copy(self) -> None:
+        """An event signature verifies on the full and the redacted copy, and
+        fails for another server or a changed essential field."""
+        rv = KNOWN_ROOM_VERSIONS["10"]
+        key = _key()
+        signed = add_hashes_and_signatures(rv, REDACTABLE_EVENT, SERVER, key)
+        verify_event_signature(rv, signed, SERVER, get_verify_key(key))
+        verify_event_signature(rv, prune_event_dict(rv, signed), SERVER, get_verify_key(key))
+        self.assertRaises(SignatureVerifyError, verify_event_signature, rv, signed, "other", get_verify_key(key))
+        self.assertRaises(
+            SignatureVerifyError, verify_event_signature, rv, dict(signed, sender="@x:domain"),
+            SERVER, get_verify_key(key),
+        )
+
+    def test_valid_until_enforced_from_v5(self) -> None:
+        """v5+ refuse keys whose validity ended before the event."""
+        for identifier, usable in (("4", True), ("5", False), ("12", False)):
+            rv = KNOWN_ROOM_VERSIONS[identifier]
+            self.assertEqual(is_key_usable_for_event(rv, 1000, valid_until_ts=999), usable)
+            self.assertTrue(is_key_usable_for_event(rv, 1000, valid_until_ts=1000))
+
+    def test_old_keys_expiry(self) -> None:
+        """Old keys that expired before the event are ignored everywhere."""
+        for rv in KNOWN_ROOM_VERSIONS.values():
+            self.assertFalse(is_key_usable_for_event(rv, 1000, expired_ts=999))
+            self.assertTrue(is_key_usable_for_event(rv, 1000, expired_ts=1000))
+
+    def test_seven_day_cap(self) -> None:
+        """valid_until_ts is capped at 7 days after fetching."""
+        week = 7 * 24 * 3600 * 1000
+        self.assertEqual(effective_valid_until_ts(10**15, 5), 5 + week)
+        self.assertEqual(effective_valid_until_ts(100, 5), 100)
