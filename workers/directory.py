@@ -79,7 +79,8 @@ def register_legacy_sync_api(resource: Any, api: DirectoryApi, served_room_api: 
     from homeserver.handlers.legacy import LegacySyncHandler
     from homeserver.rest.client.legacy import register_legacy
 
-    legacy = LegacySyncHandler(served_sync_api.handler, served_room_api.rooms, api.directory_store, account_data_store)
+    legacy = LegacySyncHandler(served_sync_api.handler, served_room_api.rooms, served_room_api.store, api.directory_store,
+                               account_data_store)
     register_legacy(resource, legacy, authenticator)
 
 

@@ -31,12 +31,15 @@ def current_state_of(section: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class LegacySyncHandler:
-    """``sync`` is the (served) sync handler, ``rooms`` the room handler, ``directory_store``
-    tells published rooms, ``account_data_store`` reads room account data."""
+    """``sync`` is the (served) sync handler, ``rooms`` the room handler, ``events_store`` the
+    event store, ``directory_store`` tells published rooms, ``account_data_store`` reads room
+    account data."""
 
-    def __init__(self, sync: Any, rooms: Any, directory_store: Any, account_data_store: Any = None) -> None:
+    def __init__(self, sync: Any, rooms: Any, events_store: Any, directory_store: Any,
+                 account_data_store: Any = None) -> None:
         self._sync = sync
         self._rooms = rooms
+        self._events = events_store
         self._directory = directory_store
         self._account_data = account_data_store
 
@@ -69,9 +72,9 @@ class LegacySyncHandler:
         for room_id, section in response["rooms"].get("invite", {}).items():
             entry: dict[str, Any] = {"room_id": room_id, "membership": "invite",
                                      "visibility": await self._visibility(room_id)}
-            for event in section.get("invite_state", {}).get("events", []):
-                if event.get("type") == "m.room.member" and event.get("state_key") == requester.user_id:
-                    entry["invite"] = dict(event, room_id=room_id)
+            invite = await self._invite_event(room_id, requester.user_id)
+            if invite is not None:
+                entry["invite"] = invite
             rooms.append(entry)
         return {
             "end": end,
@@ -79,6 +82,15 @@ class LegacySyncHandler:
             "presence": [],
             "account_data": response.get("account_data", {}).get("events", []),
         }
+
+    async def _invite_event(self, room_id: str, user_id: str) -> Optional[dict[str, Any]]:
+        """The user's current invite event in a room, in client format."""
+        membership = await self._events.get_membership(room_id, user_id)
+        if membership is None or membership.membership != "invite":
+            return None
+        rows = await self._events.get_events(room_id, [membership.event_id])
+        serialized = await self._rooms.loader.serialize_rows(room_id, list(rows.values()))
+        return serialized[0] if serialized else None
 
     async def events(self, requester: Any, from_token: Optional[str], timeout_ms: int) -> dict[str, Any]:
         """GET /events: new timeline events of the user's rooms after ``from_token`` (now if absent)."""

@@ -27,11 +27,10 @@ class DirectoryTestCase(RoomsTestCase):
         self.directory_api = build_directory_api(
             self.server_name, self.db, self.rooms_api, self.api.account_data_store)
         rooms_api, sync_api = extend_room_api(self.directory_api, self.rooms_api, self.sync_api)
-        writes = self.sync_api.writes
         self.resource = JsonResource(self.clock)
         register_account_api(self.resource, self.api)
-        register_room_api(self.resource, rooms_api, self.api.authenticator,
-                          after_write=lambda req, created: writes.record(req.user_id, created.stream_shard, created.stream_position))
+        # Read-your-writes tracking is on the shared creator (track_writes in the parent's setUp).
+        register_room_api(self.resource, rooms_api, self.api.authenticator)
         register_sync_api(self.resource, sync_api, self.api.authenticator)
         register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
         register_directory_api(self.resource, self.directory_api, self.api.authenticator)

@@ -15,8 +15,7 @@ class LegacySyncTest(DirectoryTestCase):
 
     async def test_initial_sync_then_events(self) -> None:
         """initialSync lists rooms with messages and state; /events continues from its end token."""
-        invite_room = await self.create_room(self.bob)
-        await self.post(self.bob, f"/rooms/{invite_room}/invite", {"user_id": self.uid("alice")})
+        invite_room = await self.create_room(self.bob, invite=[self.uid("alice")])
         resp = await self.get(self.alice, "/initialSync?limit=2")
         self.assertEqual(resp.code, 200, resp.body)
         rooms = {r["room_id"]: r for r in resp.json["rooms"]}

@@ -157,9 +157,7 @@ class IgnoredUsersTest(DirectoryTestCase):
         first = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "hi"})
         spam = await self.send_ok(mallory, room, {"msgtype": "m.text", "body": "spam"})
         last = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "bye"})
-        mallory_room = await self.create_room(mallory)
-        resp = await self.post(mallory, f"/rooms/{mallory_room}/invite", {"user_id": self.uid("alice")})
-        self.assertEqual(resp.code, 200, resp.body)
+        mallory_room = await self.create_room(mallory, invite=[self.uid("alice")])
         resp = await self.request("PUT", f"/_matrix/client/v3/user/{self.uid('alice')}/account_data/m.ignored_user_list",
                                   {"ignored_users": {self.uid("mallory"): {}}}, token=alice)
         self.assertEqual(resp.code, 200, resp.body)

@@ -52,13 +52,11 @@ class SearchTest(DirectoryTestCase):
 
     async def test_visibility_membership_and_redaction(self) -> None:
         """Only joined rooms are searched, history before a join stays hidden, redacted events vanish."""
-        private = await self.create_room(self.alice, initial_state=[
+        private = await self.create_room(self.alice, preset="public_chat", initial_state=[
             {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}])
         await self.send_ok(self.alice, private, {"msgtype": "m.text", "body": "secret tulips"})
         nothing = await self.post(self.bob, "/search", search_body("tulips"))
         self.assertEqual(nothing.json["search_categories"]["room_events"]["results"], [])
-        resp = await self.post(self.alice, f"/rooms/{private}/invite", {"user_id": self.uid("bob")})
-        self.assertEqual(resp.code, 200, resp.body)
         self.assertEqual((await self.join(self.bob, private)).code, 200)
         later = await self.send_ok(self.alice, private, {"msgtype": "m.text", "body": "public tulips"})
         found = await self.post(self.bob, "/search", search_body("tulips"))
@@ -119,8 +117,7 @@ class UserDirectoryTest(DirectoryTestCase):
         resp = await self.request("PUT", f"/_matrix/client/v3/profile/{self.uid('bob')}/displayname",
                                   {"displayname": "Bobby Tables"}, token=bob)
         self.assertEqual(resp.code, 200, resp.body)
-        shared = await self.create_room(alice)
-        await self.post(alice, f"/rooms/{shared}/invite", {"user_id": self.uid("bob")})
+        shared = await self.create_room(alice, invite=[self.uid("bob")])
         self.assertEqual((await self.join(bob, shared)).code, 200)
         published = await self.create_room(carol, visibility="public")
         self.assertEqual(published.startswith("!"), True)
