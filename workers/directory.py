@@ -93,3 +93,43 @@ def register_directory_api(resource: Any, api: DirectoryApi, authenticator: Any)
     register_relations(resource, api.relations, authenticator)
     register_directory(resource, api.directory, authenticator)
     register_search(resource, api.search, api.user_directory, api.reports, authenticator)
+
+
+# -- one process -------------------------------------------------------------------
+
+
+@attrs.define
+class DirectoryProcess:
+    """Part B for one process: its handlers and the rooms surfaces they extend."""
+
+    api: DirectoryApi
+    #: ``workers.rooms.RoomsProcess`` whose room and sync handlers serve part B's additions.
+    rooms: Any
+    account_data_store: Any
+
+    def mount(self, resource: Any, authenticator: Any, roles: frozenset[str]) -> None:
+        """Mount the rooms surfaces (extended) and part B's endpoints per ``roles``.
+
+        Call this *instead of* ``RoomsProcess.mount``: part B's endpoints on
+        client readers and writers, the legacy sync endpoints on sync workers.
+        """
+        from homeserver.config import roles as r
+
+        self.rooms.mount(resource, authenticator, roles)
+        if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
+            register_directory_api(resource, self.api, authenticator)
+        if self.rooms.sync is not None:
+            register_legacy_sync_api(resource, self.api, self.rooms.rooms, self.rooms.sync, authenticator,
+                                     self.account_data_store)
+
+    def stop(self) -> Any:
+        """Stop what the rooms process runs."""
+        return self.rooms.stop()
+
+
+def build_directory_process(ctx: Any, account_api: Any, rooms_process: Any) -> DirectoryProcess:
+    """Part B over ``rooms_process`` (from ``workers.rooms.build_rooms_process``) for the process of ``ctx``."""
+    api = build_directory_api(ctx.config.server_name, ctx.database, rooms_process.rooms, account_api.account_data_store)
+    rooms_api, sync_api = extend_room_api(api, rooms_process.rooms, rooms_process.sync)
+    served = attrs.evolve(rooms_process, rooms=rooms_api, sync=sync_api)
+    return DirectoryProcess(api=api, rooms=served, account_data_store=account_api.account_data_store)
