@@ -29,7 +29,7 @@ import attrs
 from homeserver.core import auth as auth_rules
 from homeserver.core.canonical_json import encode_canonical_json
 from homeserver.core.errors import AuthError, EventSizeError, InvalidEventError
-from homeserver.core.events import MAX_DEPTH, Event, thaw
+from homeserver.core.events import Event, thaw
 from homeserver.core.rooms import (
     DuplicateTransactionError,
     ExtremitiesChangedError,
@@ -37,7 +37,7 @@ from homeserver.core.rooms import (
     RoomExistsError,
 )
 from homeserver.core.room_versions import EventFormat, RoomVersion
-from homeserver.core.signing import add_hashes_and_signatures, compute_reference_hash
+from homeserver.core.builder import build_local_event
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.handlers.rooms.events import EventLoader
 from homeserver.handlers.rooms.linearizer import Linearizer
@@ -185,21 +185,17 @@ class EventCreator:
         # same content in the same millisecond still get distinct v12 IDs.
         ts = self._last_create_ts = max(self.now_ms(), self._last_create_ts + 1)
         for _ in range(10_000):
-            pdu: dict[str, Any] = {
-                "type": auth_rules.CREATE,
-                "state_key": "",
-                "sender": new_room.creator,
-                "content": thaw(content),
-                "origin_server_ts": ts,
-                "depth": 1,
-                "prev_events": [],
-                "auth_events": [],
-            }
-            if room_id is not None:
-                pdu["room_id"] = room_id
-            if version.event_format is EventFormat.V1:
-                pdu["event_id"] = self._v1_event_id()
-            event = self._finish(version, pdu)
+            event = self._sign(
+                version,
+                event_type=auth_rules.CREATE,
+                state_key="",
+                sender=new_room.creator,
+                content=thaw(content),
+                room_id=room_id,
+                prev_events=[],
+                auth_events=[],
+                origin_server_ts=ts,
+            )
             if self.owns_room(event.room_id):
                 break
             ts += 1
@@ -323,23 +319,18 @@ class EventCreator:
             "type": event_type,
             "sender": sender,
             "content": content,
-            "origin_server_ts": self.now_ms(),
-            "depth": min(head.max_depth + 1, MAX_DEPTH),
+            "origin_server_ts": 0,
+            "depth": 1,
             "prev_events": [],
             "auth_events": [],
         }
         if state_key is not None:
             pdu["state_key"] = state_key
-        if redacts is not None:
-            if version.redaction_rules.value == "v11":
-                content["redacts"] = redacts
-            else:
-                pdu["redacts"] = redacts
+        if version.event_format is EventFormat.V1:
+            pdu["event_id"] = f"$provisional:{self.server_name}"
         try:
-            provisional = Event.from_pdu(
-                {**pdu, "event_id": f"$provisional:{self.server_name}"} if version.event_format is EventFormat.V1 else pdu,
-                version,
-            )
+            # Only to ask which state entries authorise it.
+            provisional = Event.from_pdu(pdu, version)
         except InvalidEventError as e:
             raise bad_json(str(e))
         wanted = auth_rules.auth_types_for_event(version, provisional)
@@ -355,34 +346,33 @@ class EventCreator:
         auth_state = {k: events[head.state[k]] for k in wanted if k in head.state and head.state[k] in events}
         if create_id is not None and create_id in events:
             auth_state[(auth_rules.CREATE, "")] = events[create_id]
-        if version.event_format is EventFormat.V1:
-            pdu["event_id"] = self._v1_event_id()
-            pdu["prev_events"] = [[e, {"sha256": _ref_hash(version, events[e])}] for e in head.extremities]
-            pdu["auth_events"] = [[e, {"sha256": _ref_hash(version, events[e])}] for e in auth_ids]
-        else:
-            pdu["prev_events"] = list(head.extremities)
-            pdu["auth_events"] = auth_ids
         unsigned: dict[str, Any] = {}
         if replaced_id is not None and replaced_id in events:
             replaced = events[replaced_id]
             unsigned = {"replaces_state": replaced_id, "prev_content": thaw(replaced.content), "prev_sender": replaced.sender}
-        event = self._finish(version, pdu, unsigned)
+        event = self._sign(
+            version,
+            event_type=event_type,
+            state_key=state_key,
+            sender=sender,
+            content=content,
+            room_id=room_id,
+            prev_events=[events[e] for e in head.extremities if e in events],
+            auth_events=[events[e] for e in auth_ids if e in events],
+            origin_server_ts=self.now_ms(),
+            redacts=redacts,
+            unsigned=unsigned,
+        )
         state_after = None
         if state_key is not None:
             state_after = dict(head.state)
             state_after[(event_type, state_key)] = event.event_id
         return event, state_after, auth_state
 
-    def _v1_event_id(self) -> str:
-        """A fresh event ID of the ``$opaque:server`` form (room versions 1 and 2)."""
-        return "$" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b") + ":" + self.server_name
-
-    def _finish(self, version: RoomVersion, pdu: dict[str, Any], unsigned: Optional[dict[str, Any]] = None) -> Event:
-        signed = add_hashes_and_signatures(version, pdu, self.server_name, self._key)
-        if unsigned:
-            signed["unsigned"] = unsigned
+    def _sign(self, version: RoomVersion, **fields: Any) -> Event:
+        """Build, hash and sign an event with this server's key (``homeserver.core.builder``)."""
         try:
-            return Event.from_pdu(signed, version)
+            return build_local_event(version, server_name=self.server_name, signing_key=self._key, **fields)
         except InvalidEventError as e:
             raise bad_json(str(e))
 
@@ -442,12 +432,6 @@ class _Duplicate(Exception):
     def __init__(self, event_id: str) -> None:
         super().__init__(event_id)
         self.event_id = event_id
-
-
-def _ref_hash(version: RoomVersion, event: Event) -> str:
-    from unpaddedbase64 import encode_base64
-
-    return encode_base64(compute_reference_hash(version, event.get_pdu_json()))
 
 
 def _stream_payload(event: Event) -> dict[str, Any]:

@@ -449,10 +449,11 @@ class RoomHandler:
         joined = {}
         for event in events.values():
             if event.membership == "join":
-                joined[event.state_key] = {
-                    "display_name": event.content.get("displayname") if isinstance(event.content.get("displayname"), str) else None,
-                    "avatar_url": event.content.get("avatar_url") if isinstance(event.content.get("avatar_url"), str) else None,
-                }
+                entry = {}
+                for source, target in (("displayname", "display_name"), ("avatar_url", "avatar_url")):
+                    if isinstance(event.content.get(source), str):
+                        entry[target] = event.content[source]
+                joined[event.state_key] = entry
         return joined
 
     async def get_event(self, requester: Any, room_id: str, event_id: str) -> dict[str, Any]:
