@@ -9,12 +9,13 @@ same transaction. Every query filters on ``room_id`` (DESIGN.md §6).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import attrs
 from twisted.internet import defer
 
 from homeserver.core.events import Event
+from homeserver.core.relations import relation_of
 
 #: Text search configuration used to index and to query.
 SEARCH_CONFIG = "english"
@@ -22,25 +23,6 @@ SEARCH_CONFIG = "english"
 #: The searchable key of each indexed event type (the search API's ``keys``).
 SEARCH_KEYS = {"m.room.message": ("content.body", "body"), "m.room.name": ("content.name", "name"),
                "m.room.topic": ("content.topic", "topic")}
-
-
-def relation_of(content: Mapping[str, Any]) -> Optional[tuple[str, str, Optional[str]]]:
-    """``(rel_type, event_id, key)`` of a valid ``m.relates_to``, else None.
-
-    Strings containing NUL are ignored (PostgreSQL cannot store them).
-    """
-    relates = content.get("m.relates_to")
-    if not isinstance(relates, Mapping):
-        return None
-    rel_type, parent = relates.get("rel_type"), relates.get("event_id")
-    if not isinstance(rel_type, str) or not isinstance(parent, str) or not rel_type or not parent:
-        return None
-    if "\x00" in rel_type or "\x00" in parent:
-        return None
-    key = relates.get("key") if rel_type == "m.annotation" else None
-    if not isinstance(key, str) or "\x00" in key:
-        key = None
-    return rel_type, parent, key
 
 
 def write_event_indexes_txn(txn: Any, event: Event, position: int) -> None:
@@ -174,6 +156,21 @@ class RelationStore:
             return rows[:limit], len(rows) > limit
 
         return self._db.run_interaction("get_relation_children", txn_fn)
+
+    def has_annotation(self, room_id: str, parent_id: str, sender: str, event_type: str,
+                       key: str) -> "defer.Deferred[bool]":
+        """Whether ``sender`` already annotated ``parent_id`` with ``key`` in an event of ``event_type``
+        (redacted annotations no longer count)."""
+
+        def txn_fn(txn: Any) -> bool:
+            txn.execute(
+                "SELECT 1 FROM event_relations WHERE room_id = %s AND relates_to_id = %s AND relation_type = 'm.annotation'"
+                " AND sender = %s AND type = %s AND aggregation_key = %s LIMIT 1",
+                (room_id, parent_id, sender, event_type, key),
+            )
+            return txn.fetchone() is not None
+
+        return self._db.run_interaction("has_annotation", txn_fn)
 
     def get_relations_for_parents(
         self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str]

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
-from homeserver.errors import invalid_param
+from homeserver.core.relations import relation_of
+from homeserver.errors import MatrixError, invalid_param
+from homeserver.handlers.rooms.handler import txn_key_for
 from homeserver.handlers.rooms.tokens import TopoToken
 
+DUPLICATE_ANNOTATION = "M_DUPLICATE_ANNOTATION"
 #: Relation types aggregated into ``unsigned.m.relations``.
 BUNDLED_TYPES = ("m.replace", "m.reference")
 #: How deep ``recurse=true`` follows relations of relations.
@@ -40,7 +43,8 @@ def choose_replacement(original: dict[str, Any], candidates: Iterable[dict[str, 
 
     Valid (spec, "Validity of replacement events"): same sender and type as
     the original, neither is a state event, the replacement has an object
-    ``m.new_content``, and the original is not itself a replacement. Most
+    ``m.new_content`` (inside the ciphertext, so not checked, for
+    ``m.room.encrypted``), and the original is not itself a replacement. Most
     recent: highest ``origin_server_ts``, then lexicographically largest
     event ID.
     """
@@ -53,7 +57,7 @@ def choose_replacement(original: dict[str, Any], candidates: Iterable[dict[str, 
     for c in candidates:
         if c.get("sender") != original.get("sender") or c.get("type") != original.get("type") or "state_key" in c:
             continue
-        if not isinstance(c.get("content", {}).get("m.new_content"), dict):
+        if c.get("type") != "m.room.encrypted" and not isinstance(c.get("content", {}).get("m.new_content"), dict):
             continue
         if best is None or (c["origin_server_ts"], c["event_id"]) > (best["origin_server_ts"], best["event_id"]):
             best = c
@@ -150,6 +154,22 @@ class RelationsHandler:
         if more and roots:
             result["next_batch"] = f"th{roots[-1][1]}"
         return result
+
+    async def check_new_annotation(self, requester: Any, room_id: str, event_type: str, content: Any,
+                                   txn_id: Optional[str]) -> None:
+        """Refuse a second annotation with the same type and key on one event (400 ``M_DUPLICATE_ANNOTATION``).
+
+        A retried client transaction passes (the room handler returns its original event).
+        """
+        if not isinstance(content, dict):
+            return
+        relation = relation_of(content)
+        if relation is None or relation[0] != "m.annotation" or relation[2] is None:
+            return
+        if txn_id is not None and await self._events.get_txn_event(txn_key_for(requester, room_id, txn_id)):
+            return
+        if await self._store.has_annotation(room_id, relation[1], requester.user_id, event_type, relation[2]):
+            raise MatrixError(400, DUPLICATE_ANNOTATION, "You already sent this annotation")
 
     async def bundle(self, user_id: str, room_id: str, events: list[dict[str, Any]], threads: bool = True) -> None:
         """Add ``unsigned.m.relations`` to the client events ``events`` of one room (in place)."""

@@ -86,6 +86,15 @@ class ServedRoomHandler:
         )
         return result
 
+    async def send_event(self, requester: Any, room_id: str, event_type: str, content: Any,
+                         txn_id: Optional[str]) -> Any:
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId}, duplicate annotations refused.
+
+        A retried transaction is passed through so it returns its original event.
+        """
+        await self._relations.check_new_annotation(requester, room_id, event_type, content, txn_id)
+        return await self._inner.send_event(requester, room_id, event_type, content, txn_id)
+
     async def send_state(self, requester: Any, room_id: str, event_type: str, state_key: str, content: Any) -> Any:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey}, canonical aliases checked."""
         if (self._directory is not None and event_type == "m.room.canonical_alias" and state_key == ""

@@ -183,3 +183,23 @@ class IgnoredUsersTest(DirectoryTestCase):
         # Bob ignores nobody and still sees everything.
         bob_messages = await self.get(bob, f"/rooms/{room}/messages?dir=b&limit=50")
         self.assertIn(spam, [e["event_id"] for e in bob_messages.json["chunk"]])
+
+
+class AnnotationTest(DirectoryTestCase):
+    async def test_duplicate_annotations_refused(self) -> None:
+        """A second identical reaction is refused, a retried transaction is not, a redacted one can be redone."""
+        alice = await self.make_user("alice")
+        room = await self.create_room(alice)
+        target = await self.send_ok(alice, room, {"msgtype": "m.text", "body": "hi"})
+        reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "👍"}}
+        first = await self.send(alice, room, reaction, "r1", "m.reaction")
+        self.assertEqual(first.code, 200, first.body)
+        retry = await self.send(alice, room, reaction, "r1", "m.reaction")
+        self.assertEqual(retry.json["event_id"], first.json["event_id"])
+        self.assertError(await self.send(alice, room, reaction, "r2", "m.reaction"), 400, "M_DUPLICATE_ANNOTATION")
+        other_key = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "👎"}}
+        self.assertEqual((await self.send(alice, room, other_key, "r3", "m.reaction")).code, 200)
+        resp = await self.request("PUT", f"/_matrix/client/v3/rooms/{room}/redact/{first.json['event_id']}/x", {},
+                                  token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual((await self.send(alice, room, reaction, "r4", "m.reaction")).code, 200)

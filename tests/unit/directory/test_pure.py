@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
+from homeserver.core.relations import relation_of
 from homeserver.handlers.directory import directory_entry, matches_filter
 from homeserver.handlers.rooms.relations import choose_replacement
 from homeserver.handlers.rooms.served import ignored_users_from, without_senders
 from homeserver.handlers.search import highlight_terms
-from storage.stores.relations import relation_of
 
 
 def msg(event_id: str, sender: str = "@a:x", ts: int = 1, **content: object) -> dict:
@@ -79,3 +79,11 @@ class MiscTest(unittest.TestCase):
             self.assertEqual(ignored_users_from(bad), frozenset())
         events = [{"sender": "@m:x"}, {"sender": "@a:x"}]
         self.assertEqual(without_senders(events, frozenset({"@m:x"})), [{"sender": "@a:x"}])
+
+
+class EncryptedEditTest(unittest.TestCase):
+    def test_encrypted_replacement_needs_no_cleartext_new_content(self) -> None:
+        """m.new_content of an encrypted edit is inside the ciphertext, so it is not required."""
+        original = dict(msg("$o"), type="m.room.encrypted")
+        edit = dict(msg("$e", ts=2), type="m.room.encrypted")
+        self.assertEqual(choose_replacement(original, [edit])["event_id"], "$e")
