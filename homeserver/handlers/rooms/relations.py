@@ -118,7 +118,7 @@ class RelationsHandler:
         visible = await self._readable(requester.user_id, room_id, ordered, cap)
         if self._ignored is not None:
             ignored = await self._ignored(requester.user_id)
-            visible = [r for r in visible if r.sender not in ignored]
+            visible = [r for r in visible if r.state_key is not None or r.sender not in ignored]
         chunk = await self._loader.serialize_rows(room_id, visible)
         await self.bundle(requester.user_id, room_id, chunk)
         result: dict[str, Any] = {"chunk": chunk}

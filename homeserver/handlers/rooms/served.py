@@ -43,8 +43,9 @@ def make_ignored_lookup(account_data_store: Any) -> IgnoredLookup:
 
 
 def without_senders(events: Iterable[dict[str, Any]], senders: frozenset[str]) -> list[dict[str, Any]]:
-    """``events`` minus those sent by ``senders``."""
-    return [e for e in events if e.get("sender") not in senders]
+    """``events`` minus the non-state events sent by ``senders`` (spec, "Ignoring Users": state
+    events of ignored users are still sent, so room state looks the same to everyone)."""
+    return [e for e in events if "state_key" in e or e.get("sender") not in senders]
 
 
 class ServedRoomHandler:

@@ -156,6 +156,10 @@ class IgnoredUsersTest(DirectoryTestCase):
             self.assertEqual((await self.join(token, room)).code, 200)
         first = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "hi"})
         spam = await self.send_ok(mallory, room, {"msgtype": "m.text", "body": "spam"})
+        resp = await self.request("PUT", f"/_matrix/client/v3/rooms/{room}/state/org.example.state/x", {"a": 1},
+                                  token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        state_event = resp.json["event_id"]
         last = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "bye"})
         mallory_room = await self.create_room(mallory, invite=[self.uid("alice")])
         resp = await self.request("PUT", f"/_matrix/client/v3/user/{self.uid('alice')}/account_data/m.ignored_user_list",
@@ -167,13 +171,16 @@ class IgnoredUsersTest(DirectoryTestCase):
         self.assertIn(first, timeline)
         self.assertIn(last, timeline)
         self.assertNotIn(spam, timeline)
+        # Mallory's membership (a state event) is still sent.
+        self.assertIn(self.uid("mallory"), [e.get("state_key") for e in body["rooms"]["join"][room]["state"]["events"]
+                                            + body["rooms"]["join"][room]["timeline"]["events"]])
         self.assertNotIn(mallory_room, body["rooms"]["invite"])
         messages = await self.get(alice, f"/rooms/{room}/messages?dir=b&limit=50")
         ids = [e["event_id"] for e in messages.json["chunk"]]
         self.assertIn(first, ids)
         self.assertNotIn(spam, ids)
-        context = await self.get(alice, f"/rooms/{room}/context/{first}?limit=4")
-        self.assertEqual([e["event_id"] for e in context.json["events_after"]], [last])
+        context = await self.get(alice, f"/rooms/{room}/context/{first}?limit=6")
+        self.assertEqual([e["event_id"] for e in context.json["events_after"]], [state_event, last])
         reaction = await self.send_ok(mallory, room, {"m.relates_to": {
             "rel_type": "m.annotation", "event_id": first, "key": "x"}}, etype="m.reaction")
         relations = await self.v1("GET", alice, f"/rooms/{room}/relations/{first}")

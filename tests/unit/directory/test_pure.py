@@ -77,8 +77,9 @@ class MiscTest(unittest.TestCase):
         self.assertEqual(ignored_users_from({"ignored_users": {"@m:x": {}}}), frozenset({"@m:x"}))
         for bad in (None, {}, {"ignored_users": ["@m:x"]}):
             self.assertEqual(ignored_users_from(bad), frozenset())
-        events = [{"sender": "@m:x"}, {"sender": "@a:x"}]
-        self.assertEqual(without_senders(events, frozenset({"@m:x"})), [{"sender": "@a:x"}])
+        events = [{"sender": "@m:x"}, {"sender": "@a:x"}, {"sender": "@m:x", "state_key": ""}]
+        self.assertEqual(without_senders(events, frozenset({"@m:x"})),
+                         [{"sender": "@a:x"}, {"sender": "@m:x", "state_key": ""}])
 
 
 class EncryptedEditTest(unittest.TestCase):
