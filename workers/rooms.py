@@ -284,6 +284,8 @@ async def build_sync_api(
         bus.subscribe({ShardId("typing", s): 0 for s in range(n_typing)},
                       typing_tail.on_entry, typing_tail.on_gap, name="sync-typing"),
     ]
+    if "account_data" in shard_counts:
+        subscriptions.append(await _wake_on_account_data(bus, shard_counts["account_data"], notifier))
     writes = WriteTracker()
     deps = SyncDeps(
         events_store=events_store,
@@ -302,6 +304,32 @@ async def build_sync_api(
         writes=writes,
     )
     return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+
+
+async def _wake_on_account_data(bus: Any, shard_count: int, notifier: Any) -> Any:
+    """Wake a user's long-polls when their account data changes on any writer.
+
+    Only a wake-up: /sync reads account data from PostgreSQL by position, so
+    a lost or skipped entry delays a response but loses nothing. The tail
+    starts at each shard's newest entry (history is of no use here).
+    """
+    from bus import ShardId, stream_key
+
+    starts = {}
+    for shard in range(shard_count):
+        try:
+            raw = await bus.backend.last_id(stream_key("account_data", shard, bus.namespace))
+        except Exception:
+            raw = None
+        text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        starts[ShardId("account_data", shard)] = int(text.split("-")[0]) if text else 0
+
+    def on_entry(entry: Any) -> None:
+        user_id = entry.payload.get("user_id")
+        if isinstance(user_id, str):
+            notifier.notify_user(user_id)
+
+    return bus.subscribe(starts, on_entry, lambda gap: None, name="sync-account-data")
 
 
 def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:

@@ -148,8 +148,8 @@ class SyncHandler:
         return SyncFilter.parse(body)
 
     async def sync(self, requester: Any, since: Optional[str], timeout_ms: int, filter_raw: Optional[str],
-                   full_state: bool = False) -> dict[str, Any]:
-        """One /sync request."""
+                   full_state: bool = False, use_state_after: bool = False) -> dict[str, Any]:
+        """One /sync request (``use_state_after``: spec v1.16, state up to the *end* of the timeline)."""
         sync_filter = await self.load_filter(requester, filter_raw)
         since_token = None
         if since is not None:
@@ -162,7 +162,7 @@ class SyncHandler:
         await self._await_positions(requester.user_id, since_token, deadline)
         while True:
             now = self.current_token(since_token)
-            response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state)
+            response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
             empty = not response["rooms"]["join"] and not response["rooms"]["invite"] and not response["rooms"]["leave"] \
                 and not response["account_data"]["events"]
             remaining = deadline - self._clock.seconds()
@@ -174,7 +174,7 @@ class SyncHandler:
             if not woken:
                 # One last look with the newest positions, then answer.
                 now = self.current_token(since_token)
-                response, _, _ = await self._build(requester, sync_filter, since_token, now, full_state)
+                response, _, _ = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
                 return response
 
     async def _await_positions(self, user_id: str, since: Optional[StreamToken], deadline: float) -> None:
@@ -218,7 +218,7 @@ class SyncHandler:
     # -- building the response ------------------------------------------------
 
     async def _build(self, requester: Any, sync_filter: SyncFilter, since: Optional[StreamToken], now: StreamToken,
-                     full_state: bool) -> tuple[dict[str, Any], frozenset[str], StreamToken]:
+                     full_state: bool, use_state_after: bool = False) -> tuple[dict[str, Any], frozenset[str], StreamToken]:
         user_id = requester.user_id
         d = self.d
         memberships = await d.events_store.get_memberships_for_user(user_id)
@@ -282,7 +282,7 @@ class SyncHandler:
                     continue
                 section = await self._room_section(
                     requester, sync_filter, room_id, since_pos, now_pos, initial or newly,
-                    room_changed or initial or newly, None,
+                    room_changed or initial or newly, None, use_state_after,
                 )
                 if ephemeral.get(room_id):
                     section["ephemeral"] = {"events": ephemeral[room_id]}
@@ -301,7 +301,7 @@ class SyncHandler:
                 if (initial and sync_filter.room.include_leave) or (not initial and newly):
                     section = await self._room_section(
                         requester, sync_filter, room_id, since_pos if not initial else 0, m.stream_position,
-                        initial, True, m.stream_position,
+                        initial, True, m.stream_position, use_state_after,
                     )
                     section["account_data"] = {"events": account_rooms.get(room_id, [])}
                     leave[room_id] = section
@@ -315,7 +315,7 @@ class SyncHandler:
         return response, interesting, now
 
     async def _room_section(self, requester: Any, sync_filter: SyncFilter, room_id: str, since_pos: int, upto: int,
-                            full: bool, changed: bool, left_at: Optional[int]) -> dict[str, Any]:
+                            full: bool, changed: bool, left_at: Optional[int], use_state_after: bool = False) -> dict[str, Any]:
         d = self.d
         user_id = requester.user_id
         limit = sync_filter.timeline_limit
@@ -344,6 +344,20 @@ class SyncHandler:
             since_found = await d.events_store.get_state_at_position(room_id, since_pos)
             since_state = since_found[1] if since_found else {}
         state_ids = timeline_state(start_state, since_state, full, limited and bool(rows))
+        if use_state_after:
+            # Spec v1.16: state between the token and the *end* of the timeline.
+            if full or rows:
+                end_found = await d.events_store.get_state_at_position(room_id, rows[-1].stream_position if rows else upto)
+                end_state = end_found[1] if end_found else {}
+                if full:
+                    state_ids = dict(end_state)
+                else:
+                    if since_state is None:
+                        since_found = await d.events_store.get_state_at_position(room_id, since_pos)
+                        since_state = since_found[1] if since_found else {}
+                    state_ids = {k: v for k, v in end_state.items() if since_state.get(k) != v}
+            else:
+                state_ids = {}
 
         timeline_json = await d.loader.serialize_rows(
             room_id, rows, txn_ids=await self._txn_ids(requester, room_id, rows), include_room_id=False
@@ -364,7 +378,7 @@ class SyncHandler:
         prev_batch = TopoToken(rows[0].depth, rows[0].stream_position).encode() if rows else None
         section: dict[str, Any] = {
             "timeline": {"events": timeline_json, "limited": limited},
-            "state": {"events": state_json},
+            ("state_after" if use_state_after else "state"): {"events": state_json},
         }
         if prev_batch is not None:
             section["timeline"]["prev_batch"] = prev_batch

@@ -21,12 +21,16 @@ def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None
         set_presence = query_arg(request, "set_presence", "online")
         if set_presence not in ("online", "offline", "unavailable"):
             raise invalid_param("set_presence must be online, offline or unavailable")
+        use_state_after = query_arg(request, "use_state_after", "false")
+        if use_state_after not in ("true", "false"):
+            raise invalid_param("use_state_after must be true or false")
         body = await sync.sync(
             requester,
             query_arg(request, "since"),
             query_int(request, "timeout", 0, minimum=0),
             query_arg(request, "filter"),
             full_state == "true",
+            use_state_after == "true",
         )
         return 200, body
 

@@ -22,6 +22,7 @@ class RoomsTestCase(ApiTestCase):
     bus_kwargs: dict = {}
 
     async def setUp(self) -> None:  # type: ignore[override]
+        """Build the fixtures."""
         await super().setUp()
         from bus import MemoryBus
         from homeserver.core.signing import generate_signing_key
@@ -78,20 +79,25 @@ class RoomsTestCase(ApiTestCase):
         return body["access_token"]
 
     async def create_room(self, token: str, **body: Any) -> str:
+        """POST /createRoom; returns the room ID."""
         resp = await self.request("POST", "/_matrix/client/v3/createRoom", body, token=token)
         self.assertEqual(resp.code, 200, resp.body)
         return resp.json["room_id"]
 
     async def send(self, token: str, room_id: str, body: Any, txn: str, etype: str = "m.room.message") -> Any:
+        """PUT /send with a transaction ID."""
         return await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/{etype}/{txn}", body, token=token)
 
     async def join(self, token: str, room: str) -> Any:
+        """POST /join/{room}."""
         return await self.request("POST", f"/_matrix/client/v3/join/{room}", {}, token=token)
 
     def uid(self, name: str) -> str:
+        """The user ID of a local name."""
         return f"@{name}:{self.server_name}"
 
     async def get(self, token: str, path: str) -> Any:
+        """GET a client API path."""
         return await self.request("GET", "/_matrix/client/v3" + path, token=token)
 
     async def sync(self, token: str, since: Optional[str] = None, timeout: int = 0, **params: Any) -> Any:
@@ -107,4 +113,5 @@ class RoomsTestCase(ApiTestCase):
         return resp.json
 
     async def post(self, token: str, path: str, body: Optional[Any] = None) -> Any:
+        """POST to a client API path."""
         return await self.request("POST", "/_matrix/client/v3" + path, body if body is not None else {}, token=token)

@@ -23,6 +23,7 @@ ROOMS_PER_SHARD = 2
 
 
 class ConcurrencyTests(RoomsTestCase):
+    """Racing senders and long-polling syncers on a MemoryBus."""
     async def _syncer(self, token: str, since: str, expected: int, seen: dict, deadline: float) -> None:
         flt = json.dumps({"room": {"timeline": {"limit": 1000}}})
         count = 0

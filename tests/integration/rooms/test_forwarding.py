@@ -18,10 +18,12 @@ class ForwardingTests(RoomsTestCase):
     """Instance A (this test case's site) owns the lower half of every stream, B the upper half."""
 
     def owned_by_a(self, stream: str) -> frozenset:
+        """The shards instance A owns."""
         n = self.shard_counts[stream]
         return frozenset(range(n // 2 if n > 1 else 1))
 
     async def extra_setup(self) -> None:
+        """Build instance B and rebuild A with half of the shards."""
         from homeserver.http.server import JsonResource, make_site
         from workers.rooms import (
             build_ephemeral_api,
@@ -64,6 +66,7 @@ class ForwardingTests(RoomsTestCase):
         self.a_rooms = a_rooms
 
     async def on_b(self, method: str, path: str, body, token: str):
+        """A request to instance B."""
         return await wait_for_response(make_request(self.b_site, method, path, body, access_token=token))
 
     async def test_writes_are_forwarded_to_the_owner(self) -> None:

@@ -12,6 +12,7 @@ from tests.utils.client import ApiTestCase
 
 
 class ProcessWiringTests(ApiTestCase):
+    """build_rooms_process."""
     async def test_writer_and_sync_process(self) -> None:
         """A process with client_writer + sync roles creates rooms, syncs, and shares one signing key file."""
         from bus import MemoryBus

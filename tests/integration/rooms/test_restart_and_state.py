@@ -8,6 +8,7 @@ from tests.integration.rooms.base import RoomsTestCase
 
 
 class RestartTests(RoomsTestCase):
+    """Sync tokens across a sync worker restart."""
     async def test_token_survives_sync_worker_restart(self) -> None:
         """A token from before a restart yields exactly the events sent meanwhile, read from PostgreSQL."""
         from workers.rooms import build_sync_api
@@ -43,6 +44,7 @@ class RestartTests(RoomsTestCase):
 
 
 class StateChainTests(RoomsTestCase):
+    """State groups as delta chains."""
     async def test_state_at_every_point_across_snapshots(self) -> None:
         """State read back at past positions is right across delta chains and full snapshots."""
         alice = await self.make_user("alice")
@@ -92,6 +94,7 @@ class TrimmedBusTests(RoomsTestCase):
         fetched = []
 
         def fetch(shard_, after, upto, limit):
+            """Serve the tail's catch-up reads."""
             fetched.append((shard_, after, upto))
             return self.rooms_api.store.get_stream_rows(shard_, after, upto, limit)
 

@@ -11,6 +11,7 @@ V3 = "/_matrix/client/v3"
 
 
 class CreateRoomTests(RoomsTestCase):
+    """POST /createRoom."""
     async def test_create_room_state_in_spec_order(self) -> None:
         """createRoom sends create, join, power levels, alias, preset, initial_state, name, topic, invites in order."""
         alice = await self.make_user("alice")
@@ -82,6 +83,7 @@ class CreateRoomTests(RoomsTestCase):
 
 
 class MembershipTests(RoomsTestCase):
+    """Membership endpoints."""
     async def test_membership_lifecycle_and_power(self) -> None:
         """invite/join/kick/ban/unban/forget with their refusals."""
         alice = await self.make_user("alice")
@@ -124,6 +126,7 @@ class MembershipTests(RoomsTestCase):
 
 
 class EventTests(RoomsTestCase):
+    """Sending, state, redaction, reads."""
     async def test_send_state_and_idempotency(self) -> None:
         """Transaction IDs are idempotent per device; state is readable; power levels guard state."""
         alice = await self.make_user("alice")
@@ -215,6 +218,7 @@ class EventTests(RoomsTestCase):
 
 
 class LimitsAndSnapshotsTests(RoomsTestCase):
+    """Size limits, past membership lists, refusals."""
     async def test_size_limit_members_at_and_refusals(self) -> None:
         """Oversized events are 413; /members?at= reads the past; strangers get 403 on member lists."""
         alice = await self.make_user("alice")

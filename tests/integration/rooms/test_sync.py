@@ -13,10 +13,12 @@ from tests.utils.http import make_request
 
 
 def timeline_bodies(room: dict) -> list:
+    """The bodies of the message events of a room's timeline."""
     return [e["content"].get("body") for e in room["timeline"]["events"] if e["type"] == "m.room.message"]
 
 
 class SyncTests(RoomsTestCase):
+    """/sync on a MemoryBus."""
     async def test_initial_then_incremental(self) -> None:
         """Initial sync shows the room with its state; an incremental sync returns exactly the new events once."""
         alice = await self.make_user("alice")
@@ -203,6 +205,42 @@ class SyncTests(RoomsTestCase):
         bob = await self.make_user("bob")
         self.assertError(await self.post(bob, f"/rooms/{room_id}/receipt/m.read/{quote(e1)}", {}), 403, "M_FORBIDDEN")
 
+    async def test_use_state_after(self) -> None:
+        """With use_state_after, state_after holds the state up to the end of the timeline and state is omitted."""
+        alice = await self.make_user("alice")
+        room_id = await self.create_room(alice, name="First")
+        first = await self.sync(alice, use_state_after="true")
+        room = first["rooms"]["join"][room_id]
+        self.assertNotIn("state", room)
+        names = [e["content"]["name"] for e in room["state_after"]["events"] if e["type"] == "m.room.name"]
+        self.assertEqual(names, ["First"])
+        await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/", {"name": "Second"}, token=alice)
+        await self.send(alice, room_id, {"msgtype": "m.text", "body": "hi"}, "1")
+        second = await self.sync(alice, since=first["next_batch"], use_state_after="true")
+        room = second["rooms"]["join"][room_id]
+        self.assertEqual([(e["type"], e["content"].get("name")) for e in room["state_after"]["events"]],
+                         [("m.room.name", "Second")])
+        self.assertEqual(timeline_bodies(room), ["hi"])
+        plain = await self.sync(alice, since=first["next_batch"])
+        self.assertEqual(plain["rooms"]["join"][room_id]["state"]["events"], [])
+        self.assertError(await self.request("GET", "/_matrix/client/v3/sync?use_state_after=maybe", token=alice),
+                         400, "M_INVALID_PARAM")
+
+    async def test_account_data_from_another_writer_wakes_long_poll(self) -> None:
+        """Account data written by another process wakes the long-poll through the account_data stream."""
+        from homeserver.sharding import shard_for
+        from storage.stores.account_data import AccountDataStore
+
+        alice = await self.make_user("alice")
+        token = (await self.sync(alice))["next_batch"]
+        pending = make_request(self.site, "GET", f"/_matrix/client/v3/sync?since={token}&timeout=20000", access_token=alice)
+        other_writer = AccountDataStore(self.db)  # no in-process observers: only the bus can tell
+        position = await other_writer.set_account_data(self.uid("alice"), None, "org.example.settings", {"a": 1})
+        shard = shard_for(self.uid("alice"), self.shard_counts["account_data"])
+        await self.bus.publish("account_data", shard, position, {"user_id": self.uid("alice"), "stream_id": position})
+        resp = await wait_for_response(pending, timeout=10)
+        self.assertEqual(resp.json["account_data"]["events"], [{"type": "org.example.settings", "content": {"a": 1}}])
+
 
 class RedisSyncTests(SyncTests):
     """The sync tests with the bus on real Redis."""
@@ -211,6 +249,7 @@ class RedisSyncTests(SyncTests):
 
 
 class MembershipRaceTests(RoomsTestCase):
+    """Membership changes racing the sync token."""
     async def test_membership_changed_after_the_token_being_built(self) -> None:
         """Events up to the token are returned even when the user's membership changes just after it."""
         from homeserver.handlers.auth import Requester

@@ -10,6 +10,7 @@ M = "m.room.member"
 
 @attrs.frozen
 class Receipt:
+    """A receipt row as the store returns it."""
     room_id: str
     receipt_type: str
     user_id: str
@@ -18,6 +19,7 @@ class Receipt:
 
 
 class AssemblyTests(SynchronousTestCase):
+    """Pure sync assembly helpers."""
     def test_timeline_state(self):
         """Full syncs get all state; gappy ones the changes since the token; complete ones nothing."""
         start = {("m.room.name", ""): "$n2", (M, "@a:x"): "$a1", ("m.room.topic", ""): "$t1"}

@@ -8,6 +8,7 @@ from homeserver.handlers.rooms.visibility import VisibilityHistory
 
 
 class LinearizerTests(SynchronousTestCase):
+    """Per-key FIFO serialisation."""
     def test_one_holder_per_key_in_fifo_order(self):
         """Holders of one key run one at a time in arrival order; other keys are independent."""
         lin = Linearizer()
@@ -15,6 +16,7 @@ class LinearizerTests(SynchronousTestCase):
         gates = {name: defer.Deferred() for name in ("a1", "a2", "a3", "b1")}
 
         async def hold(key, name):
+            """Hold the key until released."""
             async with lin.lock(key):
                 log.append(f"in {name}")
                 await gates[name]
@@ -41,6 +43,7 @@ class LinearizerTests(SynchronousTestCase):
         gate = defer.Deferred()
 
         async def hold(name, wait=None):
+            """Hold the key until released."""
             async with lin.lock("k"):
                 log.append(name)
                 if wait is not None:
@@ -62,10 +65,12 @@ class LinearizerTests(SynchronousTestCase):
         lin = Linearizer()
 
         async def boom():
+            """Raise inside the lock."""
             async with lin.lock("k"):
                 raise ValueError("x")
 
         async def ok():
+            """Take the lock and return."""
             async with lin.lock("k"):
                 return 1
 
@@ -74,6 +79,7 @@ class LinearizerTests(SynchronousTestCase):
 
 
 class VisibilityTests(SynchronousTestCase):
+    """History visibility rules."""
     def test_shared(self):
         """shared: members see history from before they joined, not after they left."""
         h = VisibilityHistory(memberships=((10, "join"), (20, "leave")), visibilities=())

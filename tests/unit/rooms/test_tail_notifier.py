@@ -12,11 +12,13 @@ from homeserver.handlers.sync.tail import StreamTail
 
 @attrs.frozen
 class Row:
+    """A stream row as the store returns it."""
     stream_position: int
     room_id: str
 
 
 def decode(shard, position, payload):
+    """Decode a test payload."""
     if "room_id" not in payload:
         raise ValueError("no room")
     return Row(position, payload["room_id"])
@@ -30,16 +32,20 @@ class FakeDb:
         self.calls = []
 
     def add(self, shard, position, room):
+        """Commit a row."""
         self.rows[shard].append(Row(position, room))
 
     def fetch(self, shard, after, upto, limit):
+        """Serve the tail's catch-up reads."""
         self.calls.append((shard, after, upto))
         found = [r for r in self.rows[shard] if after < r.stream_position <= upto][:limit]
         return defer.succeed(found)
 
 
 class TailTests(SynchronousTestCase):
+    """StreamTail fed by a MemoryBus on fake time."""
     def setUp(self):
+        """Build the fixtures."""
         self.clock = Clock()
         self.broker = MemoryBroker(self.clock)
         self.db = FakeDb()
@@ -49,16 +55,19 @@ class TailTests(SynchronousTestCase):
         self.tail.add_listener(lambda shard, row: self.seen.append((shard, row.stream_position)))
 
     def bus(self, **kw):
+        """A MemoryBus on the shared broker."""
         bus = MemoryBus(self.clock, self.broker, backoff=Backoff(initial=1.0, jitter=lambda: 1.0),
                         block_seconds=1.0, epoch_check_interval=5.0, **kw)
         self.addCleanup(bus.close)
         return bus
 
     def subscribe(self, bus, positions=(0, 0)):
+        """Subscribe the tail."""
         return bus.subscribe({ShardId("events", s): p for s, p in enumerate(positions)},
                              self.tail.on_entry, self.tail.on_gap)
 
     def publish(self, bus, shard, position, room="!r:x"):
+        """Commit and publish one row."""
         self.db.add(shard, position, room)
         self.successResultOf(bus.publish("events", shard, position, {"room_id": room}))
 
@@ -135,6 +144,7 @@ class TailTests(SynchronousTestCase):
 
 
 class NotifierTests(SynchronousTestCase):
+    """Long-poll waiters."""
     def test_wakes_by_room_and_user_and_times_out(self):
         """Waiters wake for their rooms or their user only; others time out with False."""
         clock = Clock()

@@ -13,6 +13,7 @@ positions = st.integers(min_value=0, max_value=2**62)
 
 
 class StreamTokenTests(SynchronousTestCase):
+    """Sync token encoding."""
     @given(
         st.lists(positions, min_size=4, max_size=4),
         st.lists(positions, min_size=2, max_size=2),
@@ -58,7 +59,9 @@ class StreamTokenTests(SynchronousTestCase):
 
 
 class FilterTests(SynchronousTestCase):
+    """Event filters."""
     def ev(self, type="m.room.message", sender="@a:x", room_id="!r:x", content=None):
+        """A client event."""
         return {"type": type, "sender": sender, "room_id": room_id, "content": content or {}}
 
     def test_types_with_wildcards(self):
