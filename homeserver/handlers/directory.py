@@ -215,8 +215,14 @@ class DirectoryHandler:
         await self._store.set_room_public(room_id, visibility == "public")
 
     async def public_rooms(self, server: Optional[str], limit: Optional[int], since: Optional[str],
-                           search_filter: Any = None) -> dict[str, Any]:
-        """GET/POST /publicRooms on this server, largest rooms first."""
+                           search_filter: Any = None, third_party_instance_id: Any = None) -> dict[str, Any]:
+        """GET/POST /publicRooms on this server, largest rooms first.
+
+        There are no third-party networks (bridges) here: asking for one
+        lists nothing.
+        """
+        if third_party_instance_id is not None and not isinstance(third_party_instance_id, str):
+            raise bad_json("'third_party_instance_id' must be a string")
         if server is not None and server != self.server_name:
             raise not_found(f"Unknown server {server} (federation is not available)")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
@@ -238,7 +244,7 @@ class DirectoryHandler:
             if room_types is not None and (not isinstance(room_types, list)
                                            or not all(t is None or isinstance(t, str) for t in room_types)):
                 raise bad_json("'room_types' must be a list of strings or nulls")
-        rooms = await self._store.get_published_rooms()
+        rooms = await self._store.get_published_rooms() if third_party_instance_id is None else []
         entries = [directory_entry(r.room_id, r.joined_members, r.state) for r in rooms]
         entries = [e for e in entries if matches_filter(e, term, room_types)]
         entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))

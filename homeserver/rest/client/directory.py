@@ -47,6 +47,7 @@ def register_directory(resource: JsonResource, directory: Any, authenticator: An
         body = json_body(request, allow_empty=True)
         return 200, await directory.public_rooms(
             query_text(request, "server"), body.get("limit"), body.get("since"), body.get("filter"),
+            body.get("third_party_instance_id"),
         )
 
     route(resource, "PUT", paths("/directory/room/{roomAlias}"), put_alias, name="directory_alias_put")

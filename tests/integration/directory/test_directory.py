@@ -140,6 +140,8 @@ class PublicRoomsTest(DirectoryTestCase):
         self.assertEqual(typed.json["chunk"], [])
         untyped = await self.post(self.bob, "/publicRooms", {"filter": {"room_types": [None]}})
         self.assertEqual(len(untyped.json["chunk"]), 2)
+        bridged = await self.post(self.bob, "/publicRooms", {"third_party_instance_id": "irc"})
+        self.assertEqual(bridged.json["chunk"], [])
 
         resp = await self.request("PUT", f"/_matrix/client/v3/directory/list/room/{big}",
                                   {"visibility": "private"}, token=self.alice)
@@ -160,5 +162,6 @@ class PublicRoomsTest(DirectoryTestCase):
         self.assertError(await self.post(self.bob, "/publicRooms", {"filter": "x"}), 400, "M_BAD_JSON")
         self.assertError(await self.post(self.bob, "/publicRooms", {"filter": {"room_types": [1]}}), 400, "M_BAD_JSON")
         self.assertError(await self.post(self.bob, "/publicRooms", {"limit": "ten"}), 400, "M_BAD_JSON")
+        self.assertError(await self.post(self.bob, "/publicRooms", {"third_party_instance_id": 1}), 400, "M_BAD_JSON")
         resp = await self.request("POST", "/_matrix/client/v3/publicRooms", {})
         self.assertEqual(resp.code, 401)
