@@ -210,3 +210,27 @@ class AnnotationTest(DirectoryTestCase):
                                   token=alice)
         self.assertEqual(resp.code, 200, resp.body)
         self.assertEqual((await self.send(alice, room, reaction, "r4", "m.reaction")).code, 200)
+
+
+class RelationScopeTest(DirectoryTestCase):
+    async def test_cross_room_relations_ignored_and_sync_tokens(self) -> None:
+        """A relation sent in another room is not a child; sync tokens bound /relations pages."""
+        alice = await self.make_user("alice")
+        room = await self.create_room(alice)
+        elsewhere = await self.create_room(alice)
+        root = await self.send_ok(alice, room, {"msgtype": "m.text", "body": "root"})
+        await self.send_ok(alice, elsewhere, reply_in_thread(root, "wrong room"))
+        resp = await self.v1("GET", alice, f"/rooms/{room}/relations/{root}")
+        self.assertEqual(resp.json["chunk"], [])
+        event = await self.get(alice, f"/rooms/{room}/event/{root}")
+        self.assertNotIn("m.relations", event.json["unsigned"])
+
+        before = await self.send_ok(alice, room, reply_in_thread(root, "before"))
+        token = (await self.sync(alice))["next_batch"]
+        after = await self.send_ok(alice, room, reply_in_thread(root, "after"))
+        older = await self.v1("GET", alice, f"/rooms/{room}/relations/{root}?from={token}")
+        self.assertEqual([e["event_id"] for e in older.json["chunk"]], [before])
+        newer = await self.v1("GET", alice, f"/rooms/{room}/relations/{root}?from={token}&dir=f")
+        self.assertEqual([e["event_id"] for e in newer.json["chunk"]], [after])
+        bounded = await self.v1("GET", alice, f"/rooms/{room}/relations/{root}?to={token}")
+        self.assertEqual([e["event_id"] for e in bounded.json["chunk"]], [after])
