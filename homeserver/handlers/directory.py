@@ -26,35 +26,19 @@ def parse_alias(alias: str) -> ids.RoomAlias:
         raise invalid_param("Room alias invalid")
 
 
-def directory_entry(room_id: str, joined: int, state: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The ``PublishedRoomsChunk`` of a room from its directory state contents (pure)."""
+def directory_entry(room: Any) -> dict[str, Any]:
+    """The ``PublishedRoomsChunk`` of a ``storage.stores.directory.PublishedRoom`` (pure)."""
     entry: dict[str, Any] = {
-        "room_id": room_id,
-        "num_joined_members": joined,
-        "world_readable": state.get("m.room.history_visibility", {}).get("history_visibility") == "world_readable",
-        "guest_can_join": state.get("m.room.guest_access", {}).get("guest_access") == "can_join",
+        "room_id": room.room_id,
+        "num_joined_members": room.joined_members,
+        "world_readable": room.history_visibility == "world_readable",
+        "guest_can_join": room.guest_access == "can_join",
     }
-    for etype, key, field in (
-        ("m.room.name", "name", "name"), ("m.room.topic", "topic", "topic"),
-        ("m.room.canonical_alias", "alias", "canonical_alias"), ("m.room.avatar", "url", "avatar_url"),
-        ("m.room.join_rules", "join_rule", "join_rule"), ("m.room.create", "type", "room_type"),
-    ):
-        value = state.get(etype, {}).get(key)
+    for field in ("name", "topic", "canonical_alias", "avatar_url", "join_rule", "room_type"):
+        value = getattr(room, field)
         if isinstance(value, str) and value:
             entry[field] = value
     return entry
-
-
-def matches_filter(entry: Mapping[str, Any], term: Optional[str], room_types: Optional[list[Optional[str]]]) -> bool:
-    """Whether a directory entry passes ``generic_search_term`` and ``room_types`` (pure)."""
-    if room_types is not None and entry.get("room_type") not in room_types:
-        return False
-    if term:
-        needle = term.casefold()
-        haystack = [entry.get("name"), entry.get("topic"), entry.get("canonical_alias"), entry["room_id"]]
-        if not any(isinstance(h, str) and needle in h.casefold() for h in haystack):
-            return False
-    return True
 
 
 class DirectoryHandler:
@@ -244,13 +228,12 @@ class DirectoryHandler:
             if room_types is not None and (not isinstance(room_types, list)
                                            or not all(t is None or isinstance(t, str) for t in room_types)):
                 raise bad_json("'room_types' must be a list of strings or nulls")
-        rooms = await self._store.get_published_rooms() if third_party_instance_id is None else []
-        entries = [directory_entry(r.room_id, r.joined_members, r.state) for r in rooms]
-        entries = [e for e in entries if matches_filter(e, term, room_types)]
-        entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
-        page = entries[offset:offset + limit]
-        result: dict[str, Any] = {"chunk": page, "total_room_count_estimate": len(entries)}
-        if offset + limit < len(entries):
+        if third_party_instance_id is not None:
+            rooms, total = [], 0
+        else:
+            rooms, total = await self._store.get_published_rooms(term, room_types, offset, limit)
+        result: dict[str, Any] = {"chunk": [directory_entry(r) for r in rooms], "total_room_count_estimate": total}
+        if offset + limit < total:
             result["next_batch"] = f"p{offset + limit}"
         if offset > 0:
             result["prev_batch"] = f"p{max(0, offset - limit)}"

@@ -2,23 +2,70 @@
 
 Aliases live in ``room_aliases`` (created by part A's schema; createRoom
 writes them through ``EventStore.create_alias``); publication is
-``rooms.is_public``. The user directory is read straight from memberships
-and profiles, so it is always as fresh as they are.
+``rooms.is_public``. ``room_directory_stats`` holds each room's directory
+fields and joined member count, kept by :func:`write_directory_stats_txn`
+in the transaction persisting each event, so listing and filtering the
+directory is one indexed query. The user directory is read from
+memberships, those stats and profiles, so it is as fresh as they are.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import attrs
 from twisted.internet import defer
 
-#: State read for each published room (all with state_key '').
-DIRECTORY_STATE_TYPES = (
-    "m.room.create", "m.room.name", "m.room.topic", "m.room.canonical_alias", "m.room.avatar",
-    "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access",
+#: Directory state (state_key '') -> (room_directory_stats column, content key).
+DIRECTORY_STATE = {
+    "m.room.create": ("room_type", "type"),
+    "m.room.name": ("name", "name"),
+    "m.room.topic": ("topic", "topic"),
+    "m.room.canonical_alias": ("canonical_alias", "alias"),
+    "m.room.avatar": ("avatar_url", "url"),
+    "m.room.join_rules": ("join_rule", "join_rule"),
+    "m.room.history_visibility": ("history_visibility", "history_visibility"),
+    "m.room.guest_access": ("guest_access", "guest_access"),
+}
+#: Columns whose content key does not survive redaction (the others are kept by every room version).
+PRUNED_BY_REDACTION = ("name", "topic", "canonical_alias", "avatar_url", "guest_access")
+_STATS_COLUMNS = (
+    "room_id, joined_members, name, topic, canonical_alias, avatar_url, join_rule, history_visibility,"
+    " guest_access, room_type"
 )
+
+
+def write_directory_stats_txn(txn: Any, event: Any) -> None:
+    """Keep ``room_directory_stats`` of the event's room current (inside ``persist_event``'s transaction,
+    after the room's current state and memberships were updated)."""
+    room_id = event.room_id
+    target = DIRECTORY_STATE.get(event.type)
+    if target is not None and event.state_key == "":
+        column, key = target
+        value = event.content.get(key)
+        value = value.replace("\x00", "") if isinstance(value, str) else None
+        # ``column`` comes from the fixed table above.
+        txn.execute(
+            f"INSERT INTO room_directory_stats (room_id, {column}) VALUES (%s, %s)"
+            f" ON CONFLICT (room_id) DO UPDATE SET {column} = EXCLUDED.{column}",
+            (room_id, value),
+        )
+    elif event.type == "m.room.member":
+        txn.execute(
+            "INSERT INTO room_directory_stats (room_id, joined_members) SELECT %s, count(*) FROM room_memberships"
+            " WHERE room_id = %s AND membership = 'join'"
+            " ON CONFLICT (room_id) DO UPDATE SET joined_members = EXCLUDED.joined_members",
+            (room_id, room_id),
+        )
+    if event.redacts is not None:
+        txn.execute(
+            "SELECT type FROM current_state WHERE room_id = %s AND event_id = %s AND state_key = ''",
+            (room_id, event.redacts),
+        )
+        row = txn.fetchone()
+        column = DIRECTORY_STATE[row[0]][0] if row and row[0] in DIRECTORY_STATE else None
+        if column in PRUNED_BY_REDACTION:
+            txn.execute(f"UPDATE room_directory_stats SET {column} = NULL WHERE room_id = %s", (room_id,))
 
 
 @attrs.frozen
@@ -32,15 +79,18 @@ class AliasRecord:
 
 @attrs.frozen
 class PublishedRoom:
-    """A published room with its joined member count and the content of its directory state.
-
-    ``state`` maps an event type of :data:`DIRECTORY_STATE_TYPES` to the
-    event's content (``{}`` for a redacted event).
-    """
+    """A row of ``room_directory_stats``: a room's directory fields (None when unset)."""
 
     room_id: str
     joined_members: int
-    state: dict[str, dict[str, Any]]
+    name: Optional[str] = None
+    topic: Optional[str] = None
+    canonical_alias: Optional[str] = None
+    avatar_url: Optional[str] = None
+    join_rule: Optional[str] = None
+    history_visibility: Optional[str] = None
+    guest_access: Optional[str] = None
+    room_type: Optional[str] = None
 
 
 @attrs.frozen
@@ -103,28 +153,35 @@ class DirectoryStore:
 
         return self._db.run_interaction("set_room_public", txn_fn)
 
-    def get_published_rooms(self) -> "defer.Deferred[list[PublishedRoom]]":
-        """Every published room, with joined member counts and directory state."""
+    def get_published_rooms(
+        self, term: Optional[str], room_types: Optional[Sequence[Optional[str]]], offset: int, limit: int
+    ) -> "defer.Deferred[tuple[list[PublishedRoom], int]]":
+        """A page of published rooms, largest first, and how many match in all.
 
-        def txn_fn(txn: Any) -> list[PublishedRoom]:
+        ``term`` matches name, topic, canonical alias or room ID
+        (case-insensitive substring); ``room_types`` keeps rooms of those
+        types (None in it: rooms without a type).
+        """
+
+        def txn_fn(txn: Any) -> tuple[list[PublishedRoom], int]:
+            where, args = ["r.is_public"], []
+            if term:
+                pattern = "%" + _like_escape(term) + "%"
+                where.append("(s.name ILIKE %s OR s.topic ILIKE %s OR s.canonical_alias ILIKE %s OR s.room_id ILIKE %s)")
+                args.extend([pattern] * 4)
+            if room_types is not None:
+                named = [t for t in room_types if t is not None]
+                where.append("(s.room_type = ANY(%s)" + (" OR s.room_type IS NULL)" if None in room_types else ")"))
+                args.append(named)
+            base = " FROM rooms r JOIN room_directory_stats s ON s.room_id = r.room_id WHERE " + " AND ".join(where)
+            columns = ", ".join("s." + c.strip() for c in _STATS_COLUMNS.split(","))
             txn.execute(
-                "SELECT r.room_id, (SELECT count(*) FROM room_memberships m WHERE m.room_id = r.room_id"
-                " AND m.membership = 'join') FROM rooms r WHERE r.is_public"
+                f"SELECT {columns}{base} ORDER BY s.joined_members DESC, s.room_id OFFSET %s LIMIT %s",
+                args + [offset, limit],
             )
-            counts = {r[0]: r[1] for r in txn.fetchall()}
-            if not counts:
-                return []
-            txn.execute(
-                "SELECT cs.room_id, cs.type, e.json, e.redacted_by IS NOT NULL FROM current_state cs"
-                " JOIN events e ON e.room_id = cs.room_id AND e.event_id = cs.event_id"
-                " WHERE cs.room_id = ANY(%s) AND cs.state_key = '' AND cs.type = ANY(%s)",
-                (list(counts), list(DIRECTORY_STATE_TYPES)),
-            )
-            state: dict[str, dict[str, dict[str, Any]]] = {room_id: {} for room_id in counts}
-            for room_id, etype, pdu_json, redacted in txn.fetchall():
-                content = {} if redacted else json.loads(pdu_json).get("content", {})
-                state[room_id][etype] = content if isinstance(content, dict) else {}
-            return [PublishedRoom(room_id, n, state[room_id]) for room_id, n in counts.items()]
+            rooms = [PublishedRoom(*r) for r in txn.fetchall()]
+            txn.execute("SELECT count(*)" + base, args)
+            return rooms, txn.fetchone()[0]
 
         return self._db.run_interaction("get_published_rooms", txn_fn)
 
@@ -141,7 +198,8 @@ class DirectoryStore:
     # -- user directory --------------------------------------------------------------
 
     def search_users(self, searcher: str, term: str, limit: int) -> "defer.Deferred[tuple[list[DirectoryUser], bool]]":
-        """Users sharing a joined room with ``searcher`` or joined to a published room,
+        """Users sharing a joined room with ``searcher`` or joined to a public room (public join
+        rule or world-readable history),
         whose user ID or display name contains ``term`` (case-insensitive); more?
 
         Results whose display name or ID starts with the term come first.
@@ -154,8 +212,8 @@ class DirectoryStore:
                 "WITH visible AS ("
                 " SELECT m2.user_id FROM room_memberships m1 JOIN room_memberships m2 ON m2.room_id = m1.room_id"
                 "  WHERE m1.user_id = %s AND m1.membership = 'join' AND m2.membership = 'join'"
-                " UNION SELECT m.user_id FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id"
-                "  WHERE r.is_public AND m.membership = 'join'"
+                " UNION SELECT m.user_id FROM room_memberships m JOIN room_directory_stats s ON s.room_id = m.room_id"
+                "  WHERE (s.join_rule = 'public' OR s.history_visibility = 'world_readable') AND m.membership = 'join'"
                 "), profiles AS ("
                 " SELECT v.user_id, dn.value #>> '{}' AS display_name, av.value #>> '{}' AS avatar_url FROM visible v"
                 " LEFT JOIN profile_fields dn ON dn.user_id = v.user_id AND dn.field = 'displayname'"

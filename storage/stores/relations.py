@@ -1,10 +1,14 @@
 """Event relations and the full-text search index over events.
 
-Both tables are indexes of ``events`` written by
-:func:`write_event_indexes_txn` inside the transaction that persists an
-event (``EventStore.persist_event``), so they never disagree with the
-events they describe; a redaction removes the redacted event's rows in the
-same transaction. Every query filters on ``room_id`` (DESIGN.md §6).
+Both tables (and ``room_directory_stats``, see storage/stores/directory.py)
+are indexes of ``events`` written by :func:`write_event_indexes_txn` inside
+the transaction that persists an event (``EventStore.persist_event``), so
+they never disagree with the events they describe; a redaction removes the
+redacted event's rows in the same transaction. Every persist path (local
+creation today, federation later) must call it. The schema migration
+backfills the same rows for events that existed before it, with the same
+rules (tests/integration/directory/test_indexes.py checks both agree).
+Every query filters on ``room_id`` (DESIGN.md §6).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from twisted.internet import defer
 
 from homeserver.core.events import Event
 from homeserver.core.relations import relation_of
+from storage.stores.directory import write_directory_stats_txn
 
 #: Text search configuration used to index and to query.
 SEARCH_CONFIG = "english"
@@ -48,13 +53,14 @@ def write_event_indexes_txn(txn: Any, event: Event, position: int) -> None:
     search = SEARCH_KEYS.get(event.type)
     if search is not None and (event.type != "m.room.message" or event.state_key is None):
         text = content.get(search[1])
-        if isinstance(text, str) and text.strip():
+        if isinstance(text, str) and text:
             txn.execute(
                 "INSERT INTO event_search (room_id, event_id, key, vector, depth, stream_position, origin_server_ts)"
                 " VALUES (%s, %s, %s, to_tsvector(%s::regconfig, %s), %s, %s, %s) ON CONFLICT DO NOTHING",
                 (room_id, event.event_id, search[0], SEARCH_CONFIG, text.replace("\x00", " "), event.depth, position,
                  event.origin_server_ts),
             )
+    write_directory_stats_txn(txn, event)
 
 
 @attrs.frozen

@@ -5,10 +5,11 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from homeserver.core.relations import relation_of
-from homeserver.handlers.directory import directory_entry, matches_filter
+from homeserver.handlers.directory import directory_entry
 from homeserver.handlers.rooms.relations import choose_replacement
 from homeserver.handlers.rooms.served import ignored_users_from, without_senders
 from homeserver.handlers.search import highlight_terms
+from storage.stores.directory import PublishedRoom
 
 
 def msg(event_id: str, sender: str = "@a:x", ts: int = 1, **content: object) -> dict:
@@ -52,19 +53,14 @@ class RelationOfTest(unittest.TestCase):
 
 
 class DirectoryEntryTest(unittest.TestCase):
-    def test_entry_and_filters(self) -> None:
-        """Directory entries carry the room's state; search terms and room types filter them."""
-        state = {"m.room.name": {"name": "Cats"}, "m.room.topic": {"topic": 3},
-                 "m.room.history_visibility": {"history_visibility": "world_readable"},
-                 "m.room.guest_access": {"guest_access": "can_join"}, "m.room.create": {"type": "m.space"}}
-        entry = directory_entry("!r:x", 4, state)
-        self.assertEqual(entry, {"room_id": "!r:x", "num_joined_members": 4, "world_readable": True,
-                                 "guest_can_join": True, "name": "Cats", "room_type": "m.space"})
-        self.assertTrue(matches_filter(entry, "cat", None))
-        self.assertFalse(matches_filter(entry, "dog", None))
-        self.assertTrue(matches_filter(entry, None, ["m.space"]))
-        self.assertFalse(matches_filter(entry, None, [None]))
-        self.assertTrue(matches_filter(directory_entry("!s:x", 1, {}), None, [None]))
+    def test_entry(self) -> None:
+        """Directory entries carry the room's set fields and derive world_readable / guest_can_join."""
+        room = PublishedRoom("!r:x", 4, name="Cats", topic="", history_visibility="world_readable",
+                             guest_access="can_join", room_type="m.space")
+        self.assertEqual(directory_entry(room), {"room_id": "!r:x", "num_joined_members": 4, "world_readable": True,
+                                                 "guest_can_join": True, "name": "Cats", "room_type": "m.space"})
+        self.assertEqual(directory_entry(PublishedRoom("!s:x", 0)), {
+            "room_id": "!s:x", "num_joined_members": 0, "world_readable": False, "guest_can_join": False})
 
 
 class MiscTest(unittest.TestCase):
