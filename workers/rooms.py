@@ -241,7 +241,8 @@ async def build_sync_api(
     loader: Optional[EventLoader] = None,
     account_data_store: Any = None,
 ) -> SyncApi:
-    """Tails of the events, receipts and typing streams, started from PostgreSQL and fed by the bus."""
+    """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
+    :func:`_start_positions`), plus the account data wake-up subscription."""
     from bus import ShardId
     from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
     from homeserver.handlers.sync.notifier import Notifier
@@ -260,6 +261,10 @@ async def build_sync_api(
     typing_state = TypingState()
     typing_tail.add_listener(typing_state.on_row)
 
+    def on_typing_reset(shard: int, position: int) -> None:
+        for room_id in typing_state.on_reset(shard, position):
+            notifier.notify_room(room_id)
+
     def on_event(shard: int, row: Any) -> None:
         notifier.notify_room(row.room_id)
         if row.type == "m.room.member" and row.state_key is not None:
@@ -268,11 +273,12 @@ async def build_sync_api(
     events_tail.add_listener(on_event)
     receipts_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
     typing_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
+    typing_tail.add_reset_listener(on_typing_reset)
     if account_data_store is not None:
         account_data_store.observers.append(lambda change: notifier.notify_user(change.user_id))
 
-    event_positions = await events_store.get_max_positions(range(n_events))
-    receipt_positions = await receipt_store.get_max_positions(range(n_receipts))
+    event_positions = await _start_positions(bus, "events", n_events, events_store.get_max_positions)
+    receipt_positions = await _start_positions(bus, "receipts", n_receipts, receipt_store.get_max_positions)
     events_tail.start([event_positions[s] for s in range(n_events)])
     receipts_tail.start([receipt_positions[s] for s in range(n_receipts)])
     typing_tail.start([0] * n_typing)
@@ -306,6 +312,36 @@ async def build_sync_api(
     return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
 
 
+async def _bus_head(bus: Any, stream: str, shard: int) -> Optional[int]:
+    """The position of the newest entry the bus holds for a shard, or None."""
+    from bus import stream_key
+
+    try:
+        raw = await bus.backend.last_id(stream_key(stream, shard, bus.namespace))
+    except Exception:
+        return None
+    text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    return int(text.split("-")[0]) if text else None
+
+
+async def _start_positions(bus: Any, stream: str, count: int, max_in_postgres: Callable[[range], Any]) -> dict[int, int]:
+    """Where a new tail starts on each shard.
+
+    The newest entry on the bus is the safe start: a writer publishes only
+    positions below which everything has committed or rolled back, so
+    PostgreSQL holds every row up to it, and anything later reaches the bus
+    after it. The highest position in PostgreSQL is not safe on its own (a
+    smaller position may still be in flight and commit later), so it is only
+    the fallback for shards the bus holds nothing of (a new or flushed Redis).
+    """
+    in_postgres = await max_in_postgres(range(count))
+    positions = {}
+    for shard in range(count):
+        head = await _bus_head(bus, stream, shard)
+        positions[shard] = head if head is not None else in_postgres[shard]
+    return positions
+
+
 async def _wake_on_account_data(bus: Any, shard_count: int, notifier: Any) -> Any:
     """Wake a user's long-polls when their account data changes on any writer.
 
@@ -313,16 +349,10 @@ async def _wake_on_account_data(bus: Any, shard_count: int, notifier: Any) -> An
     a lost or skipped entry delays a response but loses nothing. The tail
     starts at each shard's newest entry (history is of no use here).
     """
-    from bus import ShardId, stream_key
+    from bus import ShardId
 
-    starts = {}
-    for shard in range(shard_count):
-        try:
-            raw = await bus.backend.last_id(stream_key("account_data", shard, bus.namespace))
-        except Exception:
-            raw = None
-        text = raw.decode("ascii") if isinstance(raw, bytes) else raw
-        starts[ShardId("account_data", shard)] = int(text.split("-")[0]) if text else 0
+    starts = {ShardId("account_data", shard): (await _bus_head(bus, "account_data", shard)) or 0
+              for shard in range(shard_count)}
 
     def on_entry(entry: Any) -> None:
         user_id = entry.payload.get("user_id")

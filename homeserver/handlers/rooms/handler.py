@@ -302,6 +302,23 @@ class RoomHandler:
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
         return room_id
 
+    async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None) -> str:
+        """POST /knock/{roomIdOrAlias}: ask to join a room whose join rule allows knocking."""
+        room_id = await self.resolve_room(room_id_or_alias)
+        version = await self.loader.room_version(room_id)
+        if version is None:
+            raise not_found("No known servers for this room")
+        if not version.knock_join_rule:
+            raise forbidden(f"Room version {version.identifier} does not support knocking")
+        current = await self._store.get_membership(room_id, requester.user_id)
+        if current is not None and current.membership == "join":
+            raise forbidden("You are already in this room")
+        content: dict[str, Any] = {"membership": "knock"}
+        profile = await self._member_content(requester.user_id, "knock", reason)
+        content.update(profile)
+        await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
+        return room_id
+
     async def leave(self, requester: Any, room_id: str, reason: Optional[str] = None) -> None:
         """POST /rooms/{roomId}/leave (also rejects invites)."""
         await self._require_room(room_id, status=404)

@@ -72,6 +72,14 @@ class TypingState:
         """Record a typing row ``(shard, position, room_id, user_ids)``."""
         self.rooms[row.room_id] = (shard, row.stream_position, row.user_ids)
 
+    def on_reset(self, shard: int, position: int) -> list[str]:
+        """Updates of ``shard`` were lost (e.g. its writer restarted and forgot who types):
+        nobody types there any more as of ``position``. Returns the rooms that changed."""
+        changed = [room for room, (s, _, users) in self.rooms.items() if s == shard and users]
+        for room in changed:
+            self.rooms[room] = (shard, position, ())
+        return changed
+
 
 @attrs.frozen
 class TypingRow:
@@ -163,8 +171,7 @@ class SyncHandler:
         while True:
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
-            empty = not response["rooms"]["join"] and not response["rooms"]["invite"] and not response["rooms"]["leave"] \
-                and not response["account_data"]["events"]
+            empty = not any(response["rooms"].values()) and not response["account_data"]["events"]
             remaining = deadline - self._clock.seconds()
             if since_token is None or full_state or not empty or remaining <= 0:
                 return response
@@ -222,7 +229,7 @@ class SyncHandler:
         user_id = requester.user_id
         d = self.d
         memberships = await d.events_store.get_memberships_for_user(user_id)
-        interesting = frozenset(m.room_id for m in memberships if m.membership in ("join", "invite"))
+        interesting = frozenset(m.room_id for m in memberships if m.membership in ("join", "invite", "knock"))
 
         account_global: list[dict[str, Any]] = []
         account_rooms: dict[str, list[dict[str, Any]]] = {}
@@ -261,6 +268,7 @@ class SyncHandler:
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
+        knock: dict[str, Any] = {}
         for m in memberships:
             room_id = m.room_id
             if not sync_filter.room.allows_room(room_id):
@@ -295,6 +303,9 @@ class SyncHandler:
             elif m.membership == "invite":
                 if initial or newly:
                     invite[room_id] = {"invite_state": {"events": await self._invite_state(room_id, m.event_id)}}
+            elif m.membership == "knock":
+                if initial or newly:
+                    knock[room_id] = {"knock_state": {"events": await self._invite_state(room_id, m.event_id)}}
             elif m.membership in ("leave", "ban"):
                 if m.forgotten:
                     continue
@@ -308,7 +319,7 @@ class SyncHandler:
 
         response = {
             "next_batch": now.encode(),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": account_global},
             "presence": {"events": []},
         }
@@ -413,6 +424,7 @@ class SyncHandler:
         return room_summary([(m.user_id, m.membership) for m in members], user_id)
 
     async def _invite_state(self, room_id: str, invite_event_id: str) -> list[dict[str, Any]]:
+        """Stripped state for an invite (or a knock): key room state plus the membership event itself."""
         state = await self.d.events_store.get_current_state_ids(room_id)
         wanted = [state[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in state]
         wanted.append(invite_event_id)

@@ -77,6 +77,12 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Op
         room_id = await rooms.join(requester, roomIdOrAlias, _reason(body))
         return 200, {"room_id": room_id}
 
+    async def knock(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        body = parse_json_object(request, allow_empty=True)
+        room_id = await rooms.knock(requester, roomIdOrAlias, _reason(body))
+        return 200, {"room_id": room_id}
+
     async def room_join(request: Any, roomId: str) -> tuple[int, Any]:
         return await join(request, roomId)
 
@@ -150,6 +156,7 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Op
     resource.register("PUT", paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), w(redact), name="room_redact")
     resource.register("POST", paths("/join/{roomIdOrAlias}"), w(join), name="join")
     resource.register("POST", paths("/rooms/{roomId}/join"), w(room_join), name="room_join")
+    resource.register("POST", paths("/knock/{roomIdOrAlias}"), w(knock), name="knock")
     resource.register("POST", paths("/rooms/{roomId}/leave"), w(leave), name="room_leave")
     for action in ("invite", "kick", "ban", "unban"):
         resource.register("POST", paths(f"/rooms/{{roomId}}/{action}"), w(membership_action(action)), name=f"room_{action}")

@@ -243,3 +243,32 @@ class LimitsAndSnapshotsTests(RoomsTestCase):
         await self.request("PUT", V3 + f"/rooms/{room_id}/state/m.room.history_visibility/",
                            {"history_visibility": "world_readable"}, token=alice)
         self.assertEqual((await self.get(carol, f"/rooms/{room_id}/messages")).code, 200)
+
+
+class KnockTests(RoomsTestCase):
+    """POST /knock and the knock section of /sync."""
+
+    async def test_knock_accept_and_refusals(self) -> None:
+        """Knocking needs the knock join rule and room v7+; the knock shows in sync; an invite accepts it."""
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        room_id = await self.create_room(alice, initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}],
+                                         name="Knock knock")
+        private = await self.create_room(alice)
+        old = await self.create_room(alice, room_version="6",
+                                     initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}])
+        token = (await self.sync(bob))["next_batch"]
+        self.assertError(await self.post(bob, f"/knock/{private}", {}), 403, "M_FORBIDDEN")
+        self.assertError(await self.post(bob, f"/knock/{old}", {}), 403, "M_FORBIDDEN")
+        self.assertError(await self.post(bob, "/knock/!nope:test.local", {}), 404, "M_NOT_FOUND")
+        resp = await self.post(bob, f"/knock/{room_id}", {"reason": "let me in"})
+        self.assertEqual((resp.code, resp.json.get("room_id")), (200, room_id), resp.body)
+        body = await self.sync(bob, since=token)
+        knock_state = body["rooms"]["knock"][room_id]["knock_state"]["events"]
+        self.assertIn(("m.room.name", "Knock knock"), [(e["type"], e["content"].get("name")) for e in knock_state])
+        self.assertIn(("m.room.member", "knock"), [(e["type"], e["content"].get("membership")) for e in knock_state])
+        members = await self.get(alice, f"/rooms/{room_id}/members?membership=knock")
+        self.assertEqual([m["content"].get("reason") for m in members.json["chunk"]], ["let me in"])
+        self.assertEqual((await self.post(alice, f"/rooms/{room_id}/invite", {"user_id": self.uid("bob")})).code, 200)
+        self.assertEqual((await self.join(bob, room_id)).code, 200)
+        self.assertError(await self.post(bob, f"/knock/{room_id}", {}), 403, "M_FORBIDDEN")
