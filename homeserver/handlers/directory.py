@@ -12,6 +12,7 @@ from homeserver.core import ids
 from homeserver.core.power_levels import get_send_level, get_user_power_level
 from homeserver.core.rooms import AliasInUseError
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.handlers.paging import decode_counter, encode_counter
 
 BAD_ALIAS = "M_BAD_ALIAS"
 DEFAULT_PUBLIC_ROOMS_LIMIT = 100
@@ -214,9 +215,7 @@ class DirectoryHandler:
         limit = DEFAULT_PUBLIC_ROOMS_LIMIT if not limit else min(limit, MAX_PUBLIC_ROOMS_LIMIT)
         offset = 0
         if since is not None:
-            if not isinstance(since, str) or not since.startswith("p") or not since[1:].isdigit():
-                raise invalid_param("Invalid 'since' token")
-            offset = int(since[1:])
+            offset = decode_counter("p", since, "'since' token")
         term, room_types = None, None
         if search_filter is not None:
             if not isinstance(search_filter, dict):
@@ -234,7 +233,7 @@ class DirectoryHandler:
             rooms, total = await self._store.get_published_rooms(term, room_types, offset, limit)
         result: dict[str, Any] = {"chunk": [directory_entry(r) for r in rooms], "total_room_count_estimate": total}
         if offset + limit < total:
-            result["next_batch"] = f"p{offset + limit}"
+            result["next_batch"] = encode_counter("p", offset + limit)
         if offset > 0:
-            result["prev_batch"] = f"p{max(0, offset - limit)}"
+            result["prev_batch"] = encode_counter("p", max(0, offset - limit))
         return result

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from homeserver.core import ids
 from homeserver.errors import bad_json, invalid_param, missing_param, not_found
+from homeserver.handlers.paging import decode_counter, encode_counter
 from homeserver.handlers.rooms.filters import EventFilter
 from homeserver.handlers.rooms.tokens import TopoToken
 
@@ -90,9 +91,7 @@ class SearchHandler:
             raise bad_json("'include_state' must be a boolean")
         offset = 0
         if next_batch is not None:
-            if not next_batch.startswith("s") or not next_batch[1:].isdigit():
-                raise invalid_param("Invalid next_batch token")
-            offset = int(next_batch[1:])
+            offset = decode_counter("s", next_batch, "next_batch token")
         limit = min(event_filter.limit or DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT)
 
         room_ids = [r for r in await self._rooms.joined_rooms(requester) if event_filter.allows_room(r)]
@@ -130,7 +129,7 @@ class SearchHandler:
             out_results.append(item)
         room_events: dict[str, Any] = {"count": count, "highlights": highlight_terms(term), "results": out_results}
         if not exhausted and out_results:
-            room_events["next_batch"] = f"s{offset}"
+            room_events["next_batch"] = encode_counter("s", offset)
         if include_state:
             room_events["state"] = {room_id: await self._rooms.get_state(requester, room_id) for room_id in by_room}
         return {"search_categories": {"room_events": room_events}}

@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from homeserver.core.relations import relation_of
 from homeserver.errors import MatrixError, invalid_param
+from homeserver.handlers.paging import decode_counter, encode_counter
 from homeserver.handlers.rooms.handler import txn_key_for
 from homeserver.handlers.rooms.tokens import TopoToken
 
@@ -137,9 +138,7 @@ class RelationsHandler:
             raise invalid_param("include must be 'all' or 'participated'")
         before = None
         if from_token is not None:
-            if not from_token.startswith("th") or not from_token[2:].isdigit():
-                raise invalid_param("Invalid from token")
-            before = int(from_token[2:])
+            before = decode_counter("th", from_token, "from token")
         limit = max(1, min(50 if limit is None else limit, MAX_LIMIT))
         # 403 when the user cannot view the room (also for unknown rooms).
         _, cap = await self._rooms._access(requester.user_id, room_id)
@@ -152,7 +151,7 @@ class RelationsHandler:
         await self.bundle(requester.user_id, room_id, chunk)
         result: dict[str, Any] = {"chunk": chunk}
         if more and roots:
-            result["next_batch"] = f"th{roots[-1][1]}"
+            result["next_batch"] = encode_counter("th", roots[-1][1])
         return result
 
     async def check_new_annotation(self, requester: Any, room_id: str, event_type: str, content: Any,

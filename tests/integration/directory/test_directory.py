@@ -157,7 +157,9 @@ class PublicRoomsTest(DirectoryTestCase):
                                             {"visibility": "public"}, token=self.alice), 404, "M_NOT_FOUND")
         self.assertError(await self.request("PUT", f"/_matrix/client/v3/directory/list/room/{room}",
                                             {"visibility": "open"}, token=self.alice), 400, "M_BAD_JSON")
-        self.assertError(await self.request("GET", "/_matrix/client/v3/publicRooms?since=zz"), 400, "M_INVALID_PARAM")
+        for since in ("zz", "p99999999999999999999", "p%C2%B2"):
+            self.assertError(await self.request("GET", f"/_matrix/client/v3/publicRooms?since={since}"),
+                             400, "M_INVALID_PARAM")
         self.assertError(await self.request("GET", "/_matrix/client/v3/publicRooms?server=other.org"), 404, "M_NOT_FOUND")
         self.assertError(await self.post(self.bob, "/publicRooms", {"filter": "x"}), 400, "M_BAD_JSON")
         self.assertError(await self.post(self.bob, "/publicRooms", {"filter": {"room_types": [1]}}), 400, "M_BAD_JSON")

@@ -70,6 +70,7 @@ class RelationsTest(DirectoryTestCase):
             (eve, f"/rooms/{private}/threads", 403, "M_FORBIDDEN"),
             (self.alice, f"/rooms/{self.room}/threads?include=some", 400, "M_INVALID_PARAM"),
             (self.alice, f"/rooms/{self.room}/threads?from=bad", 400, "M_INVALID_PARAM"),
+            (self.alice, f"/rooms/{self.room}/threads?from=th99999999999999999999", 400, "M_INVALID_PARAM"),
         ]
         for token, path, code, errcode in cases:
             self.assertError(await self.v1("GET", token, path), code, errcode)

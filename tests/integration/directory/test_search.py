@@ -101,7 +101,9 @@ class SearchTest(DirectoryTestCase):
                 self.assertEqual(resp.code, 200)  # no results, context never built
             else:
                 self.assertError(resp, 400, errcode)
-        self.assertError(await self.post(self.alice, "/search?next_batch=zz", search_body("x")), 400, "M_INVALID_PARAM")
+        for token in ("zz", "s99999999999999999999"):
+            self.assertError(await self.post(self.alice, f"/search?next_batch={token}", search_body("x")),
+                             400, "M_INVALID_PARAM")
         resp = await self.request("POST", "/_matrix/client/v3/search", b"not json", token=self.alice)
         self.assertError(resp, 400, "M_NOT_JSON")
         self.assertEqual((await self.request("POST", "/_matrix/client/v3/search", search_body("x"))).code, 401)
