@@ -119,8 +119,7 @@ class SearchHandler:
         by_room: dict[str, list[dict[str, Any]]] = {}
         for _, event, _ in results:
             by_room.setdefault(event["room_id"], []).append(event)
-        for room_id, events in by_room.items():
-            await self._relations.bundle(requester.user_id, room_id, events)
+        await self._relations.bundle_rooms(requester.user_id, by_room)
         out_results = []
         for rank, event, row in results:
             item: dict[str, Any] = {"rank": rank, "result": event}

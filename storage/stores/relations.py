@@ -178,37 +178,39 @@ class RelationStore:
 
         return self._db.run_interaction("has_annotation", txn_fn)
 
-    def get_relations_for_parents(
-        self, room_id: str, parent_ids: Sequence[str], rel_types: Sequence[str]
-    ) -> "defer.Deferred[list[RelationRow]]":
-        """Every relation of the given types to any of ``parent_ids``, in topological order."""
+    def get_bundle_rows(
+        self, parents: Sequence[tuple[str, str]], rel_types: Sequence[str], user_id: Optional[str]
+    ) -> "defer.Deferred[tuple[list[RelationRow], dict[tuple[str, str], ThreadSummaryRow]]]":
+        """What bundled aggregations of the events ``parents`` (``(room_id, event_id)`` pairs, any
+        rooms) need, in one round trip: their relations of ``rel_types`` in topological order, and
+        (when ``user_id`` is given) the thread summary of each ``(room_id, root_id)`` with replies."""
 
-        def txn_fn(txn: Any) -> list[RelationRow]:
+        def txn_fn(txn: Any) -> tuple[list[RelationRow], dict[tuple[str, str], ThreadSummaryRow]]:
+            rooms = [p[0] for p in parents]
+            events = [p[1] for p in parents]
+            parents_cte = "WITH p AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS p(room_id, event_id))"
+            columns = ", ".join("r." + c.strip() for c in _RELATION_COLUMNS.split(","))
             txn.execute(
-                f"SELECT {_RELATION_COLUMNS} FROM event_relations WHERE room_id = %s AND relates_to_id = ANY(%s)"
-                " AND relation_type = ANY(%s) ORDER BY depth, stream_position",
-                (room_id, list(parent_ids), list(rel_types)),
+                f"{parents_cte} SELECT {columns} FROM event_relations r"
+                " JOIN p ON r.room_id = p.room_id AND r.relates_to_id = p.event_id"
+                " WHERE r.relation_type = ANY(%s) ORDER BY r.depth, r.stream_position",
+                (rooms, events, list(rel_types)),
             )
-            return [RelationRow(*r) for r in txn.fetchall()]
+            rows = [RelationRow(*r) for r in txn.fetchall()]
+            summaries: dict[tuple[str, str], ThreadSummaryRow] = {}
+            if user_id is not None:
+                txn.execute(
+                    f"{parents_cte} SELECT r.room_id, r.relates_to_id, count(*), bool_or(r.sender = %s),"
+                    " (array_agg(r.event_id ORDER BY r.depth DESC, r.stream_position DESC))[1]"
+                    " FROM event_relations r JOIN p ON r.room_id = p.room_id AND r.relates_to_id = p.event_id"
+                    " WHERE r.relation_type = 'm.thread' GROUP BY r.room_id, r.relates_to_id",
+                    (rooms, events, user_id),
+                )
+                for room_id, root_id, count, participated, latest in txn.fetchall():
+                    summaries[(room_id, root_id)] = ThreadSummaryRow(root_id, count, latest, bool(participated))
+            return rows, summaries
 
-        return self._db.run_interaction("get_relations_for_parents", txn_fn)
-
-    def get_thread_summaries(
-        self, room_id: str, root_ids: Sequence[str], user_id: str
-    ) -> "defer.Deferred[dict[str, ThreadSummaryRow]]":
-        """Count, latest event and the user's participation of each thread root that has replies."""
-
-        def txn_fn(txn: Any) -> dict[str, ThreadSummaryRow]:
-            txn.execute(
-                "SELECT relates_to_id, count(*), bool_or(sender = %s),"
-                " (array_agg(event_id ORDER BY depth DESC, stream_position DESC))[1]"
-                " FROM event_relations WHERE room_id = %s AND relates_to_id = ANY(%s) AND relation_type = 'm.thread'"
-                " GROUP BY relates_to_id",
-                (user_id, room_id, list(root_ids)),
-            )
-            return {r[0]: ThreadSummaryRow(r[0], r[1], r[3], bool(r[2])) for r in txn.fetchall()}
-
-        return self._db.run_interaction("get_thread_summaries", txn_fn)
+        return self._db.run_interaction("get_bundle_rows", txn_fn)
 
     def get_threads(
         self, room_id: str, participant: Optional[str], before_position: Optional[int], limit: int

@@ -172,50 +172,73 @@ class RelationsHandler:
 
     async def bundle(self, user_id: str, room_id: str, events: list[dict[str, Any]], threads: bool = True) -> None:
         """Add ``unsigned.m.relations`` to the client events ``events`` of one room (in place)."""
-        parents = {e["event_id"]: e for e in events
-                   if "event_id" in e and "redacted_because" not in e.get("unsigned", {})}
+        await self.bundle_rooms(user_id, {room_id: events}, threads)
+
+    async def bundle_rooms(self, user_id: str, events_by_room: dict[str, list[dict[str, Any]]],
+                           threads: bool = True) -> None:
+        """Add ``unsigned.m.relations`` to client events of several rooms (in place).
+
+        One query finds every relation and thread summary needed; events are
+        then read only for rooms that have edits or threads.
+        """
+        parents: dict[tuple[str, str], dict[str, Any]] = {}
+        for room_id, events in events_by_room.items():
+            for e in events:
+                if "event_id" in e and "redacted_because" not in e.get("unsigned", {}):
+                    parents[(room_id, e["event_id"])] = e
         if not parents:
             return
-        rows = await self._store.get_relations_for_parents(room_id, list(parents), BUNDLED_TYPES)
-        summaries = await self._store.get_thread_summaries(room_id, list(parents), user_id) if threads else {}
-        replace_ids = [r.event_id for r in rows if r.relation_type == "m.replace"]
-        latest_ids = [s.latest_event_id for s in summaries.values()]
-        stored = await self._events.get_events(room_id, replace_ids + latest_ids)
-        serialized = {e["event_id"]: e for e in await self._loader.serialize_rows(room_id, list(stored.values()))}
-        latest_events = [serialized[i] for i in latest_ids if i in serialized]
-        if latest_events:
-            await self.bundle(user_id, room_id, latest_events, threads=False)
-        aggregations: dict[str, dict[str, Any]] = {}
-        for parent_id, event in parents.items():
+        rows, summaries = await self._store.get_bundle_rows(list(parents), BUNDLED_TYPES, user_id if threads else None)
+        if not rows and not summaries:
+            return
+        wanted: dict[str, list[str]] = {}
+        for r in rows:
+            if r.relation_type == "m.replace":
+                wanted.setdefault(r.room_id, []).append(r.event_id)
+        for (room_id, _), summary in summaries.items():
+            wanted.setdefault(room_id, []).append(summary.latest_event_id)
+        serialized: dict[str, dict[str, Any]] = {}
+        latest_by_room: dict[str, list[dict[str, Any]]] = {}
+        for room_id, event_ids in wanted.items():
+            stored = await self._events.get_events(room_id, event_ids)
+            for e in await self._loader.serialize_rows(room_id, list(stored.values())):
+                serialized[e["event_id"]] = e
+        for (room_id, _), summary in summaries.items():
+            if summary.latest_event_id in serialized:
+                latest_by_room.setdefault(room_id, []).append(serialized[summary.latest_event_id])
+        if latest_by_room:
+            await self.bundle_rooms(user_id, latest_by_room, threads=False)
+        by_parent: dict[tuple[str, str], list[Any]] = {}
+        for r in rows:
+            by_parent.setdefault((r.room_id, r.relates_to_id), []).append(r)
+        for key, event in parents.items():
+            children = by_parent.get(key, [])
             agg: dict[str, Any] = {}
-            edits = [serialized[r.event_id] for r in rows
-                     if r.relates_to_id == parent_id and r.relation_type == "m.replace" and r.event_id in serialized]
+            edits = [serialized[r.event_id] for r in children
+                     if r.relation_type == "m.replace" and r.event_id in serialized]
             edit = choose_replacement(event, edits)
             if edit is not None:
                 agg["m.replace"] = edit
-            summary = summaries.get(parent_id)
+            summary = summaries.get(key)
             if summary is not None and summary.latest_event_id in serialized:
                 agg["m.thread"] = {
                     "latest_event": serialized[summary.latest_event_id],
                     "count": summary.count,
                     "current_user_participated": summary.participated or event.get("sender") == user_id,
                 }
-            references = [{"event_id": r.event_id} for r in rows
-                          if r.relates_to_id == parent_id and r.relation_type == "m.reference"]
+            references = [{"event_id": r.event_id} for r in children if r.relation_type == "m.reference"]
             if references:
                 agg["m.reference"] = {"chunk": references}
             if agg:
-                aggregations[parent_id] = agg
-        for parent_id, agg in aggregations.items():
-            event = parents[parent_id]
-            unsigned = event.setdefault("unsigned", {})
-            unsigned.setdefault("m.relations", {}).update(agg)
+                event.setdefault("unsigned", {}).setdefault("m.relations", {}).update(agg)
 
     async def bundle_sync(self, user_id: str, response: dict[str, Any]) -> None:
         """Bundle aggregations into the timelines of a /sync response (in place)."""
         rooms = response.get("rooms", {})
+        by_room: dict[str, list[dict[str, Any]]] = {}
         for section in ("join", "leave"):
             for room_id, room in rooms.get(section, {}).items():
                 events = room.get("timeline", {}).get("events", [])
                 if events:
-                    await self.bundle(user_id, room_id, events)
+                    by_room[room_id] = events
+        await self.bundle_rooms(user_id, by_room)

@@ -235,3 +235,27 @@ class RelationScopeTest(DirectoryTestCase):
         self.assertEqual([e["event_id"] for e in newer.json["chunk"]], [after])
         bounded = await self.v1("GET", alice, f"/rooms/{room}/relations/{root}?to={token}")
         self.assertEqual([e["event_id"] for e in bounded.json["chunk"]], [after])
+
+
+class MultiRoomBundleTest(DirectoryTestCase):
+    async def test_one_sync_bundles_each_room_with_its_own_relations(self) -> None:
+        """Bundles of several rooms built in one pass stay with their own room's events."""
+        alice = await self.make_user("alice")
+        rooms = [await self.create_room(alice) for _ in range(3)]
+        roots, edits = {}, {}
+        for i, room in enumerate(rooms[:2]):
+            roots[room] = await self.send_ok(alice, room, {"msgtype": "m.text", "body": f"root {i}"})
+            edits[room] = await self.send_ok(alice, room, edit(roots[room], f"edited {i}"))
+        await self.send_ok(alice, rooms[1], reply_in_thread(roots[rooms[1]], "reply"))
+        await self.send_ok(alice, rooms[2], {"msgtype": "m.text", "body": "plain"})
+        body = await self.sync(alice)
+        for room in rooms[:2]:
+            timeline = body["rooms"]["join"][room]["timeline"]["events"]
+            root = [e for e in timeline if e["event_id"] == roots[room]][0]
+            self.assertEqual(root["unsigned"]["m.relations"]["m.replace"]["event_id"], edits[room])
+        threaded = [e for e in body["rooms"]["join"][rooms[1]]["timeline"]["events"] if e["event_id"] == roots[rooms[1]]][0]
+        self.assertEqual(threaded["unsigned"]["m.relations"]["m.thread"]["count"], 1)
+        first = [e for e in body["rooms"]["join"][rooms[0]]["timeline"]["events"] if e["event_id"] == roots[rooms[0]]][0]
+        self.assertNotIn("m.thread", first["unsigned"]["m.relations"])
+        for event in body["rooms"]["join"][rooms[2]]["timeline"]["events"]:
+            self.assertNotIn("m.relations", event["unsigned"])
