@@ -4,7 +4,7 @@ Knows nothing of Matrix. The wire format is documented in bus/PROTOCOL.md.
 Public interface:
 
 - ``Bus.from_url(url, clock, ...)`` / ``MemoryBus(clock, broker=None, ...)``
-- ``Bus.publish(stream, shard, position, payload)``
+- ``Bus.publish(stream, shard, position, payload)``, ``Bus.resume_writer(stream, shard, last)``
 - ``Bus.subscribe({ShardId: position}, on_entry, on_gap)`` -> ``Subscription``
 - ``Bus.consume_group(shards, group, consumer, handler, on_gap)`` -> ``GroupWorker``
 - ``Bus.ping()``, ``Bus.connect()``, ``Bus.close()``

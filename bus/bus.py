@@ -16,14 +16,21 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Union
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    ensureDeferred,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bus import metrics
-from bus.backend import Backend, IdNotIncreasing, NoGroup
+from bus.backend import Backend, IdNotIncreasing, NoGroup, RedisBackend
 from bus.backoff import Backoff
 from bus.codec import after_id, entry_id, from_fields, to_fields
 from bus.errors import (
@@ -102,6 +109,7 @@ class _Loop:
         d.addErrback(lambda f: None)  # already recorded by _guarded
 
     async def _guarded(self) -> None:
+        abandoned = False
         try:
             await self._run()
         except CancelledError:
@@ -110,10 +118,22 @@ class _Loop:
         except Exception:
             self._result = Failure()
             log.failure("bus loop {loop!r} stopped by an error", self._result, loop=self)
-        self._finished = True
-        observers, self._observers = self._observers, []
-        for d in observers:
-            self._fire(d)
+        except GeneratorExit:
+            # The loop was abandoned: it waited on something that can never
+            # fire (a handler that never finished) and the garbage collector
+            # is closing the coroutine. The loop did not end, so its
+            # observers are not told it did: firing them would run their
+            # code (e.g. the rest of ``Bus.close``) from inside the
+            # collector, resuming coroutines it may already have closed
+            # ("cannot reuse already awaited coroutine").
+            abandoned = True
+            raise
+        finally:
+            if not abandoned:
+                self._finished = True
+                observers, self._observers = self._observers, []
+                for d in observers:
+                    self._fire(d)
 
     def _fire(self, d: Deferred) -> None:
         if self._result is None:
@@ -273,6 +293,10 @@ class Subscription(_Loop):
                         if self._stopping:
                             return
                     await self._record_lag(shard, full=len(raws) >= bus.read_count)
+            except NoGroup:
+                # A read woken because its key was deleted: whatever was lost
+                # is reported by the epoch check or the next entry's prev.
+                self._epochs.force()
             except BusUnavailable as e:
                 if self._stopping:
                     return
@@ -363,6 +387,11 @@ class _GroupShardLoop(_Loop):
                     need_create = False
                 if lost_group or self._epochs.due():
                     epoch_changed = bool(await self._epochs.check(self))
+                    if epoch_changed:
+                        # Redis lost the shard: the group is gone too (or
+                        # about to be found gone); recreate it now so that a
+                        # single gap is reported for the loss.
+                        await self._interruptible(bus.backend.group_create(self._key, w.group))
                     if epoch_changed or lost_group:
                         await self._gap(
                             Gap(self._shard.stream, self._shard.shard, None, None,
@@ -522,8 +551,6 @@ class GroupWorker:
 
     @staticmethod
     def _gather(ds: list[Deferred]) -> Deferred[None]:
-        from twisted.internet.defer import gatherResults
-
         d = gatherResults(ds, consumeErrors=True)
         d.addCallback(lambda _: None)
         d.addErrback(lambda f: f.value.subFailure)
@@ -572,19 +599,29 @@ class _ShardWriter:
             dropped = self._queue.popleft()
             dropped.done.errback(PublishDropped(f"{self._shard}: publish queue full"))
         if not self._pumping:
-            Deferred.fromCoroutine(self._run())
+            pump = Deferred.fromCoroutine(self._run())
+            pump.addErrback(
+                lambda f: log.failure("bus: publisher of {shard} failed", f, shard=self._shard)
+            )
         return item.done
 
     async def _run(self) -> None:
         self._pumping = True
+        abandoned = False
         try:
             while self._queue and not self._closed:
                 await self._send(self._queue.popleft())
+        except GeneratorExit:
+            # Collected while suspended (see ``_Loop._guarded``): resume
+            # no waiter from inside the garbage collector.
+            abandoned = True
+            raise
         finally:
-            self._pumping = False
-            waiters, self._pump_done = self._pump_done, []
-            for d in waiters:
-                d.callback(None)
+            if not abandoned:
+                self._pumping = False
+                waiters, self._pump_done = self._pump_done, []
+                for d in waiters:
+                    d.callback(None)
 
     async def _send(self, item: _Queued) -> None:
         attempt = 0
@@ -683,8 +720,6 @@ class Bus:
     @classmethod
     def from_url(cls, url: str, clock: IReactorTime, **kwargs: Any) -> "Bus":
         """A bus on the Redis at ``url``; needs the Twisted asyncio reactor."""
-        from bus.backend import RedisBackend
-
         block = kwargs.get("block_seconds", 5.0)
         return cls(RedisBackend.from_url(url, command_timeout=block + 25.0), clock, **kwargs)
 
@@ -735,6 +770,25 @@ class Bus:
             writer = self._writers[sid] = _ShardWriter(self, sid)
         return writer.publish(position, payload)
 
+    def resume_writer(self, stream: str, shard: int, last_committed: int) -> None:
+        """Declare, before the first publish on a shard, its highest committed position.
+
+        A writer that (re)starts does not know which of its committed
+        positions reached Redis, so by default its first entry carries no
+        ``prev`` and every consumer re-reads PostgreSQL. If the writer passes
+        the highest position committed on the shard before it started
+        (``SELECT max(...)`` at start-up, 0 for none), that becomes the first
+        ``prev``: still correct, since the writer publishes everything after
+        it, and consumers already at that position skip the catch-up.
+        """
+        sid = ShardId(stream, shard)
+        if sid in self._writers:
+            raise ValueError(f"{sid}: resume_writer must come before the first publish")
+        if not isinstance(last_committed, int) or isinstance(last_committed, bool) or last_committed < 0:
+            raise ValueError(f"invalid position: {last_committed!r}")
+        writer = self._writers[sid] = _ShardWriter(self, sid)
+        writer.last = last_committed
+
     def last_published(self, stream: str, shard: int) -> int | None:
         """The last position passed to ``publish`` for a shard by this bus, if any."""
         writer = self._writers.get(ShardId(stream, shard))
@@ -751,7 +805,8 @@ class Bus:
         """Tail shards, each from the entries after a given position (0: all).
 
         See ``Subscription`` for the handler contract; ``name`` labels the
-        lag metric. The subscription runs until ``stop()`` or ``close()``.
+        lag metric. The subscription runs until ``stop()`` or ``close()``;
+        entries already in Redis may be delivered before this returns.
         """
         if self._closed:
             raise BusClosed("bus closed")
@@ -783,7 +838,11 @@ class Bus:
         return worker
 
     def close(self) -> Deferred[None]:
-        """Stop every subscription and worker, abandon queued publishes, disconnect."""
+        """Stop every subscription and worker, abandon queued publishes, disconnect.
+
+        Fires once every loop has ended; a handler still running is waited
+        for (loops are never interrupted inside a handler).
+        """
 
         async def go() -> None:
             if self._closed:

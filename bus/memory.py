@@ -118,6 +118,11 @@ class MemoryBroker:
         if stream is not None and len(stream.entries) > maxlen:
             del stream.entries[: len(stream.entries) - maxlen]
 
+    def delete(self, key: str) -> None:
+        """DEL key (a stream with its groups, or a string)."""
+        self._streams.pop(key, None)
+        self._strings.pop(key, None)
+
     def entry_ids(self, key: str) -> list[bytes]:
         """The IDs currently in a stream (for assertions)."""
         stream = self._streams.get(key)
@@ -189,7 +194,8 @@ class MemoryBroker:
                 self._waiters.remove(w)
                 w.deferred.callback(empty)
 
-        w.timer = self.clock.callLater(block_ms / 1000.0, timeout)
+        if block_ms > 0:  # BLOCK 0 waits forever, as in Redis
+            w.timer = self.clock.callLater(block_ms / 1000.0, timeout)
         self._waiters.append(w)
         return w.deferred
 
@@ -202,6 +208,7 @@ class MemoryBroker:
     # -- commands --------------------------------------------------------------
 
     def xadd(self, key, entry_id, fields, maxlen) -> None:
+        """XADD with an explicit ID and exact MAXLEN trimming; refuses IDs not above the last."""
         sid = _parse_id(entry_id)
         stream = self._streams.setdefault(key, _Stream())
         if sid <= stream.last_id:
@@ -215,6 +222,7 @@ class MemoryBroker:
         self._wake()
 
     def xread(self, cursors, count, block_ms) -> Deferred:
+        """XREAD: entries after each cursor; blocks up to ``block_ms`` (None: never)."""
         def attempt():
             out = []
             for key, cursor in cursors.items():
@@ -229,6 +237,7 @@ class MemoryBroker:
         return self._block(attempt, block_ms, [])
 
     def xreadgroup(self, key, group, consumer, start, count, block_ms) -> Deferred:
+        """XREADGROUP: ``>`` for new entries (blocking), an ID for this consumer's pending ones."""
         now = self.clock.seconds
 
         def attempt():
@@ -254,6 +263,58 @@ class MemoryBroker:
         if start != ">":
             block_ms = None
         return self._block(attempt, block_ms, [], group_key=key)
+
+    def last_id(self, key: str) -> bytes | None:
+        """The ID of the newest entry in the stream, if any."""
+        stream = self._streams.get(key)
+        return _format_id(stream.entries[-1][0]) if stream and stream.entries else None
+
+    def set_nx_get(self, key: str, value: bytes) -> bytes:
+        """SET key value NX, then GET key."""
+        self._strings.setdefault(key, value)
+        return self._strings[key]
+
+    def group_create(self, key: str, group: str) -> bool:
+        """XGROUP CREATE key group 0 MKSTREAM; False if it existed (BUSYGROUP)."""
+        stream = self._streams.setdefault(key, _Stream())
+        if group in stream.groups:
+            return False
+        stream.groups[group] = _Group(last_delivered=(0, 0))
+        return True
+
+    def xack(self, key: str, group: str, ids: Sequence[bytes]) -> int:
+        """XACK: drop IDs from the group's pending list; how many were pending."""
+        stream = self._streams.get(key)
+        if stream is None or group not in stream.groups:
+            return 0
+        pending = stream.groups[group].pending
+        return sum(1 for raw in ids if pending.pop(_parse_id(raw), None) is not None)
+
+    def xautoclaim(self, key, group, consumer, min_idle_ms, start, count):
+        """XAUTOCLAIM: take over entries idle long enough; report deleted ones."""
+        stream, grp = self._group(key, group)
+        now = self.clock.seconds()
+        floor = _parse_id(start)
+        claimed: list[RawEntry] = []
+        deleted: list[bytes] = []
+        for sid in sorted(grp.pending):
+            if sid < floor:
+                continue
+            if len(claimed) >= count:
+                return _format_id(sid), claimed, deleted
+            p = grp.pending[sid]
+            if (now - p.delivered_at) * 1000 < min_idle_ms:
+                continue
+            fields = stream.get(sid)
+            if fields is None:
+                del grp.pending[sid]
+                deleted.append(_format_id(sid))
+                continue
+            p.consumer = consumer
+            p.delivered_at = now
+            p.deliveries += 1
+            claimed.append((_format_id(sid), dict(fields)))
+        return b"0-0", claimed, deleted
 
 
 class MemoryBackend:
@@ -285,25 +346,11 @@ class MemoryBackend:
 
     def last_id(self, key: str):
         """See ``Backend.last_id``."""
-
-        def go():
-            stream = self.broker._streams.get(key)
-            return _format_id(stream.entries[-1][0]) if stream and stream.entries else None
-
-        return self._call(go)
+        return self._call(self.broker.last_id, key)
 
     def ensure_epochs(self, keys: Sequence[str], token: bytes):
         """See ``Backend.ensure_epochs``."""
-
-        def go():
-            out = []
-            for key in keys:
-                if self.broker.get(key) is None:
-                    self.broker.set(key, token)
-                out.append(self.broker.get(key))
-            return out
-
-        return self._call(go)
+        return self._call(lambda: [self.broker.set_nx_get(k, token) for k in keys])
 
     def get_epochs(self, keys: Sequence[str]):
         """See ``Backend.get_epochs``."""
@@ -311,15 +358,7 @@ class MemoryBackend:
 
     def group_create(self, key: str, group: str):
         """See ``Backend.group_create``."""
-
-        def go():
-            stream = self.broker._streams.setdefault(key, _Stream())
-            if group in stream.groups:
-                return False
-            stream.groups[group] = _Group(last_delivered=(0, 0))
-            return True
-
-        return self._call(go)
+        return self._call(self.broker.group_create, key, group)
 
     def xreadgroup(self, key, group, consumer, start, count, block_ms):
         """See ``Backend.xreadgroup``."""
@@ -329,49 +368,12 @@ class MemoryBackend:
 
     def xack(self, key: str, group: str, ids: Sequence[bytes]):
         """See ``Backend.xack``."""
-
-        def go():
-            stream = self.broker._streams.get(key)
-            if stream is None or group not in stream.groups:
-                return 0
-            pending = stream.groups[group].pending
-            n = 0
-            for raw in ids:
-                if pending.pop(_parse_id(raw), None) is not None:
-                    n += 1
-            return n
-
-        return self._call(go)
+        return self._call(self.broker.xack, key, group, ids)
 
     def xautoclaim(self, key, group, consumer, min_idle_ms, start, count):
+        """XAUTOCLAIM: take over entries idle long enough; report deleted ones."""
         """See ``Backend.xautoclaim``."""
-
-        def go():
-            stream, grp = self.broker._group(key, group)
-            now = self.broker.clock.seconds()
-            floor = _parse_id(start)
-            claimed: list[RawEntry] = []
-            deleted: list[bytes] = []
-            for sid in sorted(grp.pending):
-                if sid < floor:
-                    continue
-                if len(claimed) >= count:
-                    return _format_id(sid), claimed, deleted
-                p = grp.pending[sid]
-                if (now - p.delivered_at) * 1000 < min_idle_ms:
-                    continue
-                fields = stream.get(sid)
-                if fields is None:
-                    del grp.pending[sid]
-                    deleted.append(_format_id(sid))
-                    continue
-                p.consumer = consumer
-                p.delivered_at = now
-                p.deliveries += 1
-                claimed.append((_format_id(sid), dict(fields)))
-            return b"0-0", claimed, deleted
-
-        return self._call(go)
+        return self._call(self.broker.xautoclaim, key, group, consumer, min_idle_ms, start, count)
 
     def ping(self):
         """See ``Backend.ping``."""

@@ -37,6 +37,15 @@ class ProcessContext:
     instance: InstanceConfig
     database: Any
     bus: Any
+    #: Runs a command on the owner of its shard (locally or forwarded).
+    dispatcher: Any = None
+    #: Called (and awaited if they return a Deferred) when the process stops.
+    stop_hooks: list[Any] = attrs.Factory(list)
+    #: Feature object graphs built once per process (several roles share them).
+    features: dict[str, Any] = attrs.Factory(dict)
+
+    def on_stop(self, hook: Any) -> None:
+        self.stop_hooks.append(hook)
 
 
 class ReadinessProbe:
@@ -119,6 +128,9 @@ class EstuaryProcess:
 
     async def start(self) -> None:
         START_TIME.set(time.time())
+        from homeserver.state import log_implementation
+
+        log_implementation()
         dsn = self.config.database.dsn
         if not dsn:
             raise ConfigError("database.dsn", "is required to run an instance on its own (estuary stack provides an embedded one)")
@@ -136,7 +148,13 @@ class EstuaryProcess:
         logger.info("database ready (schema version %s)", version)
         self.bus = Bus.from_url(self.config.redis.url, self.reactor)
 
-        self.context = ProcessContext(self.reactor, self.config, self.instance, self.database, self.bus)
+        from homeserver.replication import CommandDispatcher
+        from workers.replication import HttpReplicationClient, mount_replication_server
+
+        client = HttpReplicationClient(self.reactor, self.config.replication_secret)
+        dispatcher = CommandDispatcher(self.config, self.instance.name, client)
+        self.context = ProcessContext(self.reactor, self.config, self.instance, self.database, self.bus, dispatcher)
+        self.context.on_stop(client.close)
         probe = ReadinessProbe(self.reactor, self.database, self.bus)
 
         main = JsonResource(self.reactor)
@@ -146,6 +164,7 @@ class EstuaryProcess:
 
         replication = JsonResource(self.reactor, cors=False)
         mount_common(replication, self.instance, probe)
+        mount_replication_server(replication, dispatcher, self.config.replication_secret)
 
         host, port = self.instance.listen
         self.ports.append(self.reactor.listenTCP(port, make_site(main, self.reactor), interface=host))
@@ -162,6 +181,12 @@ class EstuaryProcess:
         )
 
     async def stop(self) -> None:
+        if self.context is not None:
+            for hook in reversed(self.context.stop_hooks):
+                try:
+                    await defer.maybeDeferred(hook)
+                except Exception:
+                    logger.exception("stop hook failed")
         for port in self.ports:
             await port.stopListening()
         self.ports = []

@@ -156,6 +156,12 @@ def cmd_generate_nginx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register_user(args: argparse.Namespace) -> int:
+    from workers.register_user import cmd_register_user as run
+
+    return run(args, _load(args.config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="estuary", description="Estuary Matrix homeserver")
     p.add_argument("--log-level", default=os.environ.get("ESTUARY_LOG_LEVEL", "INFO"))
@@ -185,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", "-o", default="-")
     gen.add_argument("--force", action="store_true")
     gen.set_defaults(fn=cmd_generate_config)
+
+    reg = sub.add_parser("register-user", help="create a user with shared-secret registration (the server must be running)")
+    reg.add_argument("--config", "-c", required=True)
+    reg.add_argument("--user", "-u", required=True, help="localpart of the new user")
+    reg.add_argument("--password", "-p", help="prompted for when absent")
+    reg.add_argument("--admin", action="store_true", help="make the user a server admin")
+    reg.add_argument("--displayname")
+    reg.add_argument("--url", help="base URL of the server (default: the router's listen address)")
+    reg.add_argument("--shared-secret", help="override registration.registration_shared_secret")
+    reg.set_defaults(fn=cmd_register_user)
 
     ngx = sub.add_parser("generate-nginx-config", help="print an nginx config routing to the config's instances")
     ngx.add_argument("--config", "-c", required=True)

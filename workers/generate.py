@@ -21,6 +21,11 @@ redis:
 replication:
   secret: "{secret}"
 
+registration:
+  enable_registration: false
+  # `estuary register-user --config THIS_FILE --user NAME [--admin]` uses it.
+  registration_shared_secret: "{registration_secret}"
+
 router:
   listen: "127.0.0.1:8008"
 
@@ -110,4 +115,5 @@ LAYOUTS = {"single": _SINGLE, "three": _THREE, "eight": _EIGHT}
 def generate_config(server_name: str, layout: str = "single", secret: str | None = None) -> str:
     """The YAML text of a config for ``layout`` (single, three or eight)."""
     secret = secret or secrets.token_urlsafe(32)
-    return _HEADER.format(server_name=server_name, secret=secret) + LAYOUTS[layout].format(all_roles=_ALL_ROLES)
+    registration_secret = secrets.token_urlsafe(32)
+    return _HEADER.format(server_name=server_name, secret=secret, registration_secret=registration_secret) + LAYOUTS[layout].format(all_roles=_ALL_ROLES)

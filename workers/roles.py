@@ -10,7 +10,7 @@ handlers is the only change they need.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
@@ -27,6 +27,82 @@ def _nothing(ctx: "ProcessContext", resource: "JsonResource") -> None:
     return None
 
 
+def account_api(ctx: "ProcessContext") -> Any:
+    """The accounts object graph of this process, built on first use."""
+    api = ctx.features.get("accounts")
+    if api is None:
+        import redis.asyncio as aioredis
+
+        from bus.ratelimit import RedisRateLimiter
+        from homeserver.config.accounts import AccountsConfig
+        from workers.accounts import build_account_api
+
+        client = aioredis.Redis.from_url(ctx.config.redis.url)
+        ctx.on_stop(lambda: _close_redis(client))
+        api = build_account_api(ctx.reactor, AccountsConfig.from_homeserver_config(ctx.config), ctx.database, RedisRateLimiter(client))
+        ctx.features["accounts"] = api
+    return api
+
+
+def _close_redis(client: Any) -> Any:
+    import asyncio
+
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromFuture(asyncio.ensure_future(client.aclose()))
+
+
+def _mount_accounts(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    """Discovery, registration, login, devices, profiles, account data, filters.
+
+    Mounted once per process even when several client roles share it; the
+    router decides which of those requests reach this instance.
+    """
+    if ctx.features.get("accounts_mounted"):
+        return
+    from homeserver.rest.client import register_account_api
+
+    register_account_api(resource, account_api(ctx), admin=r.ADMIN in ctx.instance.roles)
+    ctx.features["accounts_mounted"] = True
+
+
+def federation_api(ctx: "ProcessContext") -> Any:
+    """The federation object graph of this process, built on first use."""
+    fed = ctx.features.get("federation")
+    if fed is None:
+        from workers.federation import build_federation
+
+        fed = build_federation(ctx.reactor, ctx.config, ctx.database, ctx.instance.name)
+        ctx.features["federation"] = fed
+    return fed
+
+
+def _mount_federation_inbound(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    from workers.federation import mount_federation_inbound
+
+    mount_federation_inbound(federation_api(ctx), resource)
+
+
+def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    from workers.federation import start_federation_sender
+
+    start_federation_sender(federation_api(ctx), ctx.on_stop)
+
+
+def _start_background(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    """Contend for the background lock; run the periodic jobs while holding it."""
+    from storage.locks import SessionLock
+    from workers.background import LOCK_NAME, BackgroundRunner
+    from workers.jobs import background_jobs
+
+    def lock_factory(on_acquired, on_lost):
+        return SessionLock(ctx.config.database.dsn, ctx.reactor, LOCK_NAME, on_acquired, on_lost)
+
+    runner = BackgroundRunner(ctx.reactor, lock_factory, background_jobs(ctx))
+    runner.start()
+    ctx.on_stop(runner.stop)
+
+
 @attrs.frozen
 class RoleSpec:
     name: str
@@ -39,29 +115,35 @@ class RoleSpec:
 
 
 ROLE_SPECS: dict[str, RoleSpec] = {
-    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",)),
+    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",), mount=_mount_accounts),
     r.CLIENT_WRITER: RoleSpec(
         r.CLIENT_WRITER,
         "creates and persists events, receipts, account data, to-device, device lists, presence and typing",
         consumes=("caches",),
         owns="the stream shards assigned in instances.<name>.shards",
+        mount=_mount_accounts,
     ),
     r.SYNC: RoleSpec(
         r.SYNC,
         "/sync and sliding sync from in-memory stream tails",
         consumes=("events", "receipts", "typing", "presence", "to_device", "account_data", "device_lists", "push_rules", "caches"),
     ),
-    r.FEDERATION_INBOUND: RoleSpec(r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",)),
+    r.FEDERATION_INBOUND: RoleSpec(
+        r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",), mount=_mount_federation_inbound
+    ),
     r.FEDERATION_SENDER: RoleSpec(
         r.FEDERATION_SENDER,
         "outbound federation transactions",
         consumes=("events", "receipts", "typing", "presence", "device_lists", "to_device"),
         owns="destinations hashed to this instance",
+        mount=_start_federation_sender,
     ),
     r.MEDIA: RoleSpec(r.MEDIA, "media upload, download and thumbnails"),
     r.PUSHER: RoleSpec(r.PUSHER, "push notifications", consumes=("events", "receipts"), owns="users hashed to this instance"),
-    r.BACKGROUND: RoleSpec(r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock"),
-    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API"),
+    r.BACKGROUND: RoleSpec(
+        r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock", mount=_start_background
+    ),
+    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API", mount=_mount_accounts),
 }
 
 assert set(ROLE_SPECS) == set(r.ROLES)

@@ -44,6 +44,10 @@ HOP_BY_HOP = {
 }
 
 
+#: The router's own status page: which instances are in rotation.
+STATUS_PATH = "/_estuary/router"
+
+
 def rendezvous_pick(key: str, candidates: Sequence[InstanceConfig]) -> InstanceConfig:
     """Highest-random-weight choice: stable per key, and when an instance
     leaves rotation only the keys it held move elsewhere."""
@@ -76,6 +80,10 @@ class HealthTracker:
 
     def is_healthy(self, name: str) -> bool:
         return name in self._healthy
+
+    def status(self) -> dict[str, bool]:
+        """Every instance and whether it is in rotation."""
+        return {i.name: i.name in self._healthy for i in self._instances}
 
     def mark_unhealthy(self, name: str) -> None:
         """Take an instance out until its next successful probe."""
@@ -184,6 +192,12 @@ class RouterResource(resource.Resource):
     async def _proxy(self, request: server.Request) -> None:
         method = request.method.decode("ascii", "replace")
         path = request.path.decode("utf-8", "replace")
+        if path == STATUS_PATH:
+            body = json.dumps({"instances": self._health.status()}).encode()
+            request.setHeader(b"Content-Type", b"application/json")
+            request.write(body)
+            request.finish()
+            return
         match = match_route(method, unquote(path))
         if match is None:
             _error(request, 404, "M_UNRECOGNIZED", "Unrecognized request")

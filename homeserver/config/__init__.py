@@ -137,6 +137,11 @@ class HomeserverConfig:
 #: frozen object found at ``config.sections[name]``.
 SECTIONS: dict[str, Callable[[Reader], Any]] = {}
 
+# The federation section (issue 8) registers itself here.
+from homeserver.config.federation import FEDERATION_SECTIONS as _FEDERATION_SECTIONS  # noqa: E402
+
+SECTIONS.update(_FEDERATION_SECTIONS)
+
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host

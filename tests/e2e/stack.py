@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,14 @@ def layout_three(ports) -> dict[str, Any]:
 class Stack:
     """One running stack, its config and helpers to reach it."""
 
-    def __init__(self, testcase: Any, reactor: Any, instances: dict[str, dict[str, Any]], redis_url: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        testcase: Any,
+        reactor: Any,
+        instances: dict[str, dict[str, Any]],
+        redis_url: Optional[str] = None,
+        extra_config: Optional[dict[str, Any]] = None,
+    ) -> None:
         self.testcase = testcase
         self.reactor = reactor
         self.dir = tempfile.mkdtemp(prefix="estuary-e2e-")
@@ -53,11 +61,16 @@ class Stack:
             "replication": {"secret": "e2e-secret-0123456789"},
             "router": {"listen": f"127.0.0.1:{self.router_port}", "health_interval_seconds": 0.2},
             "instances": self.instances,
+            # Open registration and cheap password hashing: test accounts only.
+            "registration": {"enable_registration": True, "registration_shared_secret": "e2e-shared-secret"},
+            "password_policy": {"bcrypt_rounds": 4},
         }
+        self.config.update(extra_config or {})
         self.config_path = os.path.join(self.dir, "homeserver.yaml")
         with open(self.config_path, "w") as f:
             yaml.safe_dump(self.config, f)
         self.process: Optional[subprocess.Popen] = None
+        testcase.addCleanup(shutil.rmtree, self.dir, True)
         self.log_path = os.path.join(self.dir, "stack.log")
 
     @property
@@ -92,8 +105,8 @@ class Stack:
                 code, _ = yield self.get(self.instance_base(name) + "/_estuary/ready")
                 if code != 200:
                     return False
-            code, _ = yield self.get(self.base + "/health")
-            return code == 200
+            code, body = yield self.get(self.base + "/_estuary/router")
+            return code == 200 and all(body["instances"].values())
 
         return wait_until(self.reactor, ready, timeout=timeout, what="every instance ready")
 

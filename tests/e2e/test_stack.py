@@ -1,6 +1,7 @@
 """End to end: real `estuary stack` processes behind the built-in router."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ class StackTests(unittest.TestCase):
         """The stack answers through the router; a kill -9'd instance is restarted;
         instances go not-ready while Redis is down and recover when it returns."""
         tmp = tempfile.mkdtemp(prefix="estuary-redis-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         redis = EmbeddedRedis(tmp)
         redis.start()
         self.addCleanup(redis.stop)
@@ -75,6 +77,7 @@ class StackTests(unittest.TestCase):
 class ConfigRefusalTests(unittest.TestCase):
     def run_with(self, config):
         d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d, True)
         path = os.path.join(d, "bad.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
@@ -107,3 +110,27 @@ class ConfigRefusalTests(unittest.TestCase):
         self.assertIn("estuary: config error: streams.", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
         self.assertEqual(len(result.stderr.strip().splitlines()), 1)
+
+
+class FederationSurfaceTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_key_server_and_version_through_router(self):
+        """A stack serves its signed server keys and version on the federation routes."""
+        import treq
+        from signedjson.key import decode_verify_key_bytes
+        from signedjson.sign import verify_signed_json
+        from unpaddedbase64 import decode_base64
+
+        stack = Stack(self, reactor, layout_three(None))
+        yield stack.start()
+        code, body = yield stack.get(stack.base + "/_matrix/key/v2/server")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["server_name"], "localhost")
+        (key_id, key), = body["verify_keys"].items()
+        verify_key = decode_verify_key_bytes(key_id, decode_base64(key["key"]))
+        verify_signed_json(body, "localhost", verify_key)
+        code, body = yield stack.get(stack.base + "/_matrix/federation/v1/version")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["server"]["name"], "Estuary")

@@ -4,8 +4,11 @@ These tests pin the gap semantics shared by ``MemoryBus`` and the Redis bus
 (the logic is the same code; only the backend differs).
 """
 
+import gc
+import weakref
+
 from prometheus_client import REGISTRY
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,8 +20,6 @@ from bus import (
     Backoff,
     BusClosed,
     BusUnavailable,
-    Entry,
-    Gap,
     MemoryBroker,
     MemoryBus,
     PositionNotIncreasing,
@@ -27,6 +28,7 @@ from bus import (
     epoch_key,
     stream_key,
 )
+from bus.backend import NoGroup
 
 EV0 = ShardId("events", 0)
 EV1 = ShardId("events", 1)
@@ -56,16 +58,28 @@ class Recorder:
 
 class BusTestCase(SynchronousTestCase):
     def setUp(self):
+        self.addCleanup(self._collect_garbage)
         self.clock = Clock()
         self.broker = MemoryBroker(self.clock)
         self.bus = self.make_bus()
+
+    def _collect_garbage(self):
+        """Drop this test's buses and collect them, so that whatever they leaked is reported here.
+
+        Runs last: every bus is closed by then, so no loop should be left
+        suspended; one that was abandoned must run no code when collected
+        (an unhandled failing Deferred logged now fails this test).
+        """
+        del self.bus, self.broker, self.clock
+        gc.collect()
 
     def make_bus(self, **kwargs):
         kwargs.setdefault("backoff", Backoff(initial=1.0, factor=2.0, maximum=8.0, jitter=lambda: 1.0))
         kwargs.setdefault("epoch_check_interval", 5.0)
         kwargs.setdefault("block_seconds", 2.0)
         bus = MemoryBus(self.clock, self.broker, **kwargs)
-        self.addCleanup(bus.close)
+        # A test that leaves a handler hanging must release it before the end.
+        self.addCleanup(lambda: self.successResultOf(bus.close()))
         return bus
 
     def publish(self, *positions, shard=0, bus=None):
@@ -134,6 +148,24 @@ class TailTests(BusTestCase):
         sub, rec = self.subscribe({EV0: 2})
         self.publish(4, bus=self.make_bus())
         self.assertEqual(rec.seen, [("gap", 2, 4, GAP_UNKNOWN_PREV), ("entry", 4, None, {"p": 4})])
+
+    def test_resumed_writer_vouches_for_committed_positions(self):
+        """A writer resumed at its last committed position spares up-to-date consumers a gap."""
+        self.publish(1, 2)
+        sub, rec = self.subscribe({EV0: 2})
+        late, late_rec = self.subscribe({EV0: 1})
+        self.successResultOf(late.stop())
+        writer = self.make_bus()
+        writer.resume_writer("events", 0, 3)  # 3 was committed, never published
+        self.publish(5, bus=writer)
+        self.assertEqual(rec.seen[-2:], [("gap", 2, 5, GAP_MISSED), ("entry", 5, 3, {"p": 5})])
+        other = self.make_bus()
+        other.resume_writer("events", 0, 5)
+        self.publish(7, bus=other)
+        self.assertEqual(rec.seen[-1], ("entry", 7, 5, {"p": 7}))
+        self.assertEqual(len(rec.gaps()), 1)
+        self.assertRaises(ValueError, other.resume_writer, "events", 0, 9)
+        self.assertRaises(ValueError, other.resume_writer, "events", 1, -1)
 
     def test_flush_on_quiet_shard_reported_by_epoch(self):
         """FLUSHALL with nothing published afterwards is noticed via the epoch key."""
@@ -205,6 +237,7 @@ class TailTests(BusTestCase):
         self.assertEqual([p for p, _ in pending], [1])
         pending[0][1].callback(None)
         self.assertEqual([p for p, _ in pending], [1, 2])
+        pending[1][1].callback(None)
 
     def test_coroutine_handlers(self):
         """Handlers may be coroutines (async def)."""
@@ -245,6 +278,25 @@ class TailTests(BusTestCase):
         """Subscribing to nothing, or with something other than ShardId, is refused."""
         self.assertRaises(ValueError, self.bus.subscribe, {}, print, print)
         self.assertRaises(TypeError, self.bus.subscribe, {("events", 0): 0}, print, print)
+
+    def test_unblocked_read_is_retried(self):
+        """A read woken by its key's deletion (UNBLOCKED) is retried, not fatal."""
+        backend = self.bus.backend
+        original = backend.xread
+        calls = []
+
+        def xread(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                return fail(NoGroup("UNBLOCKED the stream key no longer exists"))
+            return original(*args)
+
+        backend.xread = xread
+        self.publish(1)
+        sub, rec = self.subscribe({EV0: 0})
+        self.assertEqual(rec.positions(), [1])
+        self.assertEqual(len(calls), 3)  # failed, delivered 1, now blocked
+        self.assertTrue(sub.running)
 
     def test_lag_metric(self):
         """The consumer lag gauge counts positions between consumer and shard top."""
@@ -400,3 +452,54 @@ class PublishTests(BusTestCase):
         self.assertFalse(sub.running)
         self.failureResultOf(self.bus.publish("events", 0, 3, {}), BusClosed)
         self.assertRaises(BusClosed, self.bus.subscribe, {EV0: 0}, print, print)
+
+
+class AbandonedTests(BusTestCase):
+    """Work abandoned for good (a handler or a write that never finishes) is left alone.
+
+    Nothing can fire such a Deferred any more, so the coroutine waiting on
+    it becomes garbage. Closing it must run none of the bus's code: the
+    loop has not ended, and resuming its observers from inside the garbage
+    collector used to run ``Bus.close`` in coroutines the collector had
+    already closed, logging "cannot reuse already awaited coroutine".
+    """
+
+    def abandon(self, hung):
+        """Drop the only reference to a never-fired Deferred and collect it."""
+        ref = weakref.ref(hung.pop())
+        gc.collect()
+        self.assertIsNone(ref(), "the abandoned Deferred was not collected")
+
+    def test_abandoned_subscription(self):
+        """A subscription stuck in a handler is not reported as ended when collected."""
+        hung = [Deferred()]
+        self.publish(1)
+        sub = self.bus.subscribe({EV0: 0}, lambda entry: hung[0], lambda gap: None)
+        done = sub.when_done()
+        closing = self.bus.close()
+        self.abandon(hung)
+        self.assertNoResult(done)
+        self.assertNoResult(closing)
+        self.assertTrue(sub.running)
+
+    def test_abandoned_group_worker(self):
+        """A group worker stuck in a handler is not reported as ended when collected."""
+        hung = [Deferred()]
+        self.publish(1)
+        worker = self.bus.consume_group([EV0], "g", "c", lambda entry: hung[0])
+        done = worker.when_done()
+        closing = self.bus.close()
+        self.abandon(hung)
+        self.assertNoResult(done)
+        self.assertNoResult(closing)
+        self.assertTrue(worker.running)
+
+    def test_abandoned_publish(self):
+        """A publisher stuck in a write does not resume close() when collected."""
+        hung = [Deferred()]
+        self.bus.backend.xadd = lambda *args: hung[0]
+        published = self.bus.publish("events", 0, 1, {})
+        closing = self.bus.close()
+        self.abandon(hung)
+        self.assertNoResult(published)
+        self.assertNoResult(closing)

@@ -1,0 +1,58 @@
+"""workers.federation composes the federation graph from the config."""
+
+import os
+import tempfile
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from homeserver.config import load_config
+from homeserver.http.server import JsonResource
+from workers.federation import build_federation, mount_federation_inbound
+
+
+def config(tmp):
+    return load_config(
+        {
+            "server_name": "example.org",
+            "signing_key_path": os.path.join(tmp, "example.org.signing.key"),
+            "replication": {"secret": "x" * 32},
+            "federation": {"verify_certificates": False, "sender_poll_interval_seconds": 1},
+            "instances": {
+                "main": {"roles": ["client_writer", "federation_inbound"], "listen": "127.0.0.1:8081", "replication_listen": "127.0.0.1:9081"},
+                "fed2": {"roles": ["federation_sender"], "listen": "127.0.0.1:8082", "replication_listen": "127.0.0.1:9082"},
+                "fed1": {"roles": ["federation_sender"], "listen": "127.0.0.1:8083", "replication_listen": "127.0.0.1:9083"},
+            },
+        },
+        env={},
+    )
+
+
+class WiringTests(unittest.TestCase):
+    def test_build(self):
+        """Signing key generated on first build and reused; senders only on sender instances; routes mounted."""
+        tmp = tempfile.mkdtemp()
+        cfg = config(tmp)
+        self.assertEqual(cfg.unknown_keys, ())
+        main = build_federation(Clock(), cfg, database=object(), instance_name="main", dns=object(), well_known=object())
+        self.assertIsNone(main.sender)
+        fed1 = build_federation(Clock(), cfg, database=object(), instance_name="fed1", dns=object(), well_known=object())
+        self.assertIsNotNone(fed1.sender)
+        self.assertEqual(fed1.local_keys.signing_key.encode(), main.local_keys.signing_key.encode())
+        self.assertEqual({fed1.sender.owns("a.test"), build_federation(
+            Clock(), cfg, database=object(), instance_name="fed2", dns=object(), well_known=object()
+        ).sender.owns("a.test")}, {True, False})
+        resource = JsonResource(Clock())
+        mount_federation_inbound(main, resource)
+        self.assertEqual(
+            {r.name for r in resource.routes()}, {"key_server", "key_query_one", "key_query", "federation_version"}
+        )
+
+    def test_queue_everywhere(self):
+        """Every process gets a queue; only sender processes wake a local sender with it."""
+        cfg = config(tempfile.mkdtemp())
+        main = build_federation(Clock(), cfg, database=object(), instance_name="main", dns=object(), well_known=object())
+        fed1 = build_federation(Clock(), cfg, database=object(), instance_name="fed1", dns=object(), well_known=object())
+        self.assertIsNone(main.queue._on_queued)
+        self.assertIs(fed1.queue, fed1.sender.queue)
+        self.assertEqual(fed1.queue._on_queued, fed1.sender.wake)

@@ -1,0 +1,141 @@
+"""Builds the federation object graph (issue 8) from the config.
+
+``workers`` is the one place that knows storage, the HTTP client and the
+handlers together. :func:`build_federation` composes them once per
+process; :func:`mount_federation_inbound` and :func:`start_federation_sender`
+are the ``mount`` functions of the ``federation_inbound`` and
+``federation_sender`` roles (``workers/roles.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import attrs
+
+from homeserver.config import roles as r
+from homeserver.config.federation import FederationConfig
+from homeserver.core.signing import OldVerifyKey
+from homeserver.federation.backoff import BackoffPolicy
+from homeserver.federation.destinations import DestinationBackoff
+from homeserver.federation.discovery import ServerResolver
+from homeserver.federation.ip_filter import DEFAULT_BLOCKED_RANGES, AddressFilter, parse_networks
+from homeserver.federation.keyring import Keyring
+from homeserver.federation.keys import LocalKeys, load_or_generate_signing_keys
+from homeserver.federation.sender import FederationQueue, FederationSender
+from homeserver.http.federation_client import FederationClient, HttpWellKnownFetcher, TlsPolicy, TwistedDnsResolver
+from homeserver.http.server import JsonResource
+from homeserver.rest.federation.auth import FederationAuthenticator
+from homeserver.rest.federation.keys import register_key_server, register_version
+from storage.stores.federation import FederationQueueStore
+from storage.stores.server_keys import ServerKeyStore
+
+
+@attrs.define
+class Federation:
+    """The federation pieces of one process, wired together."""
+
+    config: FederationConfig
+    local_keys: LocalKeys
+    keyring: Keyring
+    client: FederationClient
+    backoff: DestinationBackoff
+    queue_store: FederationQueueStore
+    authenticator: FederationAuthenticator
+    dns: Any
+    #: Where PDUs and EDUs for other servers are queued (any process).
+    queue: FederationQueue
+    #: Only on processes with the ``federation_sender`` role.
+    sender: Optional[FederationSender] = None
+
+
+def build_federation(
+    reactor: Any,
+    homeserver_config: Any,
+    database: Any,
+    instance_name: str,
+    dns: Any = None,
+    well_known: Any = None,
+) -> Federation:
+    """Compose keys, keyring, client, backoff, authenticator and (on sender
+    instances) the transaction sender. ``dns`` / ``well_known`` default to the
+    real resolvers; tests pass fakes."""
+    config: FederationConfig = homeserver_config.sections["federation"]
+    server_name = homeserver_config.server_name
+    signing_keys = load_or_generate_signing_keys(homeserver_config.signing_key_path)
+    old = [OldVerifyKey(k.key_id, k.key_base64, k.expired_ts) for k in config.old_signing_keys]
+    local_keys = LocalKeys(server_name, signing_keys, old)
+
+    tls = TlsPolicy.from_config(config.verify_certificates, config.ca_certificates_path)
+    blocked = DEFAULT_BLOCKED_RANGES if config.ip_range_blocklist is None else config.ip_range_blocklist
+    address_filter = AddressFilter(parse_networks(blocked), parse_networks(config.ip_range_allowlist))
+    dns = dns or TwistedDnsResolver(reactor)
+    well_known = well_known or HttpWellKnownFetcher(reactor, tls, dns, address_filter=address_filter)
+    queue_store = FederationQueueStore(database)
+    backoff = DestinationBackoff(
+        reactor,
+        queue_store,
+        BackoffPolicy(
+            min_interval_ms=config.destination_min_retry_interval_ms,
+            max_interval_ms=config.destination_max_retry_interval_ms,
+            multiplier=config.destination_retry_multiplier,
+        ),
+    )
+    client = FederationClient(
+        reactor,
+        server_name,
+        local_keys.signing_key,
+        ServerResolver(reactor, dns, well_known),
+        dns,
+        tls,
+        backoff=backoff,
+        timeout=config.request_timeout_seconds,
+        address_filter=address_filter,
+    )
+    keyring = Keyring(
+        reactor,
+        local_keys,
+        ServerKeyStore(database),
+        client,
+        config.trusted_key_servers,
+        key_validity_ms=config.key_refresh_interval_ms,
+    )
+
+    sender = None
+    senders = sorted(i.name for i in homeserver_config.instances_with_role(r.FEDERATION_SENDER))
+    if instance_name in senders:
+        sender = FederationSender(
+            reactor,
+            server_name,
+            instance_name,
+            senders,
+            queue_store,
+            client,
+            backoff,
+            poll_interval_seconds=config.sender_poll_interval_seconds,
+            catch_up_threshold=config.sender_catch_up_threshold,
+        )
+    authenticator = FederationAuthenticator(
+        server_name, keyring, on_origin_seen=sender.destination_is_up if sender is not None else None
+    )
+    queue = sender.queue if sender is not None else FederationQueue(reactor, server_name, queue_store)
+    return Federation(config, local_keys, keyring, client, backoff, queue_store, authenticator, dns, queue, sender)
+
+
+def mount_federation_inbound(federation: Federation, resource: JsonResource) -> None:
+    """The key server, notary and version endpoints (unauthenticated by spec).
+    Later inbound endpoints wrap their handlers with
+    ``federation.authenticator.wrap``."""
+    register_key_server(resource, federation.keyring)
+    register_version(resource)
+
+
+def start_federation_sender(federation: Federation, on_stop: Any) -> None:
+    """Start delivering queued transactions; ``on_stop`` registers the shutdown hook."""
+    if federation.sender is None:
+        raise ValueError("this instance has no federation_sender role")
+    federation.sender.start()
+    on_stop(federation.sender.stop)
+    on_stop(federation.client.close)
+    if hasattr(federation.dns, "close"):
+        on_stop(federation.dns.close)
