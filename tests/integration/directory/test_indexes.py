@@ -7,7 +7,7 @@ import os
 from tests.integration.directory.base import DirectoryTestCase
 
 SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "storage", "schema",
-                      "0006_relations_directory_search.sql")
+                      "0007_relations_directory_search.sql")
 TABLES = {
     "event_relations": "SELECT * FROM event_relations ORDER BY room_id, event_id",
     "event_search": "SELECT room_id, event_id, key, vector::text, depth, stream_position, origin_server_ts"
