@@ -179,11 +179,13 @@ class RelationStore:
         return self._db.run_interaction("has_annotation", txn_fn)
 
     def get_bundle_rows(
-        self, parents: Sequence[tuple[str, str]], rel_types: Sequence[str], user_id: Optional[str]
+        self, parents: Sequence[tuple[str, str]], rel_types: Sequence[str], user_id: Optional[str],
+        ignored: Sequence[str] = (),
     ) -> "defer.Deferred[tuple[list[RelationRow], dict[tuple[str, str], ThreadSummaryRow]]]":
         """What bundled aggregations of the events ``parents`` (``(room_id, event_id)`` pairs, any
         rooms) need, in one round trip: their relations of ``rel_types`` in topological order, and
-        (when ``user_id`` is given) the thread summary of each ``(room_id, root_id)`` with replies."""
+        (when ``user_id`` is given) the thread summary of each ``(room_id, root_id)`` with replies,
+        not counting replies from the ``ignored`` senders."""
 
         def txn_fn(txn: Any) -> tuple[list[RelationRow], dict[tuple[str, str], ThreadSummaryRow]]:
             rooms = [p[0] for p in parents]
@@ -203,8 +205,9 @@ class RelationStore:
                     f"{parents_cte} SELECT r.room_id, r.relates_to_id, count(*), bool_or(r.sender = %s),"
                     " (array_agg(r.event_id ORDER BY r.depth DESC, r.stream_position DESC))[1]"
                     " FROM event_relations r JOIN p ON r.room_id = p.room_id AND r.relates_to_id = p.event_id"
-                    " WHERE r.relation_type = 'm.thread' GROUP BY r.room_id, r.relates_to_id",
-                    (rooms, events, user_id),
+                    " WHERE r.relation_type = 'm.thread' AND NOT (r.sender = ANY(%s))"
+                    " GROUP BY r.room_id, r.relates_to_id",
+                    (rooms, events, user_id, list(ignored)),
                 )
                 for room_id, root_id, count, participated, latest in txn.fetchall():
                     summaries[(room_id, root_id)] = ThreadSummaryRow(root_id, count, latest, bool(participated))

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from homeserver.core.relations import relation_of
-from homeserver.errors import MatrixError, invalid_param
+from homeserver.errors import Codes, MatrixError, invalid_param
 from homeserver.handlers.paging import decode_counter, encode_counter
 from homeserver.handlers.rooms.handler import txn_key_for
 from homeserver.handlers.rooms.tokens import TopoToken
@@ -154,21 +154,29 @@ class RelationsHandler:
             result["next_batch"] = encode_counter("th", roots[-1][1])
         return result
 
-    async def check_new_annotation(self, requester: Any, room_id: str, event_type: str, content: Any,
-                                   txn_id: Optional[str]) -> None:
-        """Refuse a second annotation with the same type and key on one event (400 ``M_DUPLICATE_ANNOTATION``).
+    async def check_new_relation(self, requester: Any, room_id: str, event_type: str, content: Any,
+                                 txn_id: Optional[str]) -> None:
+        """Refuse relations the spec says servers should refuse at send time (a retried client
+        transaction passes: the room handler returns its original event):
 
-        A retried client transaction passes (the room handler returns its original event).
+        * a second annotation with the same type and key on one event (400 ``M_DUPLICATE_ANNOTATION``);
+        * a thread started off an event that itself relates to another (400 ``M_UNKNOWN``).
         """
         if not isinstance(content, dict):
             return
         relation = relation_of(content)
-        if relation is None or relation[0] != "m.annotation" or relation[2] is None:
+        if relation is None or relation[0] not in ("m.annotation", "m.thread"):
             return
+        rel_type, parent_id, key = relation
         if txn_id is not None and await self._events.get_txn_event(txn_key_for(requester, room_id, txn_id)):
             return
-        if await self._store.has_annotation(room_id, relation[1], requester.user_id, event_type, relation[2]):
-            raise MatrixError(400, DUPLICATE_ANNOTATION, "You already sent this annotation")
+        if rel_type == "m.annotation":
+            if key is not None and await self._store.has_annotation(room_id, parent_id, requester.user_id, event_type, key):
+                raise MatrixError(400, DUPLICATE_ANNOTATION, "You already sent this annotation")
+            return
+        parent = (await self._loader.get_events(room_id, [parent_id])).get(parent_id)
+        if parent is not None and relation_of(parent.content) is not None:
+            raise MatrixError(400, Codes.UNKNOWN, "Cannot start a thread from an event that relates to another")
 
     async def bundle(self, user_id: str, room_id: str, events: list[dict[str, Any]], threads: bool = True) -> None:
         """Add ``unsigned.m.relations`` to the client events ``events`` of one room (in place)."""
@@ -188,7 +196,9 @@ class RelationsHandler:
                     parents[(room_id, e["event_id"])] = e
         if not parents:
             return
-        rows, summaries = await self._store.get_bundle_rows(list(parents), BUNDLED_TYPES, user_id if threads else None)
+        ignored = await self._ignored(user_id) if self._ignored is not None and threads else frozenset()
+        rows, summaries = await self._store.get_bundle_rows(
+            list(parents), BUNDLED_TYPES, user_id if threads else None, sorted(ignored))
         if not rows and not summaries:
             return
         wanted: dict[str, list[str]] = {}

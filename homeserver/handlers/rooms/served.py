@@ -8,7 +8,7 @@ call to part A's handlers and then
   from ``/messages``, ``/context`` and ``/sync`` timelines, and invites from
   them in ``/sync``;
 * validate ``m.room.canonical_alias`` state against the alias table before
-  it is sent.
+  it is sent, and refuse duplicate annotations and threads off relations.
 
 Wrapping keeps the room and sync handlers ignorant of these features; the
 wiring in ``workers/directory.py`` mounts the wrapped handlers.
@@ -89,11 +89,9 @@ class ServedRoomHandler:
 
     async def send_event(self, requester: Any, room_id: str, event_type: str, content: Any,
                          txn_id: Optional[str]) -> Any:
-        """PUT /rooms/{roomId}/send/{eventType}/{txnId}, duplicate annotations refused.
-
-        A retried transaction is passed through so it returns its original event.
-        """
-        await self._relations.check_new_annotation(requester, room_id, event_type, content, txn_id)
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId}, invalid new relations refused
+        (duplicate annotations, threads off relations)."""
+        await self._relations.check_new_relation(requester, room_id, event_type, content, txn_id)
         return await self._inner.send_event(requester, room_id, event_type, content, txn_id)
 
     async def send_state(self, requester: Any, room_id: str, event_type: str, state_key: str, content: Any) -> Any:

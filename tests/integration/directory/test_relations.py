@@ -182,6 +182,13 @@ class IgnoredUsersTest(DirectoryTestCase):
         self.assertNotIn(spam, ids)
         context = await self.get(alice, f"/rooms/{room}/context/{first}?limit=6")
         self.assertEqual([e["event_id"] for e in context.json["events_after"]], [state_event, last])
+        thread_root = await self.send_ok(bob, room, {"msgtype": "m.text", "body": "thread root"})
+        own_reply = await self.send_ok(bob, room, reply_in_thread(thread_root, "bob replies"))
+        await self.send_ok(mallory, room, reply_in_thread(thread_root, "mallory replies"))
+        summary = (await self.get(alice, f"/rooms/{room}/event/{thread_root}")).json["unsigned"]["m.relations"]["m.thread"]
+        self.assertEqual((summary["count"], summary["latest_event"]["event_id"]), (1, own_reply))
+        bob_summary = (await self.get(bob, f"/rooms/{room}/event/{thread_root}")).json["unsigned"]["m.relations"]["m.thread"]
+        self.assertEqual(bob_summary["count"], 2)
         reaction = await self.send_ok(mallory, room, {"m.relates_to": {
             "rel_type": "m.annotation", "event_id": first, "key": "x"}}, etype="m.reaction")
         relations = await self.v1("GET", alice, f"/rooms/{room}/relations/{first}")
@@ -211,6 +218,15 @@ class AnnotationTest(DirectoryTestCase):
                                   token=alice)
         self.assertEqual(resp.code, 200, resp.body)
         self.assertEqual((await self.send(alice, room, reaction, "r4", "m.reaction")).code, 200)
+
+    async def test_thread_off_a_relation_refused(self) -> None:
+        """A thread cannot start from an event that itself relates to another (400 M_UNKNOWN)."""
+        alice = await self.make_user("alice")
+        room = await self.create_room(alice)
+        root = await self.send_ok(alice, room, {"msgtype": "m.text", "body": "root"})
+        reply = await self.send_ok(alice, room, reply_in_thread(root, "reply"))
+        self.assertError(await self.send(alice, room, reply_in_thread(reply, "nested"), "n1"), 400, "M_UNKNOWN")
+        self.assertEqual((await self.send(alice, room, reply_in_thread(root, "fine"), "n2")).code, 200)
 
 
 class RelationScopeTest(DirectoryTestCase):
