@@ -56,6 +56,18 @@ class AliasTest(DirectoryTestCase):
                                             token=self.alice), 404, "M_NOT_FOUND")
         self.assertError(await self.get(self.bob, f"/rooms/{self.room}/aliases"), 403, "M_FORBIDDEN")
 
+    async def test_concurrent_claims_of_one_alias(self) -> None:
+        """Of several concurrent claims of one alias exactly one wins; the others get 409."""
+        from twisted.internet import defer
+
+        rooms = [self.room, await self.create_room(self.alice), await self.create_room(self.alice)]
+        results = await defer.gatherResults([
+            defer.ensureDeferred(self.put_alias(self.alice, "#race:test.local", room)) for room in rooms
+        ])
+        self.assertEqual(sorted(r.code for r in results), [200, 409, 409])
+        winner = rooms[[r.code for r in results].index(200)]
+        self.assertEqual((await self.get(self.bob, alias_path("#race:test.local"))).json["room_id"], winner)
+
     async def test_delete_permissions_and_canonical_alias_cleanup(self) -> None:
         """A member without power cannot delete another's alias; the room admin can, and the
         canonical alias event drops it."""
