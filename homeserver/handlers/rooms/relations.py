@@ -168,6 +168,9 @@ class RelationsHandler:
         if relation is None or relation[0] not in ("m.annotation", "m.thread"):
             return
         rel_type, parent_id, key = relation
+        membership = await self._events.get_membership(room_id, requester.user_id)
+        if membership is None or membership.membership != "join":
+            return  # the room handler refuses non-members without telling them about the room's events
         if txn_id is not None and await self._events.get_txn_event(txn_key_for(requester, room_id, txn_id)):
             return
         if rel_type == "m.annotation":

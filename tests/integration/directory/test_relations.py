@@ -227,6 +227,9 @@ class AnnotationTest(DirectoryTestCase):
         reply = await self.send_ok(alice, room, reply_in_thread(root, "reply"))
         self.assertError(await self.send(alice, room, reply_in_thread(reply, "nested"), "n1"), 400, "M_UNKNOWN")
         self.assertEqual((await self.send(alice, room, reply_in_thread(root, "fine"), "n2")).code, 200)
+        # Outsiders learn nothing about the room's events: they are refused for not being in it.
+        eve = await self.make_user("eve")
+        self.assertError(await self.send(eve, room, reply_in_thread(reply, "probe"), "n3"), 403, "M_FORBIDDEN")
 
 
 class RelationScopeTest(DirectoryTestCase):
