@@ -252,6 +252,10 @@ async def build_sync_api(
     typing_state = TypingState()
     typing_tail.add_listener(typing_state.on_row)
 
+    def on_typing_reset(shard: int, position: int) -> None:
+        for room_id in typing_state.on_reset(shard, position):
+            notifier.notify_room(room_id)
+
     def on_event(shard: int, row: Any) -> None:
         notifier.notify_room(row.room_id)
         if row.type == "m.room.member" and row.state_key is not None:
@@ -260,6 +264,7 @@ async def build_sync_api(
     events_tail.add_listener(on_event)
     receipts_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
     typing_tail.add_listener(lambda shard, row: notifier.notify_room(row.room_id))
+    typing_tail.add_reset_listener(on_typing_reset)
     if account_data_store is not None:
         account_data_store.observers.append(lambda change: notifier.notify_user(change.user_id))
 

@@ -72,6 +72,14 @@ class TypingState:
         """Record a typing row ``(shard, position, room_id, user_ids)``."""
         self.rooms[row.room_id] = (shard, row.stream_position, row.user_ids)
 
+    def on_reset(self, shard: int, position: int) -> list[str]:
+        """Updates of ``shard`` were lost (e.g. its writer restarted and forgot who types):
+        nobody types there any more as of ``position``. Returns the rooms that changed."""
+        changed = [room for room, (s, _, users) in self.rooms.items() if s == shard and users]
+        for room in changed:
+            self.rooms[room] = (shard, position, ())
+        return changed
+
 
 @attrs.frozen
 class TypingRow:

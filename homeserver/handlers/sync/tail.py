@@ -67,6 +67,7 @@ class StreamTail:
         self._floor = [0] * shard_count
         self._current = [0] * shard_count
         self._listeners: list[Callable[[int, Any], None]] = []
+        self._reset_listeners: list[Callable[[int, int], None]] = []
         self._waiters: list[tuple[int, int, defer.Deferred]] = []
         self.started = False
 
@@ -83,6 +84,10 @@ class StreamTail:
     def add_listener(self, listener: Callable[[int, Any], None]) -> None:
         """Call ``listener(shard, row)`` for every new row."""
         self._listeners.append(listener)
+
+    def add_reset_listener(self, listener: Callable[[int, int], None]) -> None:
+        """Call ``listener(shard, position)`` when a non-durable shard lost updates before ``position``."""
+        self._reset_listeners.append(listener)
 
     def current(self) -> tuple[int, ...]:
         """For each shard, the position up to which every row is known."""
@@ -108,8 +113,17 @@ class StreamTail:
         """
         shard = gap.shard
         if gap.before is None or not self._durable or self._fetch is None:
-            if not self._durable and gap.before is not None and gap.before - 1 > self._current[shard]:
-                self._advance(shard, gap.before - 1)
+            if not self._durable and gap.before is not None:
+                # Updates were lost (trimmed, or the writer restarted and
+                # forgot its state): listeners reset what they derived from
+                # this shard as of the next entry's position.
+                for listener in list(self._reset_listeners):
+                    try:
+                        listener(shard, gap.before)
+                    except Exception:
+                        logger.exception("%s tail reset listener failed", self.stream)
+                if gap.before - 1 > self._current[shard]:
+                    self._advance(shard, gap.before - 1)
             logger.info("%s:%s gap (%s) after %s left to the next entry", self.stream, shard, gap.reason, gap.after)
             return None
         upto = gap.before - 1

@@ -83,6 +83,14 @@ class ConcurrencyTests(RoomsTestCase):
             self.assertEqual(len(order), len(USERS) * PER_SENDER_PER_ROOM)
             for user in USERS:
                 self.assertEqual(seen[user].get(room_id), order, (user, room_id))
+            # The room never forked: one forward extremity, each event on top of the previous one.
+            snapshot = await self.rooms_api.store.get_room_snapshot(room_id)
+            self.assertEqual(len(snapshot.extremities), 1)
+            rows, _ = await self.rooms_api.store.paginate(room_id, 0, 0, False, 1000)
+            self.assertEqual([r.depth for r in rows], list(range(1, len(rows) + 1)))
+            pdus = [r.pdu() for r in rows]
+            for prev, pdu in zip(rows, pdus[1:]):
+                self.assertEqual(pdu["prev_events"], [prev.event_id])
 
 
 class RedisConcurrencyTests(ConcurrencyTests):

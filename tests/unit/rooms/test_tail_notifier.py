@@ -136,11 +136,25 @@ class TailTests(SynchronousTestCase):
         """Typing-like streams never read PostgreSQL; a gap just moves on."""
         tail = StreamTail(self.clock, "typing", 1, None, decode, durable=False)
         tail.start([0])
+        resets = []
+        tail.add_reset_listener(lambda shard, position: resets.append((shard, position)))
         writer = self.bus(stream_maxlen={"typing": 1})
         for p in (1, 2, 3):
             self.successResultOf(writer.publish("typing", 0, p, {"room_id": "!r:x"}))
         writer.subscribe({ShardId("typing", 0): 0}, tail.on_entry, tail.on_gap)
         self.assertEqual(tail.current(), (3,))
+        self.assertEqual(resets, [(0, 3)])
+
+    def test_typing_state_reset(self):
+        """After lost typing updates, nobody types in that shard's rooms as of the reset position."""
+        from homeserver.handlers.sync.handler import TypingRow, TypingState
+
+        state = TypingState()
+        state.on_row(0, TypingRow(5, "!a:x", ("@u:x",)))
+        state.on_row(1, TypingRow(6, "!b:x", ("@v:x",)))
+        state.on_row(0, TypingRow(7, "!c:x", ()))
+        self.assertEqual(state.on_reset(0, 9), ["!a:x"])
+        self.assertEqual(state.rooms, {"!a:x": (0, 9, ()), "!b:x": (1, 6, ("@v:x",)), "!c:x": (0, 7, ())})
 
 
 class NotifierTests(SynchronousTestCase):
