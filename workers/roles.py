@@ -91,20 +91,26 @@ def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") ->
 
 
 async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
-    """Rooms, events, typing/receipts on client readers and writers, /sync on sync workers.
+    """Rooms, events, relations, directory and search, typing/receipts on
+    client readers and writers; /sync on sync workers.
 
     Built and mounted once per process whatever combination of those roles
     it holds (``RoomsProcess.mount`` picks the surfaces by role).
     """
     if ctx.features.get("rooms") is not None:
         return
+    from workers.directory import build_directory_process
     from workers.rooms import build_rooms_process
 
     accounts = account_api(ctx)
     rooms = await build_rooms_process(ctx, accounts)
     ctx.features["rooms"] = rooms
-    rooms.mount(resource, accounts.authenticator, ctx.instance.roles)
-    ctx.on_stop(rooms.stop)
+    # Relations, aliases, directory, search and reports wrap the room API;
+    # the wrapped surfaces are what gets mounted.
+    served = build_directory_process(ctx, accounts, rooms)
+    ctx.features["directory"] = served
+    served.mount(resource, accounts.authenticator, ctx.instance.roles)
+    ctx.on_stop(served.stop)
 
 
 def _mount_client(ctx: "ProcessContext", resource: "JsonResource") -> Any:

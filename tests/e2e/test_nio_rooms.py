@@ -111,6 +111,26 @@ class NioRoomTests(unittest.TestCase):
         seen = [e.event_id for e in timeline(responses, room_id) if e.event_id in set(expected)]
         self.assertEqual(seen, expected, "Bob sees Alice's events once, in order")
 
+        # Aggregations: the reaction is a relation of its target, the edit is
+        # bundled on the original, the thread summary on the thread root.
+        import json as _json
+        from urllib.parse import quote
+
+        raw = await bob.send("GET", f"/_matrix/client/v1/rooms/{quote(room_id)}/relations/{quote(ids[2])}/m.annotation",
+                             headers={"Authorization": f"Bearer {bob.access_token}"})
+        rel = await raw.json()
+        self.assertEqual(raw.status, 200, rel)
+        self.assertEqual([e["event_id"] for e in rel["chunk"]], [reaction.event_id])
+        raw = await bob.send("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(ids[0])}",
+                             headers={"Authorization": f"Bearer {bob.access_token}"})
+        original = await raw.json()
+        self.assertEqual(original["unsigned"]["m.relations"]["m.replace"]["event_id"], edit.event_id)
+        raw = await bob.send("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(ids[1])}",
+                             headers={"Authorization": f"Bearer {bob.access_token}"})
+        root = await raw.json()
+        summary = root["unsigned"]["m.relations"]["m.thread"]
+        self.assertEqual((summary["count"], summary["latest_event"]["event_id"]), (1, thread.event_id))
+
         # Typing: Bob types, Alice sees it in her ephemeral events.
         typed = await bob.room_typing(room_id, True, timeout=30000)
         assert isinstance(typed, nio.RoomTypingResponse), typed
