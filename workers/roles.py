@@ -111,6 +111,11 @@ async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
     ctx.features["directory"] = served
     served.mount(resource, accounts.authenticator, ctx.instance.roles)
     ctx.on_stop(served.stop)
+    # Profile changes re-send the user's member events (on each room's owner).
+    from homeserver.handlers.profile_members import ProfileMemberUpdater
+
+    updater = ProfileMemberUpdater(rooms.rooms.rooms, ctx.dispatcher)
+    accounts.profiles.observers.append(updater.on_profile_change)
 
 
 def _mount_client(ctx: "ProcessContext", resource: "JsonResource") -> Any:
