@@ -75,6 +75,7 @@ async def build_room_api(
     shard_counts: Mapping[str, int],
     owned_event_shards: frozenset[int],
     profile_lookup: Optional[Callable[[str], Any]] = None,
+    ratelimiter: Any = None,
 ) -> RoomApi:
     """Compose the rooms area for an instance owning ``owned_event_shards`` of the events stream."""
     store = EventStore(database)
@@ -89,7 +90,7 @@ async def build_room_api(
         reactor, server_name, signing_key, store, loader, allocators, lambda room_id: shard_for(room_id, count),
         shard_count=count,
     )
-    rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup)
+    rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup, ratelimiter=ratelimiter)
     return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
 
 
@@ -415,7 +416,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     signing_key = load_or_create_signing_key(config.signing_key_path)
     rooms = await build_room_api(
         ctx.reactor, config.server_name, ctx.database, ctx.bus, signing_key, counts, owned["events"],
-        profile_lookup=account_api.profile_store.get_profile,
+        profile_lookup=account_api.profile_store.get_profile, ratelimiter=account_api.ratelimiter,
     )
     ephemeral = await build_ephemeral_api(
         ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,

@@ -64,6 +64,9 @@ class Stack:
             # Open registration and cheap password hashing: test accounts only.
             "registration": {"enable_registration": True, "registration_shared_secret": "e2e-shared-secret"},
             "password_policy": {"bcrypt_rounds": 4},
+            # Load-style tests send faster than the default per-user limits;
+            # tests of rate limiting turn them back on.
+            "rate_limits": {"enabled": False},
         }
         self.config.update(extra_config or {})
         self.config_path = os.path.join(self.dir, "homeserver.yaml")

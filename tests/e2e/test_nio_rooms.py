@@ -165,3 +165,30 @@ class NioRoomTests(unittest.TestCase):
         reply = await bob.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "hi alice"})
         responses = await sync_until(alice, lambda rs: reply.event_id in {e.event_id for e in timeline(rs, room_id)})
         self.assertEqual([e.event_id for e in timeline(responses, room_id)].count(reply.event_id), 1)
+
+
+class MessageRateLimitTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_message_limit_shared_by_instances(self):
+        """Per-user message limits answer 429 M_LIMIT_EXCEEDED with retry_after_ms, counted once per message."""
+        import treq
+
+        stack = Stack(self, reactor, layout_three(None), extra_config={
+            "rate_limits": {"enabled": True, "message_per_user": {"per_second": 0.01, "burst": 3}}})
+        yield stack.start()
+        resp = yield treq.post(stack.base + "/_matrix/client/v3/register", json={"username": "carol", "password": "carol password 1", "auth": {"type": "m.login.dummy"}}, persistent=False)
+        body = yield treq.json_content(resp)
+        self.assertEqual(resp.code, 200, body)
+        headers = {"Authorization": f"Bearer {body['access_token']}"}
+        resp = yield treq.post(stack.base + "/_matrix/client/v3/createRoom", json={}, headers=headers, persistent=False)
+        room = (yield treq.json_content(resp))["room_id"]
+        codes = []
+        for i in range(5):
+            resp = yield treq.put(f"{stack.base}/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}", json={"msgtype": "m.text", "body": str(i)}, headers=headers, persistent=False)
+            body = yield treq.json_content(resp)
+            codes.append(resp.code)
+        self.assertEqual(codes, [200, 200, 200, 429, 429])
+        self.assertEqual(body["errcode"], "M_LIMIT_EXCEEDED")
+        self.assertGreater(body["retry_after_ms"], 0)

@@ -101,6 +101,7 @@ class RoomHandler:
         loader: EventLoader,
         shard_counts: Mapping[str, int],
         profile_lookup: Optional[ProfileLookup] = None,
+        ratelimiter: Any = None,
     ) -> None:
         self.server_name = server_name
         self.creator = creator
@@ -108,6 +109,17 @@ class RoomHandler:
         self.loader = loader
         self._shard_counts = shard_counts
         self._profile = profile_lookup
+        self._ratelimiter = ratelimiter
+
+    async def _rate_limit(self, requester: Any, room_id: str, kind: str) -> None:
+        """Per-user message / join limits (issue 5), charged once: on the room's
+        shard owner, so a write forwarded from another instance is not counted twice."""
+        if self._ratelimiter is None or not self.creator.owns_room(room_id):
+            return
+        if kind == "join":
+            await self._ratelimiter.check_join(requester)
+        else:
+            await self._ratelimiter.check_message(requester)
 
     # -- createRoom ------------------------------------------------------------
 
@@ -227,6 +239,7 @@ class RoomHandler:
             raise bad_json("Event content must be a JSON object")
         await self._require_room(room_id)
         key = txn_key_for(requester, room_id, txn_id) if txn_id is not None else None
+        await self._rate_limit(requester, room_id, "message")
         return await self.creator.create_event(
             room_id, requester.user_id, event_type, content, txn_key=key, check=self._sender_joined(requester.user_id)
         )
@@ -298,6 +311,7 @@ class RoomHandler:
         current = await self._store.get_membership(room_id, requester.user_id)
         if current is not None and current.membership == "join":
             return room_id
+        await self._rate_limit(requester, room_id, "join")
         content = await self._member_content(requester.user_id, "join", reason)
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
         return room_id
