@@ -89,8 +89,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class EstuaryTarget:
-    def __init__(self, layout: str, workdir: str) -> None:
+    def __init__(self, layout: str, workdir: str, extra_config: Optional[dict] = None) -> None:
         from tests.utils.services import dsn_for_database, postgres_admin_dsn, redis_url
+
+        self.extra_config = extra_config or {}
         from workers.embedded import free_port
 
         self.layout = layout
@@ -136,6 +138,7 @@ class EstuaryTarget:
         cfg["registration"] = {"enable_registration": False, "registration_shared_secret": self.secret}
         cfg["password_policy"] = {"bcrypt_rounds": 4}
         cfg["rate_limits"] = {"enabled": False}
+        cfg.update(self.extra_config)
         path = os.path.join(self.workdir, "homeserver.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f)
