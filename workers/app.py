@@ -8,6 +8,7 @@ constructor arguments.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -160,7 +161,9 @@ class EstuaryProcess:
         main = JsonResource(self.reactor)
         mount_common(main, self.instance, probe)
         for role in sorted(self.instance.roles):
-            ROLE_SPECS[role].mount(self.context, main)
+            result = ROLE_SPECS[role].mount(self.context, main)
+            if inspect.isawaitable(result):
+                await result
 
         replication = JsonResource(self.reactor, cors=False)
         mount_common(replication, self.instance, probe)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from homeserver.http.server import JsonResource
     from workers.app import ProcessContext
 
-Mount = Callable[["ProcessContext", "JsonResource"], None]
+#: A mount may be a coroutine function (building some surfaces reads the database first).
+Mount = Callable[["ProcessContext", "JsonResource"], Any]
 
 
 def _nothing(ctx: "ProcessContext", resource: "JsonResource") -> None:
@@ -89,6 +90,28 @@ def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") ->
     start_federation_sender(federation_api(ctx), ctx.on_stop)
 
 
+async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    """Rooms, events, typing/receipts on client readers and writers, /sync on sync workers.
+
+    Built and mounted once per process whatever combination of those roles
+    it holds (``RoomsProcess.mount`` picks the surfaces by role).
+    """
+    if ctx.features.get("rooms") is not None:
+        return
+    from workers.rooms import build_rooms_process
+
+    accounts = account_api(ctx)
+    rooms = await build_rooms_process(ctx, accounts)
+    ctx.features["rooms"] = rooms
+    rooms.mount(resource, accounts.authenticator, ctx.instance.roles)
+    ctx.on_stop(rooms.stop)
+
+
+def _mount_client(ctx: "ProcessContext", resource: "JsonResource") -> Any:
+    _mount_accounts(ctx, resource)
+    return _mount_rooms(ctx, resource)
+
+
 def _start_background(ctx: "ProcessContext", resource: "JsonResource") -> None:
     """Contend for the background lock; run the periodic jobs while holding it."""
     from storage.locks import SessionLock
@@ -115,18 +138,19 @@ class RoleSpec:
 
 
 ROLE_SPECS: dict[str, RoleSpec] = {
-    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",), mount=_mount_accounts),
+    r.CLIENT_READER: RoleSpec(r.CLIENT_READER, "read-only client-server endpoints", consumes=("caches",), mount=_mount_client),
     r.CLIENT_WRITER: RoleSpec(
         r.CLIENT_WRITER,
         "creates and persists events, receipts, account data, to-device, device lists, presence and typing",
         consumes=("caches",),
         owns="the stream shards assigned in instances.<name>.shards",
-        mount=_mount_accounts,
+        mount=_mount_client,
     ),
     r.SYNC: RoleSpec(
         r.SYNC,
         "/sync and sliding sync from in-memory stream tails",
         consumes=("events", "receipts", "typing", "presence", "to_device", "account_data", "device_lists", "push_rules", "caches"),
+        mount=_mount_rooms,
     ),
     r.FEDERATION_INBOUND: RoleSpec(
         r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",), mount=_mount_federation_inbound

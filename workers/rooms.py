@@ -10,12 +10,10 @@ HTTP surface on a ``JsonResource``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Mapping, Optional
 
 import attrs
 
-from homeserver.core.signing import format_signing_key_file, generate_signing_key, parse_signing_key_file
 from homeserver.handlers.rooms.creation import EventCreator
 from homeserver.handlers.rooms.events import EventLoader
 from homeserver.handlers.rooms.handler import RoomHandler
@@ -27,21 +25,14 @@ logger = logging.getLogger(__name__)
 
 
 def load_or_create_signing_key(path: str) -> Any:
-    """The server's first signing key from ``path``, generated (mode 0600) if the file is missing."""
-    if os.path.exists(path):
-        with open(path, "r", encoding="utf-8") as f:
-            return parse_signing_key_file(f.read())[0]
-    key = generate_signing_key()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another process of the deployment created it first.
-        with open(path, "r", encoding="utf-8") as f:
-            return parse_signing_key_file(f.read())[0]
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(format_signing_key_file([key]))
-    return key
+    """The server's current signing key from ``path``, generated on first use.
+
+    One implementation for the whole server: the federation key handling,
+    which is safe when several processes start at once.
+    """
+    from homeserver.federation.keys import load_or_generate_signing_keys
+
+    return load_or_generate_signing_keys(path)[0]
 
 
 def publish_on_bus(bus: Any, stream: str, shard: int) -> Callable[[Published], None]:

@@ -29,6 +29,7 @@ from homeserver.core.rooms import (
     RoomExistsError,
     TxnKey,
 )
+from storage.stores.relations import write_event_indexes_txn
 
 #: A state group stores its full state (no prev_group) when the chain below
 #: it would exceed this many links, bounding the cost of reading it.
@@ -290,6 +291,7 @@ class EventStore:
                     "UPDATE events SET redacted_by = %s WHERE room_id = %s AND event_id = %s AND redacted_by IS NULL",
                     (event.event_id, room_id, event.redacts),
                 )
+            write_event_indexes_txn(txn, event, position)
             return PersistResult(shard, position, group, chain)
 
         return self._db.run_interaction("persist_event", txn_fn)
