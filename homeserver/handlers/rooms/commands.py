@@ -94,6 +94,17 @@ class RoomCommands:
         self._typing = typing
         self._receipts = receipts
 
+    @property
+    def rooms(self) -> Any:
+        """The room handler commands run with on the owner."""
+        return self._rooms
+
+    @rooms.setter
+    def rooms(self, handler: Any) -> None:
+        """Run commands with ``handler`` from now on (e.g. one wrapping the room handler
+        with extra checks, as ``workers.directory.extend_room_api`` makes)."""
+        self._rooms = handler
+
     def register(self) -> None:
         """Register every command with the dispatcher (once per process)."""
         handlers = {
