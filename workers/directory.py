@@ -62,7 +62,8 @@ def extend_room_api(api: DirectoryApi, room_api: Any, sync_api: Optional[Any] = 
     requester ignores (see :func:`build_directory_api`), and validating ``m.room.canonical_alias``
     state against the alias table.
 
-    Pass the results to ``register_room_api`` / ``register_sync_api``.
+    Pass the results to ``register_room_api`` / ``register_sync_api``, and set the
+    room commands' handler (``RoomCommands.rooms``) to the returned room handler.
     """
     ignored = api.ignored
     rooms = attrs.evolve(room_api, rooms=ServedRoomHandler(room_api.rooms, api.relations, api.directory, ignored))
@@ -131,5 +132,7 @@ def build_directory_process(ctx: Any, account_api: Any, rooms_process: Any) -> D
     """Part B over ``rooms_process`` (from ``workers.rooms.build_rooms_process``) for the process of ``ctx``."""
     api = build_directory_api(ctx.config.server_name, ctx.database, rooms_process.rooms, account_api.account_data_store)
     rooms_api, sync_api = extend_room_api(api, rooms_process.rooms, rooms_process.sync)
+    # Writes run as commands on the shard owner: with the served handler's checks.
+    rooms_process.commands.rooms = rooms_api.rooms
     served = attrs.evolve(rooms_process, rooms=rooms_api, sync=sync_api)
     return DirectoryProcess(api=api, rooms=served, account_data_store=account_api.account_data_store)

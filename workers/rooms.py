@@ -94,11 +94,21 @@ async def build_room_api(
     return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
 
 
-def register_room_api(resource: Any, api: RoomApi, authenticator: Any, forward: Any = None) -> None:
-    """Mount the room endpoints of ``api`` on ``resource`` (``forward``: see :func:`make_http_forwarder`)."""
+def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralApi") -> Any:
+    """The rooms area's write commands, registered with ``dispatcher`` (``ctx.dispatcher``,
+    or a ``LocalDispatcher`` for a process that owns every shard)."""
+    from homeserver.handlers.rooms.commands import RoomCommands
+
+    commands = RoomCommands(dispatcher, rooms.rooms, ephemeral.typing, ephemeral.receipts)
+    commands.register()
+    return commands
+
+
+def register_room_api(resource: Any, api: RoomApi, commands: Any, authenticator: Any) -> None:
+    """Mount the room endpoints: reads from ``api``, writes through ``commands``."""
     from homeserver.rest.client import rooms as rooms_rest
 
-    rooms_rest.register(resource, api.rooms, authenticator, forward=forward)
+    rooms_rest.register(resource, api.rooms, commands, authenticator)
 
 
 def track_writes(api: RoomApi, sync: "SyncApi") -> None:
@@ -107,39 +117,6 @@ def track_writes(api: RoomApi, sync: "SyncApi") -> None:
     api.creator.observers.append(
         lambda created: writes.record(created.event.sender, created.stream_shard, created.stream_position)
     )
-
-
-def make_http_forwarder(reactor: Any, owner_base: Callable[[str, int], str], timeout: float = 60.0) -> Callable[..., Any]:
-    """``forward(request, stream, shard)``: replay a client request on the shard owner's listener.
-
-    ``owner_base(stream, shard)`` is the owner's ``http_base`` (from
-    ``HomeserverConfig.shard_owner``). The owner authenticates the request
-    itself (the access token travels with it) and its response is returned
-    unchanged. The request is marked so the owner never forwards it again.
-    """
-    import treq
-    from twisted.web.client import Agent
-
-    from homeserver.http.server import RawResponse, client_ip, header, read_body
-    from homeserver.rest.client._forward import FORWARDED_HEADER
-
-    client = treq.client.HTTPClient(Agent(reactor))
-
-    async def forward(request: Any, stream: str, shard: int) -> RawResponse:
-        url = owner_base(stream, shard).rstrip("/") + request.uri.decode("ascii")
-        headers = {FORWARDED_HEADER: "1", "X-Forwarded-For": client_ip(request)}
-        for name in ("Authorization", "Content-Type", "User-Agent"):
-            value = header(request, name)
-            if value is not None:
-                headers[name] = value
-        response = await client.request(
-            request.method.decode("ascii"), url, data=read_body(request) or None, headers=headers, timeout=timeout
-        )
-        body = await response.content()
-        content_type = response.headers.getRawHeaders(b"Content-Type", [b"application/json"])[0]
-        return RawResponse(response.code, body, content_type)
-
-    return forward
 
 
 # -- typing and receipts (writer side) -------------------------------------------
@@ -361,11 +338,11 @@ def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:
     register_sync(resource, sync.handler, authenticator)
 
 
-def register_ephemeral_api(resource: Any, api: EphemeralApi, authenticator: Any, forward: Any = None) -> None:
-    """Mount typing, receipts and read markers."""
+def register_ephemeral_api(resource: Any, commands: Any, authenticator: Any) -> None:
+    """Mount typing, receipts and read markers (writes through ``commands``)."""
     from homeserver.rest.client.sync import register_ephemeral
 
-    register_ephemeral(resource, api.typing, api.receipts, authenticator, forward=forward)
+    register_ephemeral(resource, commands, authenticator)
 
 
 # -- one process -------------------------------------------------------------------
@@ -378,16 +355,16 @@ class RoomsProcess:
     rooms: RoomApi
     ephemeral: EphemeralApi
     sync: Optional[SyncApi]
-    forward: Any
+    commands: Any
 
     def mount(self, resource: Any, authenticator: Any, roles: frozenset[str]) -> None:
         """Mount what ``roles`` serve: room and typing/receipt endpoints on client readers
-        and writers (writes for other shards are forwarded), /sync on sync workers."""
+        and writers (writes run on their shard's owner), /sync on sync workers."""
         from homeserver.config import roles as r
 
         if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
-            register_room_api(resource, self.rooms, authenticator, forward=self.forward)
-            register_ephemeral_api(resource, self.ephemeral, authenticator, forward=self.forward)
+            register_room_api(resource, self.rooms, self.commands, authenticator)
+            register_ephemeral_api(resource, self.commands, authenticator)
         if self.sync is not None:
             register_sync_api(resource, self.sync, authenticator)
 
@@ -403,7 +380,9 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
 
     Async because the shard allocators read their sequences first: call it
     from ``EstuaryProcess.start`` after ``ensure_stream_shards``, then
-    :meth:`RoomsProcess.mount` on the main resource. ``account_api`` is the
+    :meth:`RoomsProcess.mount` on the main resource. The write commands are
+    registered with ``ctx.dispatcher``, whose replication endpoint serves
+    those forwarded by other instances. ``account_api`` is the
     ``workers.accounts.AccountApi`` (authenticator, profiles, account data,
     filters).
     """
@@ -427,7 +406,6 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
             account_data_store=account_api.account_data_store,
         )
-    if sync is not None:
         track_writes(rooms, sync)
-    forward = make_http_forwarder(ctx.reactor, lambda stream, shard: config.shard_owner(stream, shard).http_base)
-    return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, forward=forward)
+    commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)
+    return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, commands=commands)

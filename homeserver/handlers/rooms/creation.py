@@ -51,8 +51,9 @@ MAX_BUILD_ATTEMPTS = 5
 class NotShardOwnerError(MatrixError):
     """This instance does not own the shard a write belongs to (DESIGN.md §4).
 
-    The HTTP edge forwards the request to the owner when it can; otherwise
-    the client gets this 503.
+    Writes reach the owner as replication commands (``RoomCommands``), so
+    this is a safety net for an inconsistent shard map: the client gets a
+    503 and nothing is written.
     """
 
     def __init__(self, stream: str, shard: int, what: str = "") -> None:

@@ -12,7 +12,6 @@ from typing import Any, Optional
 from homeserver.errors import bad_json, invalid_param
 from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_int
 from homeserver.rest.client._common import paths
-from homeserver.rest.client._forward import Forward, with_forwarding
 
 
 def _reason(body: dict[str, Any]) -> Optional[str]:
@@ -35,26 +34,26 @@ def _filter_arg(request: Any) -> Any:
     return value
 
 
-def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Optional[Forward] = None) -> None:
-    """Mount the room endpoints; ``forward`` passes writes for shards owned elsewhere to their owner."""
-    w = lambda handler: with_forwarding(handler, forward)  # noqa: E731
+def register(resource: JsonResource, rooms: Any, commands: Any, authenticator: Any) -> None:
+    """Mount the room endpoints: reads through ``rooms`` (a ``RoomHandler``), writes through
+    ``commands`` (a ``RoomCommands``: run on the owner of the room's shard)."""
 
     async def create_room(request: Any) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request)
-        return 200, await rooms.create_room(requester, body)
+        return 200, await commands.create_room(requester, body)
 
     async def send(request: Any, roomId: str, eventType: str, txnId: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request)
-        created = await rooms.send_event(requester, roomId, eventType, body, txnId)
-        return 200, {"event_id": created.event.event_id}
+        created = await commands.send_event(requester, roomId, eventType, body, txnId)
+        return 200, {"event_id": created["event_id"]}
 
     async def put_state(request: Any, roomId: str, eventType: str, stateKey: str = "") -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request)
-        created = await rooms.send_state(requester, roomId, eventType, stateKey, body)
-        return 200, {"event_id": created.event.event_id}
+        created = await commands.send_state(requester, roomId, eventType, stateKey, body)
+        return 200, {"event_id": created["event_id"]}
 
     async def get_state_event(request: Any, roomId: str, eventType: str, stateKey: str = "") -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
@@ -68,19 +67,19 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Op
     async def redact(request: Any, roomId: str, eventId: str, txnId: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request, allow_empty=True)
-        created = await rooms.redact(requester, roomId, eventId, txnId, _reason(body))
-        return 200, {"event_id": created.event.event_id}
+        created = await commands.redact(requester, roomId, eventId, txnId, _reason(body))
+        return 200, {"event_id": created["event_id"]}
 
     async def join(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request, allow_empty=True)
-        room_id = await rooms.join(requester, roomIdOrAlias, _reason(body))
+        room_id = await commands.join(requester, roomIdOrAlias, _reason(body))
         return 200, {"room_id": room_id}
 
     async def knock(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request, allow_empty=True)
-        room_id = await rooms.knock(requester, roomIdOrAlias, _reason(body))
+        room_id = await commands.knock(requester, roomIdOrAlias, _reason(body))
         return 200, {"room_id": room_id}
 
     async def room_join(request: Any, roomId: str) -> tuple[int, Any]:
@@ -89,7 +88,7 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Op
     async def leave(request: Any, roomId: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request, allow_empty=True)
-        await rooms.leave(requester, roomId, _reason(body))
+        await commands.leave(requester, roomId, _reason(body))
         return 200, {}
 
     def membership_action(action: str) -> Any:
@@ -99,7 +98,7 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Op
             target = body.get("user_id")
             if not isinstance(target, str):
                 raise bad_json("'user_id' must be a string")
-            await rooms.change_membership(requester, roomId, target, action, _reason(body))
+            await commands.change_membership(requester, roomId, target, action, _reason(body))
             return 200, {}
 
         handler.__name__ = f"room_{action}"
@@ -146,20 +145,20 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any, forward: Op
             requester, roomId, eventId, query_int(request, "limit", 10, minimum=0, maximum=1000), _filter_arg(request)
         )
 
-    resource.register("POST", paths("/createRoom"), w(create_room), name="create_room")
-    resource.register("PUT", paths("/rooms/{roomId}/send/{eventType}/{txnId}"), w(send), name="room_send")
-    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), w(put_state), name="room_state_put")
-    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/") + paths("/rooms/{roomId}/state/{eventType}"), w(put_state), name="room_state_put")
+    resource.register("POST", paths("/createRoom"), (create_room), name="create_room")
+    resource.register("PUT", paths("/rooms/{roomId}/send/{eventType}/{txnId}"), (send), name="room_send")
+    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), (put_state), name="room_state_put")
+    resource.register("PUT", paths("/rooms/{roomId}/state/{eventType}/") + paths("/rooms/{roomId}/state/{eventType}"), (put_state), name="room_state_put")
     resource.register("GET", paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), get_state_event, name="room_state_get")
     resource.register("GET", paths("/rooms/{roomId}/state/{eventType}/") + paths("/rooms/{roomId}/state/{eventType}"), get_state_event, name="room_state_get")
     resource.register("GET", paths("/rooms/{roomId}/state"), get_state, name="room_state_all")
-    resource.register("PUT", paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), w(redact), name="room_redact")
-    resource.register("POST", paths("/join/{roomIdOrAlias}"), w(join), name="join")
-    resource.register("POST", paths("/rooms/{roomId}/join"), w(room_join), name="room_join")
-    resource.register("POST", paths("/knock/{roomIdOrAlias}"), w(knock), name="knock")
-    resource.register("POST", paths("/rooms/{roomId}/leave"), w(leave), name="room_leave")
+    resource.register("PUT", paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), (redact), name="room_redact")
+    resource.register("POST", paths("/join/{roomIdOrAlias}"), (join), name="join")
+    resource.register("POST", paths("/rooms/{roomId}/join"), (room_join), name="room_join")
+    resource.register("POST", paths("/knock/{roomIdOrAlias}"), (knock), name="knock")
+    resource.register("POST", paths("/rooms/{roomId}/leave"), (leave), name="room_leave")
     for action in ("invite", "kick", "ban", "unban"):
-        resource.register("POST", paths(f"/rooms/{{roomId}}/{action}"), w(membership_action(action)), name=f"room_{action}")
+        resource.register("POST", paths(f"/rooms/{{roomId}}/{action}"), (membership_action(action)), name=f"room_{action}")
     resource.register("POST", paths("/rooms/{roomId}/forget"), forget, name="room_forget")
     resource.register("GET", paths("/joined_rooms"), joined_rooms, name="joined_rooms")
     resource.register("GET", paths("/rooms/{roomId}/members"), members, name="room_members")

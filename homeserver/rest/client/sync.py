@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from homeserver.errors import bad_json, invalid_param
 from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_int
 from homeserver.rest.client._common import paths
-from homeserver.rest.client._forward import Forward, with_forwarding
 
 
 def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None:
@@ -37,16 +36,15 @@ def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None
     resource.register("GET", paths("/sync"), get_sync, name="sync")
 
 
-def register_ephemeral(resource: JsonResource, typing: Any, receipts: Any, authenticator: Any,
-                       forward: Optional[Forward] = None) -> None:
-    """Mount typing, receipt and read marker endpoints (``forward``: see ``_forward``)."""
+def register_ephemeral(resource: JsonResource, commands: Any, authenticator: Any) -> None:
+    """Mount typing, receipt and read marker endpoints (``commands``: a ``RoomCommands``)."""
 
     async def put_typing(request: Any, roomId: str, userId: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request)
         if "typing" not in body:
             raise bad_json("'typing' is required")
-        await typing.set_typing(requester, roomId, userId, body["typing"], body.get("timeout"))
+        await commands.set_typing(requester, roomId, userId, body["typing"], body.get("timeout"))
         return 200, {}
 
     async def post_receipt(request: Any, roomId: str, receiptType: str, eventId: str) -> tuple[int, Any]:
@@ -55,15 +53,15 @@ def register_ephemeral(resource: JsonResource, typing: Any, receipts: Any, authe
         thread_id = body.get("thread_id")
         if thread_id is not None and not isinstance(thread_id, str):
             raise bad_json("'thread_id' must be a string")
-        await receipts.send_receipt(requester, roomId, receiptType, eventId, thread_id)
+        await commands.send_receipt(requester, roomId, receiptType, eventId, thread_id)
         return 200, {}
 
     async def post_read_markers(request: Any, roomId: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
         body = parse_json_object(request)
-        await receipts.read_markers(requester, roomId, body)
+        await commands.read_markers(requester, roomId, body)
         return 200, {}
 
-    resource.register("PUT", paths("/rooms/{roomId}/typing/{userId}"), with_forwarding(put_typing, forward), name="room_typing")
-    resource.register("POST", paths("/rooms/{roomId}/receipt/{receiptType}/{eventId}"), with_forwarding(post_receipt, forward), name="room_receipt")
-    resource.register("POST", paths("/rooms/{roomId}/read_markers"), with_forwarding(post_read_markers, forward), name="room_read_markers")
+    resource.register("PUT", paths("/rooms/{roomId}/typing/{userId}"), put_typing, name="room_typing")
+    resource.register("POST", paths("/rooms/{roomId}/receipt/{receiptType}/{eventId}"), post_receipt, name="room_receipt")
+    resource.register("POST", paths("/rooms/{roomId}/read_markers"), post_read_markers, name="room_read_markers")

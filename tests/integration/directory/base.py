@@ -30,9 +30,10 @@ class DirectoryTestCase(RoomsTestCase):
         self.resource = JsonResource(self.clock)
         register_account_api(self.resource, self.api)
         # Read-your-writes tracking is on the shared creator (track_writes in the parent's setUp).
-        register_room_api(self.resource, rooms_api, self.api.authenticator)
+        self.commands.rooms = rooms_api.rooms
+        register_room_api(self.resource, rooms_api, self.commands, self.api.authenticator)
         register_sync_api(self.resource, sync_api, self.api.authenticator)
-        register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
+        register_ephemeral_api(self.resource, self.commands, self.api.authenticator)
         register_directory_api(self.resource, self.directory_api, self.api.authenticator)
         register_legacy_sync_api(self.resource, self.directory_api, rooms_api, sync_api, self.api.authenticator,
                                  self.api.account_data_store)

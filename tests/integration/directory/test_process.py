@@ -34,7 +34,10 @@ class DirectoryProcessTests(ApiTestCase):
         }, env={})
         await ensure_stream_shards(self.db, config.stream_shards)
         bus = MemoryBus(reactor, block_seconds=0.05)
-        ctx = ProcessContext(reactor, config, config.instance("main"), self.db, bus)
+        from homeserver.replication import CommandDispatcher
+
+        dispatcher = CommandDispatcher(config, "main", client=None)  # owns every shard: never forwards
+        ctx = ProcessContext(reactor, config, config.instance("main"), self.db, bus, dispatcher)
         process = build_directory_process(ctx, self.api, await build_rooms_process(ctx, self.api))
         self.addCleanup(bus.close)
         self.addCleanup(process.stop)

@@ -27,8 +27,10 @@ class RoomsTestCase(ApiTestCase):
         from bus import MemoryBus
         from homeserver.core.signing import generate_signing_key
         from storage.streams import ensure_stream_shards
+        from homeserver.handlers.rooms.commands import LocalDispatcher
         from workers.rooms import (
             build_ephemeral_api,
+            build_room_commands,
             build_room_api,
             build_sync_api,
             register_ephemeral_api,
@@ -65,9 +67,10 @@ class RoomsTestCase(ApiTestCase):
         self.addCleanup(self.sync_bus.close)
         self.addCleanup(self.sync_api.stop)
         track_writes(self.rooms_api, self.sync_api)
-        register_room_api(self.resource, self.rooms_api, self.api.authenticator)
+        self.commands = build_room_commands(LocalDispatcher(), self.rooms_api, self.ephemeral_api)
+        register_room_api(self.resource, self.rooms_api, self.commands, self.api.authenticator)
         register_sync_api(self.resource, self.sync_api, self.api.authenticator)
-        register_ephemeral_api(self.resource, self.ephemeral_api, self.api.authenticator)
+        register_ephemeral_api(self.resource, self.commands, self.api.authenticator)
         await self.extra_setup()
 
     async def extra_setup(self) -> None:
