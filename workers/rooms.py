@@ -119,6 +119,7 @@ def make_http_forwarder(reactor: Any, owner_base: Callable[[str, int], str], tim
     import treq
     from twisted.web.client import Agent
 
+    from homeserver.errors import Codes, MatrixError
     from homeserver.http.server import RawResponse, client_ip, header, read_body
     from homeserver.rest.client._forward import FORWARDED_HEADER
 
@@ -131,10 +132,17 @@ def make_http_forwarder(reactor: Any, owner_base: Callable[[str, int], str], tim
             value = header(request, name)
             if value is not None:
                 headers[name] = value
-        response = await client.request(
-            request.method.decode("ascii"), url, data=read_body(request) or None, headers=headers, timeout=timeout
-        )
-        body = await response.content()
+        try:
+            response = await client.request(
+                request.method.decode("ascii"), url, data=read_body(request) or None, headers=headers, timeout=timeout
+            )
+            body = await response.content()
+        except Exception as e:
+            # The owner is down or restarting: a retryable 503, never an
+            # unhandled 500. Whether the write happened is unknown; a client
+            # retrying with the same transaction ID gets it exactly once.
+            logger.warning("forward of %s shard %s to its owner failed: %r", stream, shard, e)
+            raise MatrixError(503, Codes.UNKNOWN, f"The writer of {stream} shard {shard} is unavailable") from e
         content_type = response.headers.getRawHeaders(b"Content-Type", [b"application/json"])[0]
         return RawResponse(response.code, body, content_type)
 
