@@ -233,6 +233,11 @@ def read_body(request: IRequest) -> bytes:
     content = request.content
     if content is None:
         return b""
+    if content.closed:
+        # The client went away before the handler read the body (twisted
+        # closes it on connection loss): nobody reads the answer, but the
+        # request must end as a Matrix error, not an unhandled exception.
+        raise MatrixError(400, Codes.UNKNOWN, "The request body is gone: the client disconnected")
     content.seek(0)
     data = content.read(limit + 1)
     if len(data) > limit:
