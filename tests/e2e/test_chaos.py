@@ -390,6 +390,9 @@ class ChaosTests(unittest.TestCase):
         await wait_until(reactor, lambda: load.all_delivered(snapshot), timeout=30, what="the last events delivered")
         await load.stop()
         self.assertEqual(load.check(snapshot), [])
+        lines = stack.log().splitlines()
+        unhandled = ["\n".join(lines[i:i + 25]) for i, line in enumerate(lines) if "Unhandled error" in line]
+        self.assertEqual(unhandled[:2], [], "no request may fail with an unhandled error (invariant 5)")
         print("chaos: sent", len(snapshot), "send retries", sum(u.send_errors for u in users),
               "sync retries", sum(u.sync_errors for u in users))
 
