@@ -330,6 +330,28 @@ class ChaosTests(unittest.TestCase):
             user.since = data["next_batch"]
         return users, rooms
 
+    async def _read_your_writes(self, http: Http, users: list[User], rooms: list[str]) -> None:
+        """A sender's next /sync (sync workers) and /messages (client reader) include its write at once."""
+        filt = urllib.parse.quote(json.dumps({"room": {"timeline": {"limit": 50}}}))
+        for i in range(3 * len(rooms)):
+            user, room_id = users[i % len(users)], rooms[i % len(rooms)]
+            code, data = await http.call(
+                "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/send/m.room.message/ryw{i}",
+                user.token, {"msgtype": "m.text", "body": f"ryw {i}"})
+            self.assertEqual(code, 200, data)
+            event_id = data["event_id"]
+            code, data = await http.call(
+                "GET", f"/_matrix/client/v3/sync?timeout=0&filter={filt}&since={urllib.parse.quote(user.since)}",
+                user.token)
+            self.assertEqual(code, 200, data)
+            seen = [e["event_id"] for e in data["rooms"]["join"].get(room_id, {}).get("timeline", {}).get("events", [])]
+            self.assertIn(event_id, seen, f"write {i} not in the sender's next /sync")
+            user.since = data["next_batch"]
+            code, data = await http.call(
+                "GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b&limit=3", user.token)
+            self.assertEqual(code, 200, data)
+            self.assertIn(event_id, [e["event_id"] for e in data["chunk"]], f"write {i} not in /messages")
+
     async def _settle(self, load: Load, what: str, timeout: float = 45.0) -> None:
         """Wait for every sender to progress, then for every acknowledged event to reach everyone; check."""
         started = time.monotonic()
@@ -353,6 +375,7 @@ class ChaosTests(unittest.TestCase):
     async def _scenario(self, stack: Stack) -> None:
         http = Http(self.treq, stack.base)
         users, rooms = await self._setup_users_and_rooms(http)
+        await self._read_your_writes(http, users, rooms)
         load = Load(http, users, rooms)
         load.start()
         self.addCleanup(lambda: defer.ensureDeferred(load.stop()))
