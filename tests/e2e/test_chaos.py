@@ -289,7 +289,9 @@ class ChaosTests(unittest.TestCase):
         """Every client gets every event once, in room order, through kill -9 of a sync worker and
         of a writer, a Redis FLUSHALL and restart, and a restart of the whole stack."""
         stack = Stack(self, reactor, LAYOUT, redis_url=self.redis.url,
-                      extra_config={"streams": dict(STREAM_SHARDS), "rate_limits": {"enabled": False}})
+                      extra_config={"streams": dict(STREAM_SHARDS), "rate_limits": {"enabled": False},
+                                    # A long token cache: logouts must reach it over the caches stream.
+                                    "sessions": {"token_cache_ms": 60000}})
         try:
             yield stack.start()
         except Exception:
@@ -352,6 +354,30 @@ class ChaosTests(unittest.TestCase):
             self.assertEqual(code, 200, data)
             self.assertIn(event_id, [e["event_id"] for e in data["chunk"]], f"write {i} not in /messages")
 
+    async def _logout_reaches_every_cache(self, http: Http, user: User) -> None:
+        """A token cached by both sync workers and the reader stops working everywhere soon after /logout."""
+        code, data = await http.call("POST", "/_matrix/client/v3/login", body={
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user.user_id},
+            "password": "chaos password 0"})
+        self.assertEqual(code, 200, data)
+        token = data["access_token"]
+        urls = [self.stack.instance_base(name) for name in ("sync1", "sync2")]
+        for base in urls:
+            code, data = await Http(self.treq, base).call("GET", "/_matrix/client/v3/sync?timeout=0", token)
+            self.assertEqual(code, 200, data)
+        code, data = await http.call("POST", "/_matrix/client/v3/logout", token, {})
+        self.assertEqual(code, 200, data)
+
+        async def rejected_everywhere() -> bool:
+            for base in urls:
+                code, _ = await Http(self.treq, base).call("GET", "/_matrix/client/v3/sync?timeout=0", token)
+                if code != 401:
+                    return False
+            return True
+
+        await wait_until(reactor, lambda: defer.ensureDeferred(rejected_everywhere()), timeout=10,
+                         what="the logout evicting the token on every sync worker")
+
     async def _settle(self, load: Load, what: str, timeout: float = 45.0) -> None:
         """Wait for every sender to progress, then for every acknowledged event to reach everyone; check."""
         started = time.monotonic()
@@ -376,6 +402,7 @@ class ChaosTests(unittest.TestCase):
         http = Http(self.treq, stack.base)
         users, rooms = await self._setup_users_and_rooms(http)
         await self._read_your_writes(http, users, rooms)
+        await self._logout_reaches_every_cache(http, users[0])
         load = Load(http, users, rooms)
         load.start()
         self.addCleanup(lambda: defer.ensureDeferred(load.stop()))
