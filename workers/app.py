@@ -125,16 +125,24 @@ DRAIN_SECONDS = 5.0
 class DrainingRequest(server.Request):
     """A request its site counts while in flight, refused with a 503 once the site is draining."""
 
+    def refuse_for_shutdown(self) -> None:
+        """Answer 503 (if nothing was sent yet) and close the connection: the client retries elsewhere."""
+        if not self._disconnected and not self.finished:
+            if not self.startedWriting:
+                body = json.dumps({"errcode": Codes.UNKNOWN, "error": "This instance is shutting down"}).encode()
+                self.setResponseCode(503)
+                self.setHeader(b"Content-Type", b"application/json")
+                self.setHeader(b"Content-Length", str(len(body)).encode())
+                self.setHeader(b"Connection", b"close")
+                self.write(body)
+            self.finish()
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.transport.loseConnection()
+
     def process(self) -> None:
         site = self.channel.site
         if getattr(site, "draining", False):
-            body = json.dumps({"errcode": Codes.UNKNOWN, "error": "This instance is shutting down"}).encode()
-            self.setResponseCode(503)
-            self.setHeader(b"Content-Type", b"application/json")
-            self.setHeader(b"Content-Length", str(len(body)).encode())
-            self.setHeader(b"Connection", b"close")
-            self.write(body)
-            self.finish()
+            self.refuse_for_shutdown()
             return
         in_flight = site.in_flight
         in_flight.add(self)
@@ -234,9 +242,11 @@ class EstuaryProcess:
         deadline = self.reactor.seconds() + drain_seconds
         while any(site.in_flight for site in self.sites) and self.reactor.seconds() < deadline:  # type: ignore[attr-defined]
             await deferLater(self.reactor, 0.05, lambda: None)
-        left = sum(len(site.in_flight) for site in self.sites)  # type: ignore[attr-defined]
+        left = [request for site in self.sites for request in site.in_flight]  # type: ignore[attr-defined]
         if left:
-            logger.info("stopping with %d request(s) still in flight (long-polls)", left)
+            logger.info("stopping with %d request(s) still in flight (long-polls): answering 503", len(left))
+            for request in left:
+                request.refuse_for_shutdown()
         if self.context is not None:
             for hook in reversed(self.context.stop_hooks):
                 try:
