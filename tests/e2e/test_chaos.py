@@ -399,6 +399,10 @@ class ChaosTests(unittest.TestCase):
         return body["pid"]
 
     async def _scenario(self, stack: Stack) -> None:
+        from homeserver.config import load_config
+        from workers.router import rendezvous_pick
+
+        stack_config = load_config(stack.config, env={})
         http = Http(self.treq, stack.base)
         users, rooms = await self._setup_users_and_rooms(http)
         await self._read_your_writes(http, users, rooms)
@@ -409,18 +413,24 @@ class ChaosTests(unittest.TestCase):
         await self._settle(load, "warm-up")
 
         # 1. kill -9 a sync worker: the router takes it out of rotation; long-polls move.
-        pid = await self._instance_pid(stack, "sync1")
+        # The victim is the worker holding users[0]'s long-polls (the router's rendezvous choice).
+        victim = rendezvous_pick(f"Bearer {users[0].token}", [stack_config.instances[n] for n in ("sync1", "sync2")]).name
+        errors_before = users[0].sync_errors
+        pid = await self._instance_pid(stack, victim)
         os.kill(pid, signal.SIGKILL)
-        await wait_until(reactor, lambda: defer.ensureDeferred(self._out_of_rotation(stack, "sync1")), timeout=5,
+        await wait_until(reactor, lambda: defer.ensureDeferred(self._out_of_rotation(stack, victim)), timeout=5,
                          what="router takes the dead sync worker out of rotation")
-        await self._settle(load, "kill -9 sync1")
-        await self._back(stack, "sync1", pid)
+        await self._settle(load, f"kill -9 {victim}")
+        self.assertGreater(users[0].sync_errors, errors_before, "the kill cut a long-poll, which was retried")
+        await self._back(stack, victim, pid)
 
         # 2. kill -9 a writer while sends are in flight.
+        errors_before = sum(u.send_errors for u in users)
         pid = await self._instance_pid(stack, "writer1")
         os.kill(pid, signal.SIGKILL)
         await self._back(stack, "writer1", pid)
         await self._settle(load, "kill -9 writer1")
+        self.assertGreater(sum(u.send_errors for u in users), errors_before, "sends failed and were retried")
 
         # 3. Redis loses everything, then goes away and comes back empty.
         redis.Redis.from_url(self.redis.url).flushall()
