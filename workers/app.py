@@ -127,6 +127,8 @@ class DrainingRequest(server.Request):
 
     def refuse_for_shutdown(self) -> None:
         """Answer 503 (if nothing was sent yet) and close the connection: the client retries elsewhere."""
+        channel = getattr(self, "channel", None)
+        transport = getattr(channel, "transport", None)
         if not self._disconnected and not self.finished:
             if not self.startedWriting:
                 body = json.dumps({"errcode": Codes.UNKNOWN, "error": "This instance is shutting down"}).encode()
@@ -136,8 +138,8 @@ class DrainingRequest(server.Request):
                 self.setHeader(b"Connection", b"close")
                 self.write(body)
             self.finish()
-        if self.channel is not None and self.channel.transport is not None:
-            self.channel.transport.loseConnection()
+        if transport is not None:
+            transport.loseConnection()
 
     def process(self) -> None:
         site = self.channel.site
