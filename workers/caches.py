@@ -61,6 +61,10 @@ class CacheInvalidations:
         self._lock = defer.DeferredLock()
         self._subscription: Any = None
 
+    def add_handler(self, kind: str, handler: Callable[[Mapping[str, Any]], None]) -> None:
+        """Apply entries of ``kind`` with ``handler(payload)``."""
+        self._handlers[kind] = handler
+
     def start(self) -> None:
         """Tail every shard from its start (replaying old evictions is harmless)."""
         from bus import ShardId
@@ -81,7 +85,12 @@ class CacheInvalidations:
             # One at a time: positions reach the bus in the order they were taken.
             await self._lock.acquire()
             try:
-                position = await self._database.run_interaction("caches_position", _next_position)
+                try:
+                    position = await self._database.run_interaction("caches_position", _next_position)
+                except Exception:
+                    # Two processes creating the sequence at the same instant:
+                    # one gets a unique violation; by now it exists.
+                    position = await self._database.run_interaction("caches_position", _next_position)
                 d = self._bus.publish(STREAM, self._shard, position, dict(payload))
             finally:
                 self._lock.release()
@@ -115,7 +124,7 @@ def wire_token_invalidation(authenticator: Any, invalidations: CacheInvalidation
         if isinstance(user_id, str):
             authenticator.evict_user(user_id)
 
-    invalidations._handlers[KIND_USER_TOKENS] = on_user_tokens
+    invalidations.add_handler(KIND_USER_TOKENS, on_user_tokens)
     authenticator.invalidation_listeners.append(
         lambda user_id: invalidations.publish({"kind": KIND_USER_TOKENS, "user_id": user_id})
     )
