@@ -75,6 +75,12 @@ class Backend(Protocol):
     ) -> Deferred[tuple[bytes, list[RawEntry], list[bytes]]]:
         """XAUTOCLAIM: (next cursor, claimed entries, IDs deleted from the stream)."""
 
+    def raise_marks(self, key: str, marks: Mapping[str, int], ttl_ms: int) -> Deferred[None]:
+        """For each field, HSET key field value unless the stored value is higher; then PEXPIRE key ttl_ms."""
+
+    def get_marks(self, key: str) -> Deferred[dict[str, int]]:
+        """HGETALL key, values as integers."""
+
     def ping(self) -> Deferred[None]:
         """PING."""
 
@@ -253,6 +259,39 @@ class RedisBackend:
             cursor, entries = res[0], res[1]
             deleted = list(res[2]) if len(res) > 2 else []
             return cursor, [(eid, fields or {}) for eid, fields in entries], deleted
+
+        return self._run(go())
+
+    #: KEYS[1] = the marks hash; ARGV = ttl_ms, then field, value pairs. Keeps the maximum per field.
+    _RAISE_MARKS = (
+        "for i = 2, #ARGV, 2 do "
+        "local cur = redis.call('HGET', KEYS[1], ARGV[i]) "
+        "if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then "
+        "redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end end "
+        "redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1"
+    )
+
+    def raise_marks(self, key, marks, ttl_ms):
+        """See ``Backend.raise_marks`` (one Lua script: atomic, one round trip)."""
+
+        async def go():
+            args: list = [int(ttl_ms)]
+            for field, value in marks.items():
+                args.extend([field, int(value)])
+            await self._client.eval(self._RAISE_MARKS, 1, key, *args)
+
+        return self._run(go())
+
+    def get_marks(self, key):
+        """See ``Backend.get_marks``."""
+
+        async def go():
+            raw = await self._client.hgetall(key)
+            out = {}
+            for field, value in (raw or {}).items():
+                name = field.decode("utf-8") if isinstance(field, bytes) else field
+                out[name] = int(value)
+            return out
 
         return self._run(go())
 

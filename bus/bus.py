@@ -40,7 +40,7 @@ from bus.errors import (
     PositionNotIncreasing,
     PublishDropped,
 )
-from bus.keys import DEFAULT_NAMESPACE, epoch_key, stream_key, validate_group_name
+from bus.keys import DEFAULT_NAMESPACE, epoch_key, marks_key, stream_key, validate_group_name
 from bus.model import (
     GAP_CLAIM_DELETED,
     GAP_EPOCH,
@@ -730,6 +730,19 @@ class Bus:
     def ping(self) -> Deferred[None]:
         """One PING: fires None, or fails with ``BusUnavailable`` (readiness checks)."""
         return self.backend.ping()
+
+    def raise_marks(self, scope: str, marks: Mapping[str, int], ttl_seconds: float) -> Deferred[None]:
+        """Record that ``scope`` (e.g. a user) produced these positions (``"events.3" -> 112``).
+
+        A mark only ever rises; the scope's marks vanish ``ttl_seconds`` after
+        the last raise. Marks are hints for waiting (read your writes), not
+        data: a flushed Redis loses them and readers then simply do not wait.
+        """
+        return self.backend.raise_marks(marks_key(scope, self.namespace), dict(marks), int(ttl_seconds * 1000))
+
+    def get_marks(self, scope: str) -> Deferred[dict[str, int]]:
+        """The marks of ``scope`` still alive (``{}`` when none)."""
+        return self.backend.get_marks(marks_key(scope, self.namespace))
 
     def connect(self, timeout: float = 30.0) -> Deferred[None]:
         """Wait until Redis answers, retrying with backoff; ``BusUnavailable`` after ``timeout``."""

@@ -58,3 +58,14 @@ def epoch_key(stream: str, shard: int, namespace: str = DEFAULT_NAMESPACE) -> st
     consumer of the shard must catch up from PostgreSQL.
     """
     return f"{stream_key(stream, shard, namespace)}:epoch"
+
+
+def marks_key(scope: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The key of one scope's write marks: ``estuary:marks:{@alice:example.org}``.
+
+    The scope (e.g. a user ID) is its own hash tag, so a scope's marks live
+    in one slot whatever its characters; braces are refused.
+    """
+    if not isinstance(scope, str) or not scope or "{" in scope or "}" in scope:
+        raise ValueError(f"invalid marks scope: {scope!r}")
+    return f"{namespace}:marks:{{{scope}}}"

@@ -85,6 +85,7 @@ class MemoryBroker:
         self.up = True
         self._streams: dict[str, _Stream] = {}
         self._strings: dict[str, bytes] = {}
+        self._marks: dict[str, tuple[dict[str, int], float]] = {}
         self._waiters: list[_Waiter] = []
 
     # -- test controls -----------------------------------------------------
@@ -269,6 +270,19 @@ class MemoryBroker:
         stream = self._streams.get(key)
         return _format_id(stream.entries[-1][0]) if stream and stream.entries else None
 
+    def raise_marks(self, key: str, marks: Mapping[str, int], ttl_ms: int) -> None:
+        """Keep the highest value per field; the hash expires ``ttl_ms`` from now."""
+        merged = self.get_marks(key)
+        for field, value in marks.items():
+            if merged.get(field, -1) < int(value):
+                merged[field] = int(value)
+        self._marks[key] = (merged, self.clock.seconds() + ttl_ms / 1000.0)
+
+    def get_marks(self, key: str) -> dict[str, int]:
+        """The unexpired marks of ``key``."""
+        marks, expires = self._marks.get(key, ({}, 0.0))
+        return dict(marks) if expires > self.clock.seconds() else {}
+
     def set_nx_get(self, key: str, value: bytes) -> bytes:
         """SET key value NX, then GET key."""
         self._strings.setdefault(key, value)
@@ -347,6 +361,14 @@ class MemoryBackend:
     def last_id(self, key: str):
         """See ``Backend.last_id``."""
         return self._call(self.broker.last_id, key)
+
+    def raise_marks(self, key: str, marks: Mapping[str, int], ttl_ms: int):
+        """See ``Backend.raise_marks``."""
+        return self._call(self.broker.raise_marks, key, dict(marks), ttl_ms)
+
+    def get_marks(self, key: str):
+        """See ``Backend.get_marks``."""
+        return self._call(self.broker.get_marks, key)
 
     def ensure_epochs(self, keys: Sequence[str], token: bytes):
         """See ``Backend.ensure_epochs``."""

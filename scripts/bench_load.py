@@ -85,6 +85,31 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def process_label(pid: int) -> str:
+    """``--instance NAME`` of an Estuary child, ``router``, or the executable's name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return str(pid)
+    if "--instance" in argv and argv.index("--instance") + 1 < len(argv):
+        return argv[argv.index("--instance") + 1]
+    if "router" in argv:
+        return "router"
+    if "stack" in argv:
+        return "supervisor"
+    return os.path.basename(argv[0]) if argv else str(pid)
+
+
+def cpu_by_label(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far per process label (see :func:`process_label`)."""
+    out: dict[str, float] = {}
+    for pid in pids:
+        label = process_label(pid)
+        out[label] = out.get(label, 0.0) + cpu_seconds([pid])
+    return out
+
+
 # -- targets ----------------------------------------------------------------
 
 
@@ -328,11 +353,13 @@ class Load:
             sync_tasks = [asyncio.create_task(self.syncer(s, i, p["next_batch"], expected)) for i, p in zip(syncer_ids, primes)]
             pids = pids_fn()
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            by_label0 = cpu_by_label(pids)
             await asyncio.gather(*(self.sender(s, i, a.messages) for i in sender_ids))
             send_elapsed = time.monotonic() - t0
             self.sending_done = True
             await asyncio.gather(*sync_tasks)
             cpu = cpu_seconds(pids_fn()) - cpu0
+            by_label = {k: (v - by_label0.get(k, 0.0)) * 1000 / expected for k, v in cpu_by_label(pids_fn()).items()}
         delivery = [ts[0] - self.sent[bid][0] for got in self.received for bid, ts in got.items()]
         missing = sum(expected - len(got) for got in self.received)
         dupes = sum(len(ts) - 1 for got in self.received for ts in got.values())
@@ -347,6 +374,8 @@ class Load:
             "missing": missing,
             "duplicates": dupes,
             "order_errors": self.order_errors,
+            # Per process (PostgreSQL and Redis are outside the tree: not counted).
+            "cpu_ms_per_event_by_process": {k: round(v, 2) for k, v in sorted(by_label.items()) if v > 0},
         }
 
 
@@ -398,6 +427,9 @@ def main() -> int:
             print(f"  {n}: cpu/event x{results[n]['cpu_ms_per_event'] / results[ref]['cpu_ms_per_event']:.2f}, "
                   f"deliver p99 x{results[n]['deliver_p99_ms'] / results[ref]['deliver_p99_ms']:.2f}, "
                   f"send rate x{results[n]['send_rate'] / results[ref]['send_rate']:.2f}")
+    print("\nCPU ms per event by process:")
+    for n in names:
+        print(f"  {n}: {results[n]['cpu_ms_per_event_by_process']}")
     bad = [n for n in names if results[n]["missing"] or results[n]["duplicates"] or results[n]["order_errors"]]
     if bad:
         print(f"\nCORRECTNESS FAILURE: {bad}", file=sys.stderr)

@@ -9,6 +9,7 @@ constructor arguments.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import time
@@ -17,6 +18,8 @@ from typing import Any, Optional
 import attrs
 from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, Gauge, generate_latest
 from twisted.internet import defer
+from twisted.internet.task import deferLater
+from twisted.web import server
 
 from homeserver.config import ConfigError, HomeserverConfig, InstanceConfig
 from homeserver.errors import Codes, MatrixError
@@ -115,6 +118,49 @@ def replication_auth(secret: str):
     return wrap
 
 
+#: How long a stopping process lets in-flight requests finish before it closes the bus and the database.
+DRAIN_SECONDS = 5.0
+
+
+class DrainingRequest(server.Request):
+    """A request its site counts while in flight, refused with a 503 once the site is draining."""
+
+    def refuse_for_shutdown(self) -> None:
+        """Answer 503 (if nothing was sent yet) and close the connection: the client retries elsewhere."""
+        channel = getattr(self, "channel", None)
+        transport = getattr(channel, "transport", None)
+        if not self._disconnected and not self.finished:
+            if not self.startedWriting:
+                body = json.dumps({"errcode": Codes.UNKNOWN, "error": "This instance is shutting down"}).encode()
+                self.setResponseCode(503)
+                self.setHeader(b"Content-Type", b"application/json")
+                self.setHeader(b"Content-Length", str(len(body)).encode())
+                self.setHeader(b"Connection", b"close")
+                self.write(body)
+            self.finish()
+        if transport is not None:
+            transport.loseConnection()
+
+    def process(self) -> None:
+        site = self.channel.site
+        if getattr(site, "draining", False):
+            self.refuse_for_shutdown()
+            return
+        in_flight = site.in_flight
+        in_flight.add(self)
+        self.notifyFinish().addBoth(lambda _: in_flight.discard(self))
+        super().process()
+
+
+def draining_site(root: Any, reactor: Any) -> server.Site:
+    """:func:`make_site` whose requests are tracked for a graceful stop (see :meth:`EstuaryProcess.stop`)."""
+    site = make_site(root, reactor)
+    site.requestFactory = DrainingRequest
+    site.in_flight = set()  # type: ignore[attr-defined]
+    site.draining = False  # type: ignore[attr-defined]
+    return site
+
+
 class EstuaryProcess:
     """Starts and stops everything one instance runs."""
 
@@ -125,6 +171,7 @@ class EstuaryProcess:
         self.database: Any = None
         self.bus: Any = None
         self.ports: list[Any] = []
+        self.sites: list[server.Site] = []
         self.context: Optional[ProcessContext] = None
 
     async def start(self) -> None:
@@ -170,9 +217,10 @@ class EstuaryProcess:
         mount_replication_server(replication, dispatcher, self.config.replication_secret)
 
         host, port = self.instance.listen
-        self.ports.append(self.reactor.listenTCP(port, make_site(main, self.reactor), interface=host))
+        self.sites = [draining_site(main, self.reactor), draining_site(replication, self.reactor)]
+        self.ports.append(self.reactor.listenTCP(port, self.sites[0], interface=host))
         rhost, rport = self.instance.replication_listen
-        self.ports.append(self.reactor.listenTCP(rport, make_site(replication, self.reactor), interface=rhost))
+        self.ports.append(self.reactor.listenTCP(rport, self.sites[1], interface=rhost))
         if self.instance.metrics_listen is not None:
             metrics_only = JsonResource(self.reactor, cors=False)
             mount_common(metrics_only, self.instance, probe)
@@ -183,16 +231,30 @@ class EstuaryProcess:
             self.instance.name, ", ".join(sorted(self.instance.roles)), host, port, rhost, rport, os.getpid(),
         )
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stop gracefully: refuse new requests, let those in flight finish (up to
+        ``drain_seconds``; long-polls are cut then), run the stop hooks, close
+        the bus and the database. Requests must finish before the bus closes:
+        an event committed after it would only reach consumers by gap catch-up."""
+        for port in self.ports:
+            await port.stopListening()
+        self.ports = []
+        for site in self.sites:
+            site.draining = True  # type: ignore[attr-defined]
+        deadline = self.reactor.seconds() + drain_seconds
+        while any(site.in_flight for site in self.sites) and self.reactor.seconds() < deadline:  # type: ignore[attr-defined]
+            await deferLater(self.reactor, 0.05, lambda: None)
+        left = [request for site in self.sites for request in site.in_flight]  # type: ignore[attr-defined]
+        if left:
+            logger.info("stopping with %d request(s) still in flight (long-polls): answering 503", len(left))
+            for request in left:
+                request.refuse_for_shutdown()
         if self.context is not None:
             for hook in reversed(self.context.stop_hooks):
                 try:
                     await defer.maybeDeferred(hook)
                 except Exception:
                     logger.exception("stop hook failed")
-        for port in self.ports:
-            await port.stopListening()
-        self.ports = []
         if self.bus is not None:
             await defer.maybeDeferred(self.bus.close)
         if self.database is not None:

@@ -42,7 +42,22 @@ def account_api(ctx: "ProcessContext") -> Any:
         ctx.on_stop(lambda: _close_redis(client))
         api = build_account_api(ctx.reactor, AccountsConfig.from_homeserver_config(ctx.config), ctx.database, RedisRateLimiter(client))
         ctx.features["accounts"] = api
+        _wire_caches(ctx, api)
     return api
+
+
+def _wire_caches(ctx: "ProcessContext", api: Any) -> None:
+    """Token cache invalidations over the ``caches`` stream (see ``workers/caches.py``)."""
+    from workers.caches import CacheInvalidations, caches_shard, wire_token_invalidation
+
+    names = list(ctx.config.instances)
+    invalidations = CacheInvalidations(
+        ctx.database, ctx.bus, caches_shard(names, ctx.instance.name), len(names), {},
+        api.authenticator.evict_all,
+    )
+    wire_token_invalidation(api.authenticator, invalidations)
+    invalidations.start()
+    ctx.on_stop(invalidations.stop)
 
 
 def _close_redis(client: Any) -> Any:

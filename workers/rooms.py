@@ -119,6 +119,70 @@ def track_writes(api: RoomApi, sync: "SyncApi") -> None:
     )
 
 
+#: How long a user's write marks stay in Redis after their last write: far longer
+#: than any bus delay, short enough that idle users cost nothing.
+WRITE_MARK_TTL_SECONDS = 120.0
+#: The longest a write waits to record its mark, or a sync to read marks; past
+#: it the request goes on without (read-your-writes degrades to "soon").
+WRITE_MARK_TIMEOUT_SECONDS = 2.0
+
+
+def mark_writes(reactor: Any, api: RoomApi, bus: Any) -> None:
+    """Read your writes across processes, writer side.
+
+    Each event created here raises its sender's mark ``events.<shard>`` to
+    its position in Redis (``Bus.raise_marks``) before the client gets its
+    200, so that whichever sync worker serves the sender's next /sync knows
+    what it must have seen first (:class:`SharedWriteTracker`).
+    """
+
+    async def mark(created: Any) -> None:
+        d = bus.raise_marks(
+            created.event.sender, {f"events.{created.stream_shard}": created.stream_position}, WRITE_MARK_TTL_SECONDS
+        )
+        d.addTimeout(WRITE_MARK_TIMEOUT_SECONDS, reactor)
+        try:
+            await d
+        except Exception as e:
+            logger.warning("could not record the write mark of %s: %r", created.event.sender, e)
+
+    api.creator.observers.append(mark)
+
+
+class SharedWriteTracker:
+    """Read your writes across processes, reader side: the positions a user wrote,
+    from this process' own :class:`WriteTracker` and the marks writers keep in Redis.
+
+    ``positions`` is async (one HGETALL); if Redis does not answer in time the
+    local positions alone are used.
+    """
+
+    def __init__(self, reactor: Any, bus: Any, local: Any) -> None:
+        self._reactor = reactor
+        self._bus = bus
+        self.local = local
+
+    def record(self, user_id: str, shard: int, position: int) -> None:
+        """Remember a write made through this process."""
+        self.local.record(user_id, shard, position)
+
+    async def positions(self, user_id: str) -> dict[int, int]:
+        """Events shard -> the highest position ``user_id`` wrote (anywhere, as far as known)."""
+        out = dict(self.local.positions(user_id))
+        d = self._bus.get_marks(user_id)
+        d.addTimeout(WRITE_MARK_TIMEOUT_SECONDS, self._reactor)
+        try:
+            marks = await d
+        except Exception as e:
+            logger.debug("write marks of %s unavailable: %r", user_id, e)
+            return out
+        for field, position in marks.items():
+            stream, _, shard = field.partition(".")
+            if stream == "events" and shard.isdigit():
+                out[int(shard)] = max(out.get(int(shard), 0), position)
+        return out
+
+
 # -- typing and receipts (writer side) -------------------------------------------
 
 
@@ -209,9 +273,11 @@ async def build_sync_api(
     shard_counts: Mapping[str, int],
     loader: Optional[EventLoader] = None,
     account_data_store: Any = None,
+    writes: Any = None,
 ) -> SyncApi:
     """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
-    :func:`_start_positions`), plus the account data wake-up subscription."""
+    :func:`_start_positions`), plus the account data wake-up subscription. ``writes``: where
+    read-your-writes positions come from (default: this process' own :class:`WriteTracker`)."""
     from bus import ShardId
     from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
     from homeserver.handlers.sync.notifier import Notifier
@@ -261,7 +327,7 @@ async def build_sync_api(
     ]
     if "account_data" in shard_counts:
         subscriptions.append(await _wake_on_account_data(bus, shard_counts["account_data"], notifier))
-    writes = WriteTracker()
+    writes = writes if writes is not None else WriteTracker()
     deps = SyncDeps(
         events_store=events_store,
         receipts_store=receipt_store,
@@ -400,11 +466,21 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     ephemeral = await build_ephemeral_api(
         ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
     )
+    others = [i for i in config.instances.values() if i.name != instance.name]
+    # Writes made here may be read through another sync worker: publish marks.
+    if owned["events"] and any(r.SYNC in i.roles for i in others):
+        mark_writes(ctx.reactor, rooms, ctx.bus)
     sync = None
     if r.SYNC in instance.roles:
+        from homeserver.handlers.sync.handler import WriteTracker
+
+        writes: Any = WriteTracker()
+        # Another instance writes events: its writes are known here only by their marks.
+        if any(i.shards.get("events") for i in others):
+            writes = SharedWriteTracker(ctx.reactor, ctx.bus, writes)
         sync = await build_sync_api(
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
-            account_data_store=account_api.account_data_store,
+            account_data_store=account_api.account_data_store, writes=writes,
         )
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)

@@ -164,6 +164,10 @@ class _BodyStreamer(protocol.Protocol):
 
 
 def _error(request: server.Request, code: int, errcode: str, msg: str) -> None:
+    if request._disconnected:
+        # The client is gone (e.g. gave up on a long-poll): nobody to answer,
+        # and finish() on a lost connection raises.
+        return
     body = json.dumps({"errcode": errcode, "error": msg}).encode()
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")

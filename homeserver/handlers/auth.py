@@ -4,10 +4,11 @@ Tokens are random strings handed to the client once; the database holds only
 their SHA-256 digest, so a lookup is "hash, then index lookup by hash" and a
 leaked table reveals no usable token. Validated tokens are cached in memory
 for a short time (``sessions.token_cache_ms``) so that each request costs no
-database round trip; logouts on this instance evict the cache at once, other
-instances see them after the cache lifetime. (When the ``caches`` stream of
-the bus is wired, :meth:`Authenticator.invalidate_user` should be called from
-it so that eviction is immediate everywhere.)
+database round trip. :meth:`Authenticator.invalidate_user` evicts a user's
+tokens here at once and tells its ``invalidation_listeners``; ``workers``
+wires one that announces it on the bus's ``caches`` stream, whose consumers
+call :meth:`Authenticator.evict_user` on every other process (and
+:meth:`Authenticator.evict_all` when they may have missed announcements).
 
 ``get_user_by_req`` takes the request object but never looks inside it: a
 ``credentials_of(request) -> RequestCredentials`` reader supplied by the
@@ -106,6 +107,8 @@ class Authenticator:
         self._cache: "collections.OrderedDict[bytes, tuple[int, Any]]" = collections.OrderedDict()
         # (user, device, ip) -> last time we wrote last_seen
         self._seen: dict[tuple[str, str, str], int] = {}
+        #: Called with the user ID on every invalidate_user (after the change committed).
+        self.invalidation_listeners: list[Callable[[str], Any]] = []
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -168,9 +171,20 @@ class Authenticator:
         return record
 
     def invalidate_user(self, user_id: str) -> None:
-        """Forget every cached token of ``user_id`` (after logout, deactivation...)."""
+        """Forget every cached token of ``user_id`` (after logout, deactivation...), here and,
+        through the listeners, on every other process."""
+        self.evict_user(user_id)
+        for listener in list(self.invalidation_listeners):
+            listener(user_id)
+
+    def evict_user(self, user_id: str) -> None:
+        """Forget every cached token of ``user_id`` in this process only."""
         for key in [k for k, (_, rec) in self._cache.items() if rec.user_id == user_id]:
             del self._cache[key]
+
+    def evict_all(self) -> None:
+        """Forget every cached token in this process."""
+        self._cache.clear()
 
     def invalidate_token(self, token: str) -> None:
         """Forget one cached token."""

@@ -186,12 +186,18 @@ async def _run(route: Route, request: server.Request, args: dict[str, str]) -> i
         result = await route.handler(request, **args)
     except MatrixError as e:
         result = (e.code, e.to_json())
-    except Exception:
+    except Exception as e:
+        if request._disconnected or request.finished:  # type: ignore[attr-defined]
+            # Already answered or abandoned (the client left, or a stopping
+            # process cut the request after its drain time): the failure is
+            # a consequence, e.g. the database pool closing under it.
+            logger.info("abandoned request %s %s ended with %r", route.name, request.path, e)
+            return 499
         logger.error(
             "Unhandled error serving %s %s", route.name, request.path, exc_info=True
         )
         result = (500, {"errcode": Codes.UNKNOWN, "error": "Internal server error"})
-    if request._disconnected:  # type: ignore[attr-defined]
+    if request._disconnected or request.finished:  # type: ignore[attr-defined]
         return 499
     if isinstance(result, RawResponse):
         request.setResponseCode(result.code)
@@ -233,6 +239,11 @@ def read_body(request: IRequest) -> bytes:
     content = request.content
     if content is None:
         return b""
+    if content.closed:
+        # The client went away before the handler read the body (twisted
+        # closes it on connection loss): nobody reads the answer, but the
+        # request must end as a Matrix error, not an unhandled exception.
+        raise MatrixError(400, Codes.UNKNOWN, "The request body is gone: the client disconnected")
     content.seek(0)
     data = content.read(limit + 1)
     if len(data) > limit:

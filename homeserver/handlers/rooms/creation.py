@@ -21,6 +21,8 @@ A room never forks locally: its events are created one at a time.
 
 from __future__ import annotations
 
+import inspect
+
 import secrets
 from typing import Any, Callable, Mapping, Optional
 
@@ -126,8 +128,9 @@ class EventCreator:
         self.linearizer = linearizer or Linearizer("rooms")
         self._heads: dict[str, _RoomHead] = {}
         self._last_create_ts = 0
-        #: Called with each created event after commit (in creation order per room).
-        self.observers: list[Callable[[CreatedEvent], None]] = []
+        #: Called with each created event after commit (in creation order per room); an
+        #: observer returning an awaitable delays the creator's answer until it completes.
+        self.observers: list[Callable[[CreatedEvent], Any]] = []
 
     def owns_room(self, room_id: str) -> bool:
         """Whether this instance writes the events shard of ``room_id``."""
@@ -421,7 +424,11 @@ class EventCreator:
         )
         created = CreatedEvent(event, result.stream_shard, result.stream_position)
         for observer in list(self.observers):
-            observer(created)
+            outcome = observer(created)
+            if inspect.isawaitable(outcome):
+                # An observer may hold the answer back until it is done, e.g.
+                # recording the write's position for read-your-writes elsewhere.
+                await outcome
         return created
 
 

@@ -15,6 +15,7 @@ rooms or the user.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any, Callable, Mapping, Optional
@@ -116,7 +117,8 @@ class SyncDeps:
     receipts_shard_of: Callable[[str], int]
     typing_shard_of: Callable[[str], int]
     account_data_store: Any = None
-    writes: Optional[WriteTracker] = None
+    #: A WriteTracker, or anything whose ``positions(user_id)`` returns (or awaits to) shard -> position.
+    writes: Any = None
 
 
 class SyncHandler:
@@ -186,7 +188,12 @@ class SyncHandler:
 
     async def _await_positions(self, user_id: str, since: Optional[StreamToken], deadline: float) -> None:
         """Read your writes: wait until the tails have seen the user's writes and the client's token."""
-        wanted: dict[int, int] = dict(self.d.writes.positions(user_id)) if self.d.writes is not None else {}
+        wanted: dict[int, int] = {}
+        if self.d.writes is not None:
+            known = self.d.writes.positions(user_id)
+            if inspect.isawaitable(known):
+                known = await known
+            wanted = dict(known)
         if since is not None:
             for shard, position in enumerate(since.events):
                 wanted[shard] = max(wanted.get(shard, 0), position)

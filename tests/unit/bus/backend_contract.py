@@ -120,3 +120,13 @@ class BackendContract:
     async def test_ping(self):
         """PING answers None."""
         self.assertIsNone(await self.make_backend().ping())
+
+    async def test_marks_only_rise(self):
+        """raise_marks keeps the highest value per field, adds new fields, and get_marks reads them all."""
+        b = self.make_backend()
+        key = "estuary:marks:{@alice:example.org}"
+        self.assertEqual(await b.get_marks(key), {})
+        await b.raise_marks(key, {"events.3": 10, "events.5": 4}, 60000)
+        await b.raise_marks(key, {"events.3": 7, "receipts.1": 2}, 60000)
+        await b.raise_marks(key, {"events.5": 9}, 60000)
+        self.assertEqual(await b.get_marks(key), {"events.3": 10, "events.5": 9, "receipts.1": 2})

@@ -76,3 +76,14 @@ class BackoffTests(SynchronousTestCase):
         b = Backoff(initial=1, maximum=1)
         for _ in range(50):
             self.assertTrue(0.5 <= b.delay(3) <= 1.0)
+
+
+class MarksKeyTests(SynchronousTestCase):
+    def test_marks_key(self):
+        """A scope is its own hash tag; braces in it are refused."""
+        from bus.keys import marks_key
+
+        self.assertEqual(marks_key("@a:b.c"), "estuary:marks:{@a:b.c}")
+        for bad in ("", "a{b", "a}b"):
+            with self.assertRaises(ValueError):
+                marks_key(bad)
