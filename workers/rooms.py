@@ -64,6 +64,8 @@ class RoomApi:
     creator: EventCreator
     rooms: RoomHandler
     allocators: Mapping[int, ShardPositionAllocator]
+    #: timestamp_to_event and room summaries (``RoomLookupHandler``).
+    lookups: Any = None
 
 
 async def build_room_api(
@@ -90,7 +92,16 @@ async def build_room_api(
         shard_count=count,
     )
     rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup)
-    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
+    lookups = build_room_lookups(database, rooms, store)
+    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators, lookups=lookups)
+
+
+def build_room_lookups(database: Any, rooms: RoomHandler, store: EventStore) -> Any:
+    """The read-only lookups over rooms: timestamp_to_event and room summaries."""
+    from homeserver.handlers.rooms.lookup import RoomLookupHandler
+    from storage.stores.room_lookups import RoomLookupStore
+
+    return RoomLookupHandler(rooms, store, RoomLookupStore(database))
 
 
 def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralApi") -> Any:
@@ -108,6 +119,10 @@ def register_room_api(resource: Any, api: RoomApi, commands: Any, authenticator:
     from homeserver.rest.client import rooms as rooms_rest
 
     rooms_rest.register(resource, api.rooms, commands, authenticator)
+    if api.lookups is not None:
+        from homeserver.rest.client import room_lookups
+
+        room_lookups.register(resource, api.lookups, authenticator)
 
 
 def track_writes(api: RoomApi, sync: "SyncApi") -> None:
