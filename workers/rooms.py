@@ -66,6 +66,8 @@ class RoomApi:
     allocators: Mapping[int, ShardPositionAllocator]
     #: timestamp_to_event and room summaries (``RoomLookupHandler``).
     lookups: Any = None
+    #: Local aliases and directory listing moved by room upgrades (``RoomAddressStore``).
+    addresses: Any = None
 
 
 async def build_room_api(
@@ -93,7 +95,10 @@ async def build_room_api(
     )
     rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup)
     lookups = build_room_lookups(database, rooms, store)
-    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators, lookups=lookups)
+    from storage.stores.room_upgrades import RoomAddressStore
+
+    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators, lookups=lookups,
+                   addresses=RoomAddressStore(database))
 
 
 def build_room_lookups(database: Any, rooms: RoomHandler, store: EventStore) -> Any:
@@ -123,6 +128,12 @@ def register_room_api(resource: Any, api: RoomApi, commands: Any, authenticator:
         from homeserver.rest.client import room_lookups
 
         room_lookups.register(resource, api.lookups, authenticator)
+    if api.addresses is not None:
+        from homeserver.handlers.rooms.upgrade import RoomUpgrader
+        from homeserver.rest.client import room_lookups
+
+        upgrader = RoomUpgrader(commands, api.store, api.loader, api.addresses)
+        room_lookups.register_upgrade(resource, upgrader, authenticator)
 
 
 def track_writes(api: RoomApi, sync: "SyncApi") -> None:

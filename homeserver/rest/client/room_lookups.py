@@ -37,3 +37,14 @@ def register(resource: JsonResource, lookups: Any, authenticator: Any) -> None:
 
     route(resource, "GET", [V1 + "/rooms/{roomId}/timestamp_to_event"], timestamp_to_event, name="room_timestamp_to_event")
     route(resource, "GET", [V1 + "/room_summary/{roomIdOrAlias}"], room_summary, name="room_summary")
+
+
+def register_upgrade(resource: JsonResource, upgrader: Any, authenticator: Any) -> None:
+    """Mount ``POST /rooms/{roomId}/upgrade`` (a ``RoomUpgrader``)."""
+    from homeserver.rest.client._common import json_body, paths
+
+    async def upgrade(request: Any, roomId: str) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        return 200, await upgrader.upgrade(requester, roomId, json_body(request))
+
+    route(resource, "POST", paths("/rooms/{roomId}/upgrade"), upgrade, name="room_upgrade")
