@@ -116,6 +116,11 @@ def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralAp
 
     commands = RoomCommands(dispatcher, rooms.rooms, ephemeral.typing, ephemeral.receipts)
     commands.register()
+    if ephemeral.presence_writer is not None:
+        from homeserver.handlers.presence.handler import PresenceCommands
+
+        ephemeral.presence_commands = PresenceCommands(dispatcher, ephemeral.presence_writer)
+        ephemeral.presence_commands.register()
     return commands
 
 
@@ -154,6 +159,12 @@ class EphemeralApi:
     typing: Any
     receipts: Any
     receipt_store: Any
+    #: Presence writer of the owned ``presence`` shards (``PresenceWriter``), its reader and store.
+    presence_writer: Any = None
+    presence_reader: Any = None
+    presence_store: Any = None
+    #: Set by :func:`build_room_commands` (``PresenceCommands``).
+    presence_commands: Any = None
 
 
 async def build_ephemeral_api(
@@ -164,8 +175,10 @@ async def build_ephemeral_api(
     owned: Mapping[str, frozenset[int]],
     events_store: Any,
     account_data_store: Any = None,
+    presence_enabled: bool = True,
 ) -> EphemeralApi:
-    """Receipts (persisted, ``receipts`` stream) and typing (ephemeral, ``typing`` stream) writers."""
+    """Receipts (persisted, ``receipts`` stream), typing (ephemeral, ``typing`` stream) and presence
+    (persisted, ``presence`` stream, timed out by its writer) writers."""
     from homeserver.handlers.rooms.ephemeral import ReceiptHandler, TypingHandler
     from storage.stores.receipts import ReceiptStore
 
@@ -202,7 +215,30 @@ async def build_ephemeral_api(
         reactor, events_store, announce, frozenset(allocators["typing"]),
         lambda room_id: shard_for(room_id, shard_counts["typing"]),
     )
-    return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store)
+    presence_store, presence_writer, presence_reader = await _build_presence(
+        reactor, database, bus, shard_counts, owned, presence_enabled,
+    )
+    return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store,
+                        presence_writer=presence_writer, presence_reader=presence_reader, presence_store=presence_store)
+
+
+async def _build_presence(reactor: Any, database: Any, bus: Any, shard_counts: Mapping[str, int],
+                          owned: Mapping[str, frozenset[int]], enabled: bool) -> tuple[Any, Any, Any]:
+    """The presence store, the writer of the owned ``presence`` shards (started) and the reader."""
+    from homeserver.handlers.presence.handler import PresenceReader, PresenceWriter
+    from storage.stores.presence import PresenceStore
+
+    store = PresenceStore(database)
+    allocators: dict[int, ShardPositionAllocator] = {}
+    if enabled:
+        for shard in sorted(owned.get("presence", frozenset())):
+            allocator = await ShardPositionAllocator.create(database, "presence", shard)
+            allocator.on_publish(publish_on_bus(bus, "presence", shard))
+            allocators[shard] = allocator
+    count = shard_counts.get("presence", 1)
+    writer = PresenceWriter(reactor, store, allocators, lambda user_id: shard_for(user_id, count), enabled=enabled)
+    await writer.start()
+    return store, writer, PresenceReader(reactor, store, enabled=enabled)
 
 
 # -- sync (reader side) ------------------------------------------------------------
@@ -356,11 +392,18 @@ async def _wake_on_account_data(bus: Any, shard_count: int, notifier: Any) -> An
     return bus.subscribe(starts, on_entry, lambda gap: None, name="sync-account-data")
 
 
-def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:
-    """Mount /sync."""
+def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any, presence_commands: Any = None) -> None:
+    """Mount /sync (``presence_commands``: where ``set_presence`` goes, a ``PresenceCommands``)."""
     from homeserver.rest.client.sync import register_sync
 
-    register_sync(resource, sync.handler, authenticator)
+    register_sync(resource, sync.handler, authenticator, presence=presence_commands)
+
+
+def register_presence_api(resource: Any, ephemeral: EphemeralApi, authenticator: Any) -> None:
+    """Mount PUT/GET /presence/{userId}/status."""
+    from homeserver.rest.client.presence import register_presence
+
+    register_presence(resource, ephemeral.presence_commands, ephemeral.presence_reader, authenticator)
 
 
 def register_ephemeral_api(resource: Any, commands: Any, authenticator: Any) -> None:
@@ -390,14 +433,23 @@ class RoomsProcess:
         if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
             register_room_api(resource, self.rooms, self.commands, authenticator)
             register_ephemeral_api(resource, self.commands, authenticator)
+            if self.ephemeral.presence_commands is not None:
+                register_presence_api(resource, self.ephemeral, authenticator)
         if self.sync is not None:
-            register_sync_api(resource, self.sync, authenticator)
+            register_sync_api(resource, self.sync, authenticator, self.ephemeral.presence_commands)
 
     def stop(self) -> Any:
-        """Stop the sync subscriptions (if any)."""
+        """Stop the presence timer and the sync subscriptions (if any)."""
         from twisted.internet import defer
 
+        if self.ephemeral.presence_writer is not None:
+            self.ephemeral.presence_writer.stop()
         return self.sync.stop() if self.sync is not None else defer.succeed(None)
+
+
+def _presence_enabled(config: Any) -> bool:
+    section = getattr(config, "sections", {}).get("presence")
+    return True if section is None else bool(section.enabled)
 
 
 async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
@@ -424,6 +476,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     )
     ephemeral = await build_ephemeral_api(
         ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
+        presence_enabled=_presence_enabled(config),
     )
     sync = None
     if r.SYNC in instance.roles:

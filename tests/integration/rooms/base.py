@@ -69,7 +69,7 @@ class RoomsTestCase(ApiTestCase):
         track_writes(self.rooms_api, self.sync_api)
         self.commands = build_room_commands(LocalDispatcher(), self.rooms_api, self.ephemeral_api)
         register_room_api(self.resource, self.rooms_api, self.commands, self.api.authenticator)
-        register_sync_api(self.resource, self.sync_api, self.api.authenticator)
+        register_sync_api(self.resource, self.sync_api, self.api.authenticator, self.ephemeral_api.presence_commands)
         register_ephemeral_api(self.resource, self.commands, self.api.authenticator)
         await self.extra_setup()
 
