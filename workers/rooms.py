@@ -270,6 +270,7 @@ async def build_sync_api(
     shard_counts: Mapping[str, int],
     loader: Optional[EventLoader] = None,
     account_data_store: Any = None,
+    presence_enabled: bool = True,
 ) -> SyncApi:
     """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
     :func:`_start_positions`), plus the account data wake-up subscription."""
@@ -322,6 +323,10 @@ async def build_sync_api(
     ]
     if "account_data" in shard_counts:
         subscriptions.append(await _wake_on_account_data(bus, shard_counts["account_data"], notifier))
+    presence = None
+    if presence_enabled and "presence" in shard_counts:
+        presence, presence_subscription = await _presence_source(reactor, database, bus, shard_counts["presence"], notifier)
+        subscriptions.append(presence_subscription)
     writes = WriteTracker()
     deps = SyncDeps(
         events_store=events_store,
@@ -338,8 +343,26 @@ async def build_sync_api(
         typing_shard_of=lambda room_id: shard_for(room_id, n_typing),
         account_data_store=account_data_store,
         writes=writes,
+        presence=presence,
     )
     return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+
+
+async def _presence_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any) -> tuple[Any, Any]:
+    """The presence tail (as the receipts one: bus from its newest entries, PostgreSQL for gaps) and its source."""
+    from bus import ShardId
+    from homeserver.handlers.sync.presence import PresenceSource
+    from homeserver.handlers.sync.tail import StreamTail
+    from storage.stores.presence import PresenceRow, PresenceStore
+
+    store = PresenceStore(database)
+    tail = StreamTail(reactor, "presence", count, store.get_rows, PresenceRow.from_payload)
+    source = PresenceSource(reactor, store, tail, notifier)
+    positions = await _start_positions(bus, "presence", count, store.get_max_positions)
+    tail.start([positions[s] for s in range(count)])
+    subscription = bus.subscribe({ShardId("presence", s): positions[s] for s in range(count)},
+                                 tail.on_entry, tail.on_gap, name="sync-presence")
+    return source, subscription
 
 
 async def _bus_head(bus: Any, stream: str, shard: int) -> Optional[int]:
@@ -482,7 +505,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     if r.SYNC in instance.roles:
         sync = await build_sync_api(
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
-            account_data_store=account_api.account_data_store,
+            account_data_store=account_api.account_data_store, presence_enabled=_presence_enabled(config),
         )
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)

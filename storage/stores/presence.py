@@ -127,3 +127,25 @@ class PresenceStore:
             return txn.fetchone() is not None
 
         return self._db.run_interaction("presence_shares_room", txn_fn)
+
+    def get_room_mates(self, user_id: str) -> "defer.Deferred[set[str]]":
+        """The user and everyone joined to a room the user is joined to (whose presence they receive)."""
+
+        def txn_fn(txn: Any) -> set[str]:
+            txn.execute(
+                "SELECT DISTINCT b.user_id FROM room_memberships a JOIN room_memberships b ON a.room_id = b.room_id"
+                " WHERE a.user_id = %s AND a.membership = 'join' AND b.membership = 'join'",
+                (user_id,),
+            )
+            return {r[0] for r in txn.fetchall()} | {user_id}
+
+        return self._db.run_interaction("get_presence_room_mates", txn_fn)
+
+    def get_joined_rooms(self, user_id: str) -> "defer.Deferred[list[str]]":
+        """The rooms the user is joined to (whose members hear of their presence)."""
+
+        def txn_fn(txn: Any) -> list[str]:
+            txn.execute("SELECT room_id FROM room_memberships WHERE user_id = %s AND membership = 'join'", (user_id,))
+            return [r[0] for r in txn.fetchall()]
+
+        return self._db.run_interaction("get_presence_joined_rooms", txn_fn)

@@ -10,6 +10,8 @@ V3 = "/_matrix/client/v3"
 class PresenceTests(RoomsTestCase):
     """PUT/GET /presence/{userId}/status."""
 
+    sync_presence = True
+
     async def extra_setup(self) -> None:
         """Mount the presence endpoints and /sync's presence hook (as RoomsProcess.mount does)."""
         from workers.rooms import register_presence_api
@@ -75,3 +77,43 @@ class PresenceTests(RoomsTestCase):
         await self.ephemeral_api.presence_writer.check_timeouts()
         resp = await self.get(alice, f"/presence/{self.uid('alice')}/status")
         self.assertEqual(resp.json["presence"], "unavailable")
+
+
+class SyncPresenceTests(RoomsTestCase):
+    """presence.events in /sync."""
+
+    sync_presence = True
+
+    async def extra_setup(self) -> None:
+        """Mount the presence endpoints; stop the writer's timer at the end."""
+        from workers.rooms import register_presence_api
+
+        self.addCleanup(self.ephemeral_api.presence_writer.stop)
+        register_presence_api(self.resource, self.ephemeral_api, self.api.authenticator)
+
+    async def test_room_mates_presence_in_sync(self) -> None:
+        """Initial and incremental syncs carry the presence of users sharing a room, never of strangers."""
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        eve = await self.make_user("eve")
+        room_id = await self.create_room(alice, preset="public_chat")
+        self.assertEqual((await self.join(bob, room_id)).code, 200)
+        resp = await self.request("PUT", f"{V3}/presence/{self.uid('alice')}/status",
+                                  {"presence": "online", "status_msg": "here"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        first = await self.sync(bob, set_presence="offline")
+        by_sender = {e["sender"]: e for e in first["presence"]["events"]}
+        self.assertEqual(by_sender[self.uid("alice")]["type"], "m.presence")
+        self.assertEqual(by_sender[self.uid("alice")]["content"]["status_msg"], "here")
+        eve_sync = await self.sync(eve, set_presence="offline")
+        self.assertNotIn(self.uid("alice"), [e["sender"] for e in eve_sync["presence"]["events"]])
+
+        # A change wakes bob's long-poll and comes in the incremental sync, once.
+        resp = await self.request("PUT", f"{V3}/presence/{self.uid('alice')}/status",
+                                  {"presence": "unavailable"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        second = await self.sync(bob, since=first["next_batch"], timeout=5000, set_presence="offline")
+        events = [e for e in second["presence"]["events"] if e["sender"] == self.uid("alice")]
+        self.assertEqual([e["content"]["presence"] for e in events], ["unavailable"])
+        third = await self.sync(bob, since=second["next_batch"], timeout=0, set_presence="offline")
+        self.assertEqual(third["presence"]["events"], [])
