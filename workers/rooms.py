@@ -119,7 +119,8 @@ def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralAp
     if ephemeral.presence_writer is not None:
         from homeserver.handlers.presence.handler import PresenceCommands
 
-        ephemeral.presence_commands = PresenceCommands(dispatcher, ephemeral.presence_writer)
+        ephemeral.presence_commands = PresenceCommands(dispatcher, ephemeral.presence_writer,
+                                                       ephemeral.presence_writer.clock)
         ephemeral.presence_commands.register()
     return commands
 

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: How often the writer looks for users to time out (seconds).
 TIMER_INTERVAL_S = 5.0
+#: A /sync worker forwards the same ``set_presence`` of a user at most this often (seconds):
+#: well under the idle and offline timeouts, so a syncing user never times out.
+SYNC_REPORT_INTERVAL_S = 30.0
 MAX_STATUS_MSG = 1024
 
 
@@ -37,6 +40,7 @@ class PresenceWriter:
     def __init__(self, clock: Any, store: Any, allocators: Mapping[int, Any], shard_of: Callable[[str], int],
                  enabled: bool = True) -> None:
         self._clock = clock
+        self.clock = clock
         self._store = store
         self._allocators = allocators
         self._shard_of = shard_of
@@ -165,9 +169,12 @@ def parse_status_body(body: Mapping[str, Any]) -> tuple[str, Optional[str]]:
 class PresenceCommands:
     """Presence writes as commands run on the owner of the user's ``presence`` shard."""
 
-    def __init__(self, dispatcher: Any, writer: PresenceWriter) -> None:
+    def __init__(self, dispatcher: Any, writer: PresenceWriter, clock: Any = None) -> None:
         self._dispatcher = dispatcher
         self._writer = writer
+        self._clock = clock
+        # user -> (set_presence, when) of the last /sync report forwarded from here.
+        self._reported: dict[str, tuple[str, float]] = {}
 
     def register(self) -> None:
         """Register ``presence.set`` and ``presence.sync`` with the dispatcher."""
@@ -186,8 +193,16 @@ class PresenceCommands:
 
     async def user_syncing(self, user_id: str, set_presence: str) -> None:
         """A /sync with ``set_presence`` by ``user_id``."""
-        if not self._writer.enabled:
+        if not self._writer.enabled or set_presence == p.OFFLINE:
             return
+        if self._clock is not None:
+            now = self._clock.seconds()
+            last = self._reported.get(user_id)
+            if last is not None and last[0] == set_presence and now - last[1] < SYNC_REPORT_INTERVAL_S:
+                return
+            if len(self._reported) > 100_000:
+                self._reported = {u: r for u, r in self._reported.items() if now - r[1] < SYNC_REPORT_INTERVAL_S}
+            self._reported[user_id] = (set_presence, now)
         await self._dispatcher.run("presence.sync", user_id, {"user_id": user_id, "set_presence": set_presence})
 
     async def _set(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -165,3 +165,40 @@ class WriterTests(unittest.TestCase):
         self.addCleanup(fresh.stop)
         self.clock.advance(p.SYNC_TIMEOUT_MS / 1000 + 10)
         self.assertEqual(self.store.rows["@a:x"].presence.state, p.OFFLINE)
+
+
+class SyncReportTests(unittest.TestCase):
+    """PresenceCommands.user_syncing throttling."""
+
+    def test_same_report_forwarded_at_most_every_interval(self) -> None:
+        """Repeated syncs with the same set_presence are forwarded once per interval; a change goes at once; offline never."""
+        from homeserver.handlers.presence.handler import SYNC_REPORT_INTERVAL_S
+
+        clock = task.Clock()
+        writer = PresenceWriter(clock, _Store(), {}, lambda u: 0)
+
+        class Dispatcher:
+            def __init__(self) -> None:
+                self.ran: list = []
+
+            def register(self, *a: Any) -> None:
+                pass
+
+            async def run(self, command: str, key: str, args: Any) -> Any:
+                self.ran.append(args["set_presence"])
+
+        dispatcher = Dispatcher()
+        commands = PresenceCommands(dispatcher, writer, clock)
+
+        def sync(value: str) -> None:
+            self.successResultOf(defer.ensureDeferred(commands.user_syncing("@a:x", value)))
+
+        sync("online")
+        sync("online")
+        sync("offline")
+        sync("unavailable")
+        clock.advance(SYNC_REPORT_INTERVAL_S - 1)
+        sync("unavailable")
+        clock.advance(1)
+        sync("unavailable")
+        self.assertEqual(dispatcher.ran, ["online", "unavailable", "unavailable"])
