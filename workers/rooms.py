@@ -64,6 +64,10 @@ class RoomApi:
     creator: EventCreator
     rooms: RoomHandler
     allocators: Mapping[int, ShardPositionAllocator]
+    #: timestamp_to_event and room summaries (``RoomLookupHandler``).
+    lookups: Any = None
+    #: Local aliases and directory listing moved by room upgrades (``RoomAddressStore``).
+    addresses: Any = None
 
 
 async def build_room_api(
@@ -91,7 +95,19 @@ async def build_room_api(
         shard_count=count,
     )
     rooms = RoomHandler(server_name, creator, store, loader, shard_counts, profile_lookup=profile_lookup, ratelimiter=ratelimiter)
-    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators)
+    lookups = build_room_lookups(database, rooms, store)
+    from storage.stores.room_upgrades import RoomAddressStore
+
+    return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators, lookups=lookups,
+                   addresses=RoomAddressStore(database))
+
+
+def build_room_lookups(database: Any, rooms: RoomHandler, store: EventStore) -> Any:
+    """The read-only lookups over rooms: timestamp_to_event and room summaries."""
+    from homeserver.handlers.rooms.lookup import RoomLookupHandler
+    from storage.stores.room_lookups import RoomLookupStore
+
+    return RoomLookupHandler(rooms, store, RoomLookupStore(database))
 
 
 def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralApi") -> Any:
@@ -101,6 +117,12 @@ def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralAp
 
     commands = RoomCommands(dispatcher, rooms.rooms, ephemeral.typing, ephemeral.receipts)
     commands.register()
+    if ephemeral.presence_writer is not None:
+        from homeserver.handlers.presence.handler import PresenceCommands
+
+        ephemeral.presence_commands = PresenceCommands(dispatcher, ephemeral.presence_writer,
+                                                       ephemeral.presence_writer.clock)
+        ephemeral.presence_commands.register()
     return commands
 
 
@@ -109,6 +131,16 @@ def register_room_api(resource: Any, api: RoomApi, commands: Any, authenticator:
     from homeserver.rest.client import rooms as rooms_rest
 
     rooms_rest.register(resource, api.rooms, commands, authenticator)
+    if api.lookups is not None:
+        from homeserver.rest.client import room_lookups
+
+        room_lookups.register(resource, api.lookups, authenticator)
+    if api.addresses is not None:
+        from homeserver.handlers.rooms.upgrade import RoomUpgrader
+        from homeserver.rest.client import room_lookups
+
+        upgrader = RoomUpgrader(commands, api.store, api.loader, api.addresses)
+        room_lookups.register_upgrade(resource, upgrader, authenticator)
 
 
 def track_writes(api: RoomApi, sync: "SyncApi") -> None:
@@ -193,6 +225,12 @@ class EphemeralApi:
     typing: Any
     receipts: Any
     receipt_store: Any
+    #: Presence writer of the owned ``presence`` shards (``PresenceWriter``), its reader and store.
+    presence_writer: Any = None
+    presence_reader: Any = None
+    presence_store: Any = None
+    #: Set by :func:`build_room_commands` (``PresenceCommands``).
+    presence_commands: Any = None
 
 
 async def build_ephemeral_api(
@@ -203,8 +241,10 @@ async def build_ephemeral_api(
     owned: Mapping[str, frozenset[int]],
     events_store: Any,
     account_data_store: Any = None,
+    presence_enabled: bool = True,
 ) -> EphemeralApi:
-    """Receipts (persisted, ``receipts`` stream) and typing (ephemeral, ``typing`` stream) writers."""
+    """Receipts (persisted, ``receipts`` stream), typing (ephemeral, ``typing`` stream) and presence
+    (persisted, ``presence`` stream, timed out by its writer) writers."""
     from homeserver.handlers.rooms.ephemeral import ReceiptHandler, TypingHandler
     from storage.stores.receipts import ReceiptStore
 
@@ -241,7 +281,30 @@ async def build_ephemeral_api(
         reactor, events_store, announce, frozenset(allocators["typing"]),
         lambda room_id: shard_for(room_id, shard_counts["typing"]),
     )
-    return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store)
+    presence_store, presence_writer, presence_reader = await _build_presence(
+        reactor, database, bus, shard_counts, owned, presence_enabled,
+    )
+    return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store,
+                        presence_writer=presence_writer, presence_reader=presence_reader, presence_store=presence_store)
+
+
+async def _build_presence(reactor: Any, database: Any, bus: Any, shard_counts: Mapping[str, int],
+                          owned: Mapping[str, frozenset[int]], enabled: bool) -> tuple[Any, Any, Any]:
+    """The presence store, the writer of the owned ``presence`` shards (started) and the reader."""
+    from homeserver.handlers.presence.handler import PresenceReader, PresenceWriter
+    from storage.stores.presence import PresenceStore
+
+    store = PresenceStore(database)
+    allocators: dict[int, ShardPositionAllocator] = {}
+    if enabled:
+        for shard in sorted(owned.get("presence", frozenset())):
+            allocator = await ShardPositionAllocator.create(database, "presence", shard)
+            allocator.on_publish(publish_on_bus(bus, "presence", shard))
+            allocators[shard] = allocator
+    count = shard_counts.get("presence", 1)
+    writer = PresenceWriter(reactor, store, allocators, lambda user_id: shard_for(user_id, count), enabled=enabled)
+    await writer.start()
+    return store, writer, PresenceReader(reactor, store, enabled=enabled)
 
 
 # -- sync (reader side) ------------------------------------------------------------
@@ -274,6 +337,7 @@ async def build_sync_api(
     loader: Optional[EventLoader] = None,
     account_data_store: Any = None,
     writes: Any = None,
+    presence_enabled: bool = True,
 ) -> SyncApi:
     """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
     :func:`_start_positions`), plus the account data wake-up subscription. ``writes``: where
@@ -327,6 +391,10 @@ async def build_sync_api(
     ]
     if "account_data" in shard_counts:
         subscriptions.append(await _wake_on_account_data(bus, shard_counts["account_data"], notifier))
+    presence = None
+    if presence_enabled and "presence" in shard_counts:
+        presence, presence_subscription = await _presence_source(reactor, database, bus, shard_counts["presence"], notifier)
+        subscriptions.append(presence_subscription)
     writes = writes if writes is not None else WriteTracker()
     deps = SyncDeps(
         events_store=events_store,
@@ -343,8 +411,26 @@ async def build_sync_api(
         typing_shard_of=lambda room_id: shard_for(room_id, n_typing),
         account_data_store=account_data_store,
         writes=writes,
+        presence=presence,
     )
     return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+
+
+async def _presence_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any) -> tuple[Any, Any]:
+    """The presence tail (as the receipts one: bus from its newest entries, PostgreSQL for gaps) and its source."""
+    from bus import ShardId
+    from homeserver.handlers.sync.presence import PresenceSource
+    from homeserver.handlers.sync.tail import StreamTail
+    from storage.stores.presence import PresenceRow, PresenceStore
+
+    store = PresenceStore(database)
+    tail = StreamTail(reactor, "presence", count, store.get_rows, PresenceRow.from_payload)
+    source = PresenceSource(reactor, store, tail, notifier)
+    positions = await _start_positions(bus, "presence", count, store.get_max_positions)
+    tail.start([positions[s] for s in range(count)])
+    subscription = bus.subscribe({ShardId("presence", s): positions[s] for s in range(count)},
+                                 tail.on_entry, tail.on_gap, name="sync-presence")
+    return source, subscription
 
 
 async def _bus_head(bus: Any, stream: str, shard: int) -> Optional[int]:
@@ -397,11 +483,18 @@ async def _wake_on_account_data(bus: Any, shard_count: int, notifier: Any) -> An
     return bus.subscribe(starts, on_entry, lambda gap: None, name="sync-account-data")
 
 
-def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any) -> None:
-    """Mount /sync."""
+def register_sync_api(resource: Any, sync: SyncApi, authenticator: Any, presence_commands: Any = None) -> None:
+    """Mount /sync (``presence_commands``: where ``set_presence`` goes, a ``PresenceCommands``)."""
     from homeserver.rest.client.sync import register_sync
 
-    register_sync(resource, sync.handler, authenticator)
+    register_sync(resource, sync.handler, authenticator, presence=presence_commands)
+
+
+def register_presence_api(resource: Any, ephemeral: EphemeralApi, authenticator: Any) -> None:
+    """Mount PUT/GET /presence/{userId}/status."""
+    from homeserver.rest.client.presence import register_presence
+
+    register_presence(resource, ephemeral.presence_commands, ephemeral.presence_reader, authenticator)
 
 
 def register_ephemeral_api(resource: Any, commands: Any, authenticator: Any) -> None:
@@ -431,14 +524,23 @@ class RoomsProcess:
         if roles & {r.CLIENT_READER, r.CLIENT_WRITER}:
             register_room_api(resource, self.rooms, self.commands, authenticator)
             register_ephemeral_api(resource, self.commands, authenticator)
+            if self.ephemeral.presence_commands is not None:
+                register_presence_api(resource, self.ephemeral, authenticator)
         if self.sync is not None:
-            register_sync_api(resource, self.sync, authenticator)
+            register_sync_api(resource, self.sync, authenticator, self.ephemeral.presence_commands)
 
     def stop(self) -> Any:
-        """Stop the sync subscriptions (if any)."""
+        """Stop the presence timer and the sync subscriptions (if any)."""
         from twisted.internet import defer
 
+        if self.ephemeral.presence_writer is not None:
+            self.ephemeral.presence_writer.stop()
         return self.sync.stop() if self.sync is not None else defer.succeed(None)
+
+
+def _presence_enabled(config: Any) -> bool:
+    section = getattr(config, "sections", {}).get("presence")
+    return True if section is None else bool(section.enabled)
 
 
 async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
@@ -465,6 +567,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     )
     ephemeral = await build_ephemeral_api(
         ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
+        presence_enabled=_presence_enabled(config),
     )
     others = [i for i in config.instances.values() if i.name != instance.name]
     # Writes made here may be read through another sync worker: publish marks.
@@ -481,6 +584,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
         sync = await build_sync_api(
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
             account_data_store=account_api.account_data_store, writes=writes,
+            presence_enabled=_presence_enabled(config),
         )
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)

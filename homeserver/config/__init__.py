@@ -339,3 +339,7 @@ def read_config_file(path: str, env: Optional[Mapping[str, str]] = None) -> Home
 from homeserver.config.accounts import ACCOUNT_SECTIONS as _ACCOUNT_SECTIONS  # noqa: E402
 
 SECTIONS.update(_ACCOUNT_SECTIONS)
+
+from homeserver.config.presence import PRESENCE_SECTIONS as _PRESENCE_SECTIONS  # noqa: E402
+
+SECTIONS.update(_PRESENCE_SECTIONS)

@@ -9,7 +9,10 @@ across restarts of any worker.
 Wire form: ``s1`` then one section per stream, each a letter and the shard
 positions in base 36 joined by ``.``; sections are joined by ``_``::
 
-    s1_e0.1z.0.5_r0.0_t0.0_a4
+    s1_e0.1z.0.5_r0.0_t0.0_a4_p0.3
+
+The ``p`` (presence) section is optional: a token without it (from before
+presence, or an installation without the stream) reads as presence 0.
 
 Tokens are opaque to clients. The shard counts are checked when decoding, so
 a token from another installation layout is refused instead of misread.
@@ -65,6 +68,7 @@ class StreamToken:
     receipts: tuple[int, ...]
     typing: tuple[int, ...]
     account_data: int = 0
+    presence: tuple[int, ...] = ()
 
     @classmethod
     def zero(cls, shard_counts: Mapping[str, int]) -> "StreamToken":
@@ -74,6 +78,7 @@ class StreamToken:
             receipts=(0,) * shard_counts["receipts"],
             typing=(0,) * shard_counts["typing"],
             account_data=0,
+            presence=(0,) * shard_counts.get("presence", 0),
         )
 
     def encode(self) -> str:
@@ -82,6 +87,8 @@ class StreamToken:
         for letter, name in _STREAMS:
             parts.append(letter + ".".join(_b36(p) for p in getattr(self, name)))
         parts.append("a" + _b36(self.account_data))
+        if self.presence:
+            parts.append("p" + ".".join(_b36(p) for p in self.presence))
         return "_".join(parts)
 
     @classmethod
@@ -90,7 +97,7 @@ class StreamToken:
         if not isinstance(text, str) or len(text) > 4096:
             raise InvalidTokenError("not a sync token")
         parts = text.split("_")
-        if len(parts) != 5 or parts[0] != "s1":
+        if len(parts) not in (5, 6) or parts[0] != "s1":
             raise InvalidTokenError("not a sync token")
         values: dict[str, tuple[int, ...]] = {}
         for (letter, name), part in zip(_STREAMS, parts[1:4]):
@@ -102,7 +109,14 @@ class StreamToken:
             values[name] = positions
         if not parts[4].startswith("a"):
             raise InvalidTokenError("missing account data section")
-        return cls(values["events"], values["receipts"], values["typing"], _parse_num(parts[4][1:]))
+        presence = (0,) * shard_counts.get("presence", 0)
+        if len(parts) == 6:
+            if not parts[5].startswith("p"):
+                raise InvalidTokenError("bad presence section")
+            presence = tuple(_parse_num(p) for p in parts[5][1:].split("."))
+            if len(presence) != shard_counts.get("presence", 0):
+                raise InvalidTokenError(f"token has {len(presence)} presence shards, this server {shard_counts.get('presence', 0)}")
+        return cls(values["events"], values["receipts"], values["typing"], _parse_num(parts[4][1:]), presence)
 
     def max_with(self, other: "StreamToken") -> "StreamToken":
         """The component-wise maximum of two tokens."""
@@ -111,6 +125,7 @@ class StreamToken:
             receipts=_vmax(self.receipts, other.receipts),
             typing=_vmax(self.typing, other.typing),
             account_data=max(self.account_data, other.account_data),
+            presence=_vmax(self.presence, other.presence) if self.presence and other.presence else self.presence or other.presence,
         )
 
     def is_after_or_equal(self, other: "StreamToken") -> bool:

@@ -119,6 +119,8 @@ class SyncDeps:
     account_data_store: Any = None
     #: A WriteTracker, or anything whose ``positions(user_id)`` returns (or awaits to) shard -> position.
     writes: Any = None
+    #: ``homeserver.handlers.sync.presence.PresenceSource`` (None: no presence in responses).
+    presence: Any = None
 
 
 class SyncHandler:
@@ -136,6 +138,7 @@ class SyncHandler:
             receipts=self.d.receipts_tail.current(),
             typing=self.d.typing_tail.current(),
             account_data=account,
+            presence=self.d.presence.current() if self.d.presence is not None else (),
         )
         return token.max_with(at_least) if at_least is not None else token
 
@@ -173,7 +176,8 @@ class SyncHandler:
         while True:
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
-            empty = not any(response["rooms"].values()) and not response["account_data"]["events"]
+            empty = (not any(response["rooms"].values()) and not response["account_data"]["events"]
+                     and not response["presence"]["events"])
             remaining = deadline - self._clock.seconds()
             if since_token is None or full_state or not empty or remaining <= 0:
                 return response
@@ -227,6 +231,9 @@ class SyncHandler:
         for room_id, (shard, position, _) in self.d.typing_state.rooms.items():
             if room_id in rooms and position > token.typing[shard]:
                 return True
+        if self.d.presence is not None and token.presence and self.d.presence.changed_after(token.presence):
+            # Someone's presence changed since the token was built: one more look.
+            return True
         return False
 
     # -- building the response ------------------------------------------------
@@ -328,9 +335,17 @@ class SyncHandler:
             "next_batch": now.encode(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": account_global},
-            "presence": {"events": []},
+            "presence": {"events": await self._presence(user_id, sync_filter, since, now)},
         }
         return response, interesting, now
+
+    async def _presence(self, user_id: str, sync_filter: SyncFilter, since: Optional[StreamToken],
+                        now: StreamToken) -> list[dict[str, Any]]:
+        """The ``presence.events`` of the response (room mates' changes in ``(since, now]``)."""
+        if self.d.presence is None or not now.presence:
+            return []
+        events = await self.d.presence.events(user_id, since.presence if since is not None else None, now.presence)
+        return [e for e in events if sync_filter.presence.allows(e)]
 
     async def _room_section(self, requester: Any, sync_filter: SyncFilter, room_id: str, since_pos: int, upto: int,
                             full: bool, changed: bool, left_at: Optional[int], use_state_after: bool = False) -> dict[str, Any]:

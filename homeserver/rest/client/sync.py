@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from homeserver.errors import bad_json, invalid_param
 from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_int
 from homeserver.rest.client._common import paths
 
+logger = logging.getLogger(__name__)
 
-def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None:
-    """Mount GET /sync."""
+
+def register_sync(resource: JsonResource, sync: Any, authenticator: Any, presence: Any = None) -> None:
+    """Mount GET /sync (``presence``: a ``PresenceCommands`` told of each sync's ``set_presence``)."""
 
     async def get_sync(request: Any) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request, allow_guest=True)
@@ -20,6 +23,12 @@ def register_sync(resource: JsonResource, sync: Any, authenticator: Any) -> None
         set_presence = query_arg(request, "set_presence", "online")
         if set_presence not in ("online", "offline", "unavailable"):
             raise invalid_param("set_presence must be online, offline or unavailable")
+        if presence is not None:
+            # Presence is best effort: a failure to record it never fails the sync.
+            try:
+                await presence.user_syncing(requester.user_id, set_presence)
+            except Exception:
+                logger.warning("could not record presence of %s", requester.user_id, exc_info=True)
         use_state_after = query_arg(request, "use_state_after", "false")
         if use_state_after not in ("true", "false"):
             raise invalid_param("use_state_after must be true or false")

@@ -20,6 +20,9 @@ class RoomsTestCase(ApiTestCase):
     use_redis = False
     #: Extra arguments for the writer's bus (e.g. a tiny ``stream_maxlen`` to force gaps).
     bus_kwargs: dict = {}
+    #: Let /sync record ``set_presence`` (off by default: a sync's own presence change would
+    #: end the next long-poll early, which tests of other streams do not expect).
+    sync_presence = False
 
     async def setUp(self) -> None:  # type: ignore[override]
         """Build the fixtures."""
@@ -69,7 +72,8 @@ class RoomsTestCase(ApiTestCase):
         track_writes(self.rooms_api, self.sync_api)
         self.commands = build_room_commands(LocalDispatcher(), self.rooms_api, self.ephemeral_api)
         register_room_api(self.resource, self.rooms_api, self.commands, self.api.authenticator)
-        register_sync_api(self.resource, self.sync_api, self.api.authenticator)
+        register_sync_api(self.resource, self.sync_api, self.api.authenticator,
+                          self.ephemeral_api.presence_commands if self.sync_presence else None)
         register_ephemeral_api(self.resource, self.commands, self.api.authenticator)
         await self.extra_setup()
 

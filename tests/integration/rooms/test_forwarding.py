@@ -96,6 +96,7 @@ class ForwardingTests(RoomsTestCase):
         a_ephemeral = await build_ephemeral_api(self.clock, self.db, self.bus, counts, a_owned, a_rooms.store,
                                                 self.api.account_data_store)
         a_commands = build_room_commands(CommandDispatcher(self.map, "a", client), a_rooms, a_ephemeral)
+        self.a_ephemeral, self.b_ephemeral = a_ephemeral, b_ephemeral
         self.resource = JsonResource(self.clock)
         register_account_api(self.resource, self.api)
         register_room_api(self.resource, a_rooms, a_commands, self.api.authenticator)
