@@ -132,6 +132,23 @@ class EventCreator:
         """Whether this instance writes the events shard of ``room_id``."""
         return self.shard_of(room_id) in self._allocators
 
+    def allocator_for(self, room_id: str) -> Any:
+        """The events shard allocator of ``room_id``; :class:`NotShardOwnerError` if not ours."""
+        shard = self.shard_of(room_id)
+        allocator = self._allocators.get(shard)
+        if allocator is None:
+            raise NotShardOwnerError("events", shard, f" (room {room_id})")
+        return allocator
+
+    def forget_head(self, room_id: str) -> None:
+        """Drop the cached end of ``room_id`` (another path, e.g. federation, appended to it)."""
+        self._heads.pop(room_id, None)
+
+    @staticmethod
+    def stream_payload(event: Event) -> dict[str, Any]:
+        """The events stream (bus) payload of ``event``."""
+        return _stream_payload(event)
+
     def owned_shards(self) -> frozenset[int]:
         """The events shards this instance writes."""
         return frozenset(self._allocators)

@@ -1,0 +1,393 @@
+"""The server-server room API: transactions, room reads, joins and leaves as resident server,
+and the outbound side (local events and EDUs to the other servers of a room).
+
+:class:`FederationRooms` holds the logic of each endpoint on plain values
+(the HTTP edge is ``homeserver/rest/federation/rooms.py``). Writes run on
+the room's events shard owner through the command dispatcher
+(``homeserver.replication``): :data:`RECEIVE_PDU` and :data:`SEND_MEMBERSHIP`
+are the commands; reads are served by any instance from PostgreSQL.
+
+Access: every room read and every PDU of a transaction requires the origin
+to be allowed by the room's ``m.room.server_acl`` and to have a joined
+member in the room (M_FORBIDDEN otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable, Mapping, Optional
+
+from homeserver.core import auth as auth_rules
+from homeserver.core.events import Event, thaw
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
+from homeserver.federation.acl import server_allowed
+from homeserver.federation.events import FederationEventHandler, PduRefused, federation_pdu, parse_received_pdu
+
+logger = logging.getLogger(__name__)
+
+StateKey = tuple[str, str]
+
+#: Dispatcher commands (run on the room's events shard owner).
+RECEIVE_PDU = "federation_receive_pdu"
+SEND_MEMBERSHIP = "federation_send_membership"
+
+MAX_PDUS_PER_TXN = 50
+MAX_EDUS_PER_TXN = 100
+MAX_BACKFILL = 100
+MAX_MISSING = 20
+
+
+def domain_of(user_id: str) -> str:
+    """The server name part of a user ID (``""`` if malformed)."""
+    return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+class FederationRooms:
+    """Room-level federation on one instance.
+
+    ``events`` is the :class:`FederationEventHandler` (used when this
+    instance owns the room's shard), ``dispatcher`` runs commands on the
+    owner, ``store`` / ``fed_store`` / ``loader`` read rooms and events,
+    ``queue`` is the outbound ``FederationQueue``, ``signing`` the
+    ``(server_name, signing_key)`` pair.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        server_name: str,
+        events: FederationEventHandler,
+        dispatcher: Any,
+        store: Any,
+        fed_store: Any,
+        queue: Any,
+    ) -> None:
+        self._clock = clock
+        self.server_name = server_name
+        self.events = events
+        self._dispatcher = dispatcher
+        self._store = store
+        self._fed = fed_store
+        self.loader = events.loader
+        self._queue = queue
+        #: ``edu_type -> handler(origin, content)`` for inbound EDUs.
+        self.edu_handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {}
+
+    def now_ms(self) -> int:
+        """Milliseconds on the injected clock."""
+        return int(self._clock.seconds() * 1000)
+
+    def register_commands(self) -> None:
+        """Register the shard-owner commands on the dispatcher."""
+        self._dispatcher.register(RECEIVE_PDU, "events", self._cmd_receive_pdu)
+        self._dispatcher.register(SEND_MEMBERSHIP, "events", self._cmd_send_membership)
+
+    # -- access ---------------------------------------------------------------
+
+    async def check_access(self, origin: str, room_id: str) -> None:
+        """M_FORBIDDEN unless ``origin`` passes the room's ACL and has a joined member; 404 for unknown rooms."""
+        if await self.loader.room_version(room_id) is None:
+            raise not_found("Unknown room")
+        await self._check_acl(origin, room_id)
+        if origin not in await self._fed.get_joined_servers(room_id):
+            raise forbidden(f"{origin} is not in room {room_id}")
+
+    async def _check_acl(self, origin: str, room_id: str) -> None:
+        state = await self._store.get_current_state_ids(room_id)
+        acl_id = state.get(("m.room.server_acl", ""))
+        if acl_id is None:
+            return
+        acl = await self.loader.get_events(room_id, [acl_id])
+        if acl_id in acl and not server_allowed(thaw(acl[acl_id].content), origin):
+            raise forbidden(f"{origin} is denied by the room's server ACL")
+
+    # -- transactions ----------------------------------------------------------
+
+    async def on_transaction(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /send/{txnId}``: the per-PDU result map; EDUs handled best effort."""
+        if not isinstance(body, Mapping):
+            raise bad_json("transaction must be an object")
+        if body.get("origin", origin) != origin:
+            raise forbidden("transaction origin does not match the request's")
+        pdus = body.get("pdus", [])
+        edus = body.get("edus", [])
+        if not isinstance(pdus, list) or not isinstance(edus, list):
+            raise bad_json("pdus and edus must be arrays")
+        if len(pdus) > MAX_PDUS_PER_TXN or len(edus) > MAX_EDUS_PER_TXN:
+            raise bad_json("too many PDUs or EDUs in one transaction")
+        results: dict[str, Any] = {}
+        for pdu in pdus:
+            event_id, result = await self._receive_one(origin, pdu)
+            if event_id is not None:
+                results[event_id] = result
+        for edu in edus:
+            await self._receive_edu(origin, edu)
+        return {"pdus": results}
+
+    async def _receive_one(self, origin: str, pdu: Any) -> tuple[Optional[str], dict[str, Any]]:
+        room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
+        if not isinstance(room_id, str):
+            return None, {}
+        version = await self.loader.room_version(room_id)
+        if version is None:
+            return None, {}
+        try:
+            event = parse_received_pdu(pdu, version)
+        except PduRefused as e:
+            logger.info("dropping unparseable PDU from %s: %s", origin, e)
+            return None, {}
+        try:
+            await self.check_access(origin, room_id)
+        except MatrixError as e:
+            return event.event_id, {"error": e.msg if hasattr(e, "msg") else str(e)}
+        try:
+            result = await self._dispatcher.run(RECEIVE_PDU, room_id, {"origin": origin, "pdu": thaw(pdu)})
+        except MatrixError as e:
+            result = {"error": str(e)}
+        return event.event_id, result
+
+    async def _cmd_receive_pdu(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.events.receive_pdu(args["origin"], args["pdu"])
+
+    async def _receive_edu(self, origin: str, edu: Any) -> None:
+        if not isinstance(edu, Mapping) or not isinstance(edu.get("edu_type"), str):
+            return
+        handler = self.edu_handlers.get(edu["edu_type"])
+        if handler is None:
+            logger.info("dropping %s EDU from %s: not handled here", edu["edu_type"], origin)
+            return
+        try:
+            await handler(origin, edu.get("content"))
+        except MatrixError as e:
+            logger.info("refused %s EDU from %s: %s", edu["edu_type"], origin, e)
+        except Exception:
+            logger.exception("%s EDU from %s failed", edu["edu_type"], origin)
+
+    # -- reads -------------------------------------------------------------------
+
+    def _envelope(self, pdus: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"origin": self.server_name, "origin_server_ts": self.now_ms(), "pdus": pdus}
+
+    async def get_event(self, origin: str, event_id: str) -> dict[str, Any]:
+        """``GET /event/{eventId}``."""
+        room_id = await self._fed.find_event_room(event_id)
+        if room_id is None:
+            raise not_found("Event not found")
+        await self.check_access(origin, room_id)
+        event = await self.loader.get_event(room_id, event_id)
+        return self._envelope([federation_pdu(event)])
+
+    async def _event_in_room(self, room_id: str, event_id: str) -> Event:
+        events = await self.loader.get_events(room_id, [event_id])
+        if event_id not in events:
+            raise not_found(f"Could not find event {event_id}")
+        return events[event_id]
+
+    async def state_before(self, event: Event) -> dict[StateKey, str]:
+        """The resolved state before ``event`` (from the states after its prev events)."""
+        rows = await self._store.get_events(event.room_id, list(event.prev_event_ids))
+        groups = sorted({r.state_group for r in rows.values()})
+        states = await self._store.get_state_ids_for_groups(event.room_id, groups)
+        return await self.events.resolve(event.room_version, event.room_id, [states[g] for g in groups])
+
+    async def get_state_ids(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
+        """``GET /state_ids/{roomId}?event_id=``: state before the event and its auth chain, as IDs."""
+        await self.check_access(origin, room_id)
+        event = await self._event_in_room(room_id, event_id)
+        state = await self.state_before(event)
+        chain = await self.events.auth_closure(room_id, [a for e in (await self.loader.get_events(room_id, state.values())).values()
+                                                           for a in e.auth_event_ids_with_create])
+        return {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(chain)}
+
+    async def get_state(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
+        """``GET /state/{roomId}?event_id=``: as :meth:`get_state_ids` with the PDUs."""
+        await self.check_access(origin, room_id)
+        event = await self._event_in_room(room_id, event_id)
+        state = await self.state_before(event)
+        return await self._state_and_chain(room_id, list(state.values()))
+
+    async def _state_and_chain(self, room_id: str, state_ids: list[str]) -> dict[str, Any]:
+        events = await self.loader.get_events(room_id, state_ids)
+        chain = await self.events.auth_closure(room_id, [a for e in events.values() for a in e.auth_event_ids_with_create])
+        return {
+            "pdus": [federation_pdu(events[e]) for e in sorted(events)],
+            "auth_chain": [federation_pdu(chain[e]) for e in sorted(chain)],
+        }
+
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
+        """``GET /event_auth/{roomId}/{eventId}``: the event's full auth chain."""
+        await self.check_access(origin, room_id)
+        event = await self._event_in_room(room_id, event_id)
+        chain = await self.events.auth_closure(room_id, event.auth_event_ids_with_create)
+        return {"auth_chain": [federation_pdu(chain[e]) for e in sorted(chain)]}
+
+    async def backfill(self, origin: str, room_id: str, from_ids: list[str], limit: int) -> dict[str, Any]:
+        """``GET /backfill/{roomId}?v=...&limit=``: the given events and their ancestors, newest first."""
+        await self.check_access(origin, room_id)
+        limit = max(0, min(limit, MAX_BACKFILL))
+        found = await self._walk_back(room_id, from_ids, limit, stop=set(), include_start=True)
+        return self._envelope([federation_pdu(e) for e in found])
+
+    async def get_missing_events(self, origin: str, room_id: str, body: Any) -> dict[str, Any]:
+        """``POST /get_missing_events/{roomId}``: ancestors of ``latest_events`` not reachable past ``earliest_events``."""
+        await self.check_access(origin, room_id)
+        if not isinstance(body, Mapping):
+            raise bad_json("body must be an object")
+        latest = body.get("latest_events")
+        earliest = body.get("earliest_events", [])
+        limit = body.get("limit", 10)
+        min_depth = body.get("min_depth", 0)
+        if not isinstance(latest, list) or not isinstance(earliest, list) or not isinstance(limit, int) or not isinstance(min_depth, int):
+            raise bad_json("latest_events, earliest_events, limit and min_depth are required with their types")
+        limit = max(0, min(limit, MAX_MISSING))
+        found = await self._walk_back(room_id, [e for e in latest if isinstance(e, str)], limit,
+                                      stop={e for e in earliest if isinstance(e, str)}, include_start=False,
+                                      min_depth=min_depth)
+        found.sort(key=lambda e: (e.depth, e.origin_server_ts))
+        return {"events": [federation_pdu(e) for e in found]}
+
+    async def _walk_back(self, room_id: str, start: list[str], limit: int, stop: set[str], include_start: bool,
+                         min_depth: int = 0) -> list[Event]:
+        """Breadth-first over prev_events from ``start``, newest (deepest) first, not crossing ``stop``."""
+        out: list[Event] = []
+        seen = set(stop)
+        frontier = list(dict.fromkeys(start))
+        if not include_start:
+            starts = await self.loader.get_events(room_id, frontier)
+            seen.update(frontier)
+            frontier = [p for e in starts.values() for p in e.prev_event_ids]
+        while frontier and len(out) < limit:
+            frontier = [e for e in dict.fromkeys(frontier) if e not in seen]
+            seen.update(frontier)
+            events = await self.loader.get_events(room_id, frontier)
+            ordered = sorted(events.values(), key=lambda e: (-e.depth, e.event_id))
+            nxt: list[str] = []
+            for event in ordered:
+                if event.depth < min_depth:
+                    continue
+                if len(out) >= limit:
+                    break
+                out.append(event)
+                nxt.extend(event.prev_event_ids)
+            frontier = nxt
+        return out
+
+    # -- joins and leaves as the resident server -----------------------------------
+
+    async def make_membership(self, origin: str, room_id: str, user_id: str, membership: str,
+                              supported_versions: Optional[list[str]]) -> dict[str, Any]:
+        """``GET /make_join`` and ``/make_leave``: an event template for ``user_id`` to sign."""
+        if domain_of(user_id) != origin:
+            raise forbidden("The user is not of the requesting server")
+        version = await self.loader.room_version(room_id)
+        if version is None:
+            raise not_found("Unknown room")
+        await self._check_acl(origin, room_id)
+        if membership == "join" and version.identifier not in (supported_versions or ["1"]):
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION, f"Room version {version.identifier} is not supported",
+                              room_version=version.identifier)
+        snapshot = await self._store.get_room_snapshot(room_id)
+        if snapshot is None or not snapshot.extremities:
+            raise not_found("Unknown room")
+        state = dict(snapshot.current_state)
+        pdu: dict[str, Any] = {
+            "room_id": room_id,
+            "type": auth_rules.MEMBER,
+            "state_key": user_id,
+            "sender": user_id,
+            "content": {"membership": membership},
+            "origin": origin,
+            "origin_server_ts": self.now_ms(),
+            "depth": snapshot.max_depth + 1,
+            "prev_events": list(snapshot.extremities),
+            "auth_events": [],
+        }
+        if version.event_format.name == "V1":
+            pdu["event_id"] = f"$template:{self.server_name}"
+        provisional = Event.from_pdu(pdu, version)
+        wanted = auth_rules.auth_types_for_event(version, provisional)
+        auth_ids = sorted(state[k] for k in wanted if k in state)
+        state_events = await self.loader.state_events(room_id, state)
+        try:
+            auth_rules.check_auth_rules(version, provisional, {k: v for k, v in state_events.items() if k in wanted or k == (auth_rules.CREATE, "")})
+        except auth_rules.AuthError as e:
+            raise forbidden(f"You are not allowed to {membership} this room: {getattr(e, 'reason', e)}")
+        if version.event_format.name == "V1":
+            pdu.pop("event_id")
+            prev = await self.loader.get_events(room_id, snapshot.extremities)
+            auth = await self.loader.get_events(room_id, auth_ids)
+            pdu["prev_events"] = [[e, dict(thaw(prev[e].hashes))] for e in snapshot.extremities if e in prev]
+            pdu["auth_events"] = [[e, dict(thaw(auth[e].hashes))] for e in auth_ids if e in auth]
+        else:
+            pdu["auth_events"] = auth_ids
+        return {"room_version": version.identifier, "event": pdu}
+
+    async def send_membership(self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str) -> dict[str, Any]:
+        """``PUT /send_join`` and ``/send_leave`` (v2 bodies): accept the signed event, answer the room state."""
+        if not isinstance(pdu, Mapping):
+            raise bad_json("body must be a PDU")
+        await self._check_acl(origin, room_id)
+        return await self._dispatcher.run(
+            SEND_MEMBERSHIP, room_id, {"origin": origin, "event_id": event_id, "pdu": thaw(pdu), "membership": membership}
+        )
+
+    async def _cmd_send_membership(self, args: dict[str, Any]) -> dict[str, Any]:
+        origin, pdu, membership = args["origin"], args["pdu"], args["membership"]
+        room_id = pdu.get("room_id")
+        version = await self.loader.room_version(room_id) if isinstance(room_id, str) else None
+        if version is None:
+            raise not_found("Unknown room")
+        try:
+            event = parse_received_pdu(pdu, version)
+        except PduRefused as e:
+            raise bad_json(str(e))
+        if event.event_id != args["event_id"]:
+            raise bad_json("event ID does not match the path")
+        if (event.type != auth_rules.MEMBER or event.membership != membership or event.state_key != event.sender
+                or domain_of(event.sender) != origin):
+            raise bad_json(f"not a {membership} event of a user of {origin}")
+        try:
+            await self.events._check_signatures(event)
+        except PduRefused as e:
+            raise forbidden(str(e))
+        result = await self.events.receive_validated(origin, event, fetch_missing=False)
+        if result.get("error"):
+            raise forbidden(str(result["error"]))
+        stored = await self._event_in_room(room_id, event.event_id)
+        # Every other server of the room learns of the membership from us.
+        servers = await self._fed.get_joined_servers(room_id)
+        await self._queue.enqueue_pdu(servers - {origin, self.server_name}, stored.event_id, federation_pdu(stored))
+        if membership != "join":
+            return {}
+        state = await self.state_before(stored)
+        answer = await self._state_and_chain(room_id, list(state.values()))
+        answer["origin"] = self.server_name
+        answer["state"] = answer.pop("pdus")
+        answer["event"] = federation_pdu(stored)
+        answer["members_omitted"] = False
+        return answer
+
+    # -- outbound ----------------------------------------------------------------------
+
+    def on_local_event(self, created: Any) -> None:
+        """``EventCreator`` observer: queue the new local event for every other server of its room."""
+        from twisted.internet import defer
+
+        d = defer.ensureDeferred(self.send_local_event(created.event))
+        d.addErrback(lambda f: logger.warning("could not queue %s for federation: %s", created.event.event_id, f.getErrorMessage()))
+
+    async def send_local_event(self, event: Event) -> None:
+        """Queue ``event`` for the servers with joined members (and the target's server of a membership change)."""
+        servers = await self._fed.get_joined_servers(event.room_id)
+        if event.type == auth_rules.MEMBER and event.state_key is not None and event.membership in ("leave", "ban"):
+            servers.add(domain_of(event.state_key))
+        servers.discard(self.server_name)
+        servers.discard("")
+        if servers:
+            await self._queue.enqueue_pdu(servers, event.event_id, federation_pdu(event))
+
+    async def send_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any], coalesce_key: Optional[str] = None) -> None:
+        """Queue an EDU for every other server with joined members in ``room_id``."""
+        servers = await self._fed.get_joined_servers(room_id)
+        for server in sorted(servers - {self.server_name, ""}):
+            await self._queue.enqueue_edu(server, {"edu_type": edu_type, "content": dict(content)}, coalesce_key=coalesce_key)
