@@ -160,6 +160,7 @@ def build_federation_rooms(
     rooms = FederationRooms(reactor, server_name, handler, dispatcher, room_api.store, fed_store, queue)
     rooms.register_commands()
     room_api.creator.observers.append(rooms.on_local_event)
+    room_api.rooms.remote_join = rooms.join_remote
     return rooms
 
 

@@ -110,10 +110,12 @@ class FederationEventHandler:
     def __init__(self, clock: Any, creator: Any, store: Any, fed_store: Any, keyring: Any, client: Any) -> None:
         self._clock = clock
         self._creator = creator
+        self.creator = creator
         self._store = store
         self._fed = fed_store
         self._keyring = keyring
         self._client = client
+        self.client = client
         self.loader = creator.loader
         self.on_persisted: list[Callable[[Event, str], Any]] = []
 
@@ -131,7 +133,7 @@ class FederationEventHandler:
             return {"error": f"unknown room {room_id}"}
         try:
             event = parse_received_pdu(pdu, version)
-            await self._check_signatures(event)
+            await self.check_signatures(event)
         except PduRefused as e:
             return {"error": str(e)}
         async with self._creator.linearizer.lock(room_id):
@@ -142,7 +144,8 @@ class FederationEventHandler:
         async with self._creator.linearizer.lock(event.room_id):
             return await self._process(origin, event, fetch_missing=fetch_missing)
 
-    async def _check_signatures(self, event: Event) -> None:
+    async def check_signatures(self, event: Event) -> None:
+        """Verify the signatures ``event`` must carry; :class:`PduRefused` if not."""
         try:
             await self._keyring.verify_event_signatures(event)
         except SignatureVerifyError as e:
@@ -155,8 +158,10 @@ class FederationEventHandler:
     async def _known(self, room_id: str, event_ids: Iterable[str]) -> tuple[set[str], dict[str, tuple[str, str]]]:
         ids = list(event_ids)
         rows = await self._store.get_events(room_id, ids)
-        rejected = await self._fed.get_rejected(room_id, [e for e in ids if e not in rows])
-        return set(rows), rejected
+        # Outliers (stream_shard -1) have no place in the DAG yet: not "known" here.
+        accepted = {e for e, row in rows.items() if row.stream_shard >= 0}
+        rejected = await self._fed.get_rejected(room_id, [e for e in ids if e not in accepted])
+        return accepted, rejected
 
     async def _process(self, origin: str, event: Event, fetch_missing: bool) -> dict[str, Any]:
         room_id = event.room_id
@@ -362,7 +367,7 @@ class FederationEventHandler:
                 fetched = parse_received_pdu(pdu, event.room_version)
                 if fetched.room_id != event.room_id:
                     continue
-                await self._check_signatures(fetched)
+                await self.check_signatures(fetched)
             except PduRefused as e:
                 logger.info("dropping missing event from %s: %s", origin, e)
                 continue

@@ -15,13 +15,26 @@ member in the room (M_FORBIDDEN otherwise).
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
+
+import secrets
+from urllib.parse import quote
 
 from homeserver.core import auth as auth_rules
+from homeserver.core.canonical_json import encode_canonical_json
+from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+from homeserver.core.rooms import NewRoomRow
+from homeserver.core.signing import add_hashes_and_signatures, compute_event_id
 from homeserver.core.events import Event, thaw
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.federation.acl import server_allowed
-from homeserver.federation.events import FederationEventHandler, PduRefused, federation_pdu, parse_received_pdu
+from homeserver.federation.events import (
+    FederationEventHandler,
+    PduRefused,
+    auth_state_for,
+    federation_pdu,
+    parse_received_pdu,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +360,7 @@ class FederationRooms:
                 or domain_of(event.sender) != origin):
             raise bad_json(f"not a {membership} event of a user of {origin}")
         try:
-            await self.events._check_signatures(event)
+            await self.events.check_signatures(event)
         except PduRefused as e:
             raise forbidden(str(e))
         result = await self.events.receive_validated(origin, event, fetch_missing=False)
@@ -366,6 +379,108 @@ class FederationRooms:
         answer["event"] = federation_pdu(stored)
         answer["members_omitted"] = False
         return answer
+
+    # -- joining a remote room ------------------------------------------------------------
+
+    async def join_remote(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> None:
+        """Join ``user_id`` to a room this server does not know, through the first of ``servers`` that works.
+
+        Runs on the room's events shard owner (``NotShardOwnerError`` otherwise,
+        which the client edge turns into forwarding): make_join, sign, send_join
+        (v2), verify the returned state and auth chain (signatures, hashes,
+        auth rules in depth order), keep them as outliers, then persist the
+        join with that state. 404 ``M_UNKNOWN`` when no server let us in.
+        """
+        creator = self.events.creator
+        creator.allocator_for(room_id)
+        problems = []
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                await self._join_via(server, user_id, room_id, content)
+                return
+            except MatrixError as e:
+                problems.append(f"{server}: {e}")
+                if e.code == 403:
+                    raise
+            except Exception as e:
+                problems.append(f"{server}: {e}")
+        raise MatrixError(404, Codes.UNKNOWN, "Could not join the room through any server: " + "; ".join(problems))
+
+    async def _join_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
+        creator = self.events.creator
+        client = self.events.client
+        path = f"/_matrix/federation/v1/make_join/{_q(room_id)}/{_q(user_id)}"
+        template_resp = await _remote(client.get_json(server, path, args={"ver": sorted(KNOWN_ROOM_VERSIONS)}))
+        if not isinstance(template_resp, Mapping) or not isinstance(template_resp.get("event"), Mapping):
+            raise bad_json(f"{server} sent no join template")
+        version = get_room_version(str(template_resp.get("room_version", "1")))
+        pdu = thaw(template_resp["event"])
+        if (pdu.get("room_id") != room_id or pdu.get("type") != auth_rules.MEMBER or pdu.get("sender") != user_id
+                or pdu.get("state_key") != user_id):
+            raise bad_json(f"{server} sent a join template for something else")
+        pdu["content"] = {**thaw(content), "membership": "join"}
+        pdu["origin"] = self.server_name
+        pdu["origin_server_ts"] = self.now_ms()
+        pdu.pop("signatures", None)
+        pdu.pop("hashes", None)
+        pdu.pop("unsigned", None)
+        if version.event_format.name == "V1":
+            pdu["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
+        signed = add_hashes_and_signatures(version, pdu, self.server_name, creator.signing_key)
+        join = Event.from_pdu(signed, version)
+        response = await _remote(client.put_json(
+            server, f"/_matrix/federation/v2/send_join/{_q(room_id)}/{_q(join.event_id)}", federation_pdu(join)
+        ))
+        if not isinstance(response, Mapping):
+            raise bad_json(f"{server} sent a bad send_join response")
+        state_pdus, chain_pdus = response.get("state"), response.get("auth_chain")
+        if not isinstance(state_pdus, list) or not isinstance(chain_pdus, list):
+            raise bad_json(f"{server} sent no state or auth chain")
+        events: dict[str, Event] = {}
+        for raw in list(chain_pdus) + list(state_pdus):
+            try:
+                event = parse_received_pdu(raw, version)
+            except PduRefused as e:
+                logger.info("join via %s: dropping a state event: %s", server, e)
+                continue
+            if event.room_id != room_id or event.event_id in events:
+                continue
+            await self.events.check_signatures(event)
+            events[event.event_id] = event
+        accepted = _auth_chain_accepted(version, events)
+        state = {}
+        for raw in state_pdus:
+            eid = _event_id_of(raw, version)
+            if eid in accepted and accepted[eid].state_key is not None:
+                state[(accepted[eid].type, accepted[eid].state_key)] = eid
+        create = state.get((auth_rules.CREATE, ""))
+        if create is None:
+            raise bad_json(f"{server} sent a room state without a create event")
+        state_events = {k: accepted[e] for k, e in state.items()}
+        try:
+            auth_rules.check_auth_rules(version, join, auth_state_for(version, join, state_events))
+        except auth_rules.AuthError as e:
+            raise forbidden(f"The join is not allowed by the room state: {getattr(e, 'reason', e)}")
+        await self._fed.store_outliers(room_id, [
+            (e.event_id, encode_canonical_json(e.get_pdu_json(), allow_floats=True).decode("utf-8")) for e in accepted.values()
+        ])
+        state_after = dict(state)
+        state_after[(auth_rules.MEMBER, user_id)] = join.event_id
+        allocator = creator.allocator_for(room_id)
+        payload = creator.stream_payload(join)
+        self.loader.remember_version(room_id, version)
+        async with creator.linearizer.lock(room_id):
+            await self._fed.persist_received_event(
+                allocator, join, encode_canonical_json(join.get_pdu_json(), allow_floats=True).decode("utf-8"),
+                expected_extremities=(), new_extremities=(join.event_id,), state_group=None, state_to_store=state_after,
+                current_state=state_after,
+                new_room=NewRoomRow(room_id, version.identifier, accepted[create].sender, False, self.now_ms()),
+                on_position=lambda position: allocator.attach(position, payload),
+            )
+            creator.forget_head(room_id)
+        self.loader.remember(join)
 
     # -- outbound ----------------------------------------------------------------------
 
@@ -391,3 +506,58 @@ class FederationRooms:
         servers = await self._fed.get_joined_servers(room_id)
         for server in sorted(servers - {self.server_name, ""}):
             await self._queue.enqueue_edu(server, {"edu_type": edu_type, "content": dict(content)}, coalesce_key=coalesce_key)
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+async def _remote(call: Awaitable[Any]) -> Any:
+    """Await a federation request; a Matrix error answered by the remote is re-raised with its status."""
+    try:
+        return await call
+    except MatrixError:
+        raise
+    except Exception as e:
+        code = getattr(e, "code", None)
+        body = getattr(e, "response_body", None) or getattr(e, "body", None)
+        if isinstance(code, int) and code == 403:
+            raise forbidden(f"the resident server refused: {body or e}")
+        raise
+
+
+def _event_id_of(pdu: Any, version: RoomVersion) -> Optional[str]:
+    if not isinstance(pdu, Mapping):
+        return None
+    if version.event_format.name == "V1":
+        event_id = pdu.get("event_id")
+        return event_id if isinstance(event_id, str) else None
+    try:
+        return compute_event_id(version, pdu)
+    except Exception:
+        return None
+
+
+def _auth_chain_accepted(version: RoomVersion, events: Mapping[str, Event]) -> dict[str, Event]:
+    """The events of a returned state + auth chain that pass the auth rules against their own auth events.
+
+    Checked in (depth, ID) order so auth events come first; an event whose
+    auth events are missing or rejected is rejected.
+    """
+    accepted: dict[str, Event] = {}
+    for event in sorted(events.values(), key=lambda e: (e.depth, e.event_id)):
+        auth = [accepted[a] for a in event.auth_event_ids if a in accepted]
+        if len(auth) != len(event.auth_event_ids):
+            continue
+        by_key = {(e.type, e.state_key): e for e in auth if e.state_key is not None}
+        for a in event.auth_event_ids_with_create:
+            if a in accepted and accepted[a].type == auth_rules.CREATE:
+                by_key[(auth_rules.CREATE, "")] = accepted[a]
+        try:
+            auth_rules.check_state_independent_auth_rules(version, event, auth)
+            auth_rules.check_auth_rules(version, event, by_key)
+        except auth_rules.AuthError as e:
+            logger.info("state event %s fails its auth events: %s", event.event_id, getattr(e, "reason", e))
+            continue
+        accepted[event.event_id] = event
+    return accepted

@@ -17,3 +17,16 @@ CREATE TABLE federation_rejected_events (
     received_ts BIGINT NOT NULL,
     PRIMARY KEY (room_id, event_id)
 );
+
+-- Outliers: events we hold without their place in the room's DAG, such as
+-- the room state and auth chain a resident server returns from send_join.
+-- They have no stream position (clients never see them in a timeline) but
+-- are found by ID wherever state and auth events are read
+-- (EventStore.get_events falls back to this table; such rows carry
+-- stream_shard -1).
+CREATE TABLE federation_outliers (
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);

@@ -113,7 +113,7 @@ class FederationEventStore:
                     "INSERT INTO forward_extremities (room_id, event_id) VALUES %s", [(room_id, e) for e in extremities]
                 )
             if current_state is not None:
-                _replace_current_state(txn, room_id, current_state)
+                _replace_current_state(txn, room_id, current_state, shard, position)
             if apply_redaction and event.redacts is not None:
                 txn.execute(
                     "UPDATE events SET redacted_by = %s WHERE room_id = %s AND event_id = %s AND redacted_by IS NULL",
@@ -122,6 +122,18 @@ class FederationEventStore:
             return PersistResult(shard, position, group, chain)
 
         return self._db.run_interaction("persist_received_event", txn_fn)
+
+    def store_outliers(self, room_id: str, events: Sequence[tuple[str, str]]) -> "defer.Deferred[None]":
+        """Keep ``(event_id, pdu_json)`` pairs as outliers of ``room_id`` (idempotent)."""
+
+        def txn_fn(txn: Any) -> None:
+            if events:
+                txn.execute_values(
+                    "INSERT INTO federation_outliers (room_id, event_id, json) VALUES %s ON CONFLICT DO NOTHING",
+                    [(room_id, e, j) for e, j in events],
+                )
+
+        return self._db.run_interaction("store_outliers", txn_fn)
 
     def record_rejected(
         self, room_id: str, event_id: str, kind: str, reason: str, origin: str, pdu_json: str, now_ms: int
@@ -178,8 +190,12 @@ class FederationEventStore:
         return self._db.run_interaction("get_joined_servers", txn_fn)
 
 
-def _replace_current_state(txn: Any, room_id: str, state: Mapping[StateKey, str]) -> None:
-    """Make ``current_state`` equal ``state`` and follow membership changes into ``room_memberships``."""
+def _replace_current_state(txn: Any, room_id: str, state: Mapping[StateKey, str], shard: int, position: int) -> None:
+    """Make ``current_state`` equal ``state`` and follow membership changes into ``room_memberships``.
+
+    A membership whose event is an outlier (learnt from send_join) is placed
+    at ``(shard, position)``, the event that made it current here.
+    """
     txn.execute("SELECT type, state_key, event_id FROM current_state WHERE room_id = %s", (room_id,))
     old = {(t, k): e for t, k, e in txn.fetchall()}
     removed = [k for k in old if k not in state]
@@ -200,8 +216,11 @@ def _replace_current_state(txn: Any, room_id: str, state: Mapping[StateKey, str]
                 " stream_position, forgotten)"
                 " SELECT room_id, %s, membership, event_id, sender, stream_shard, stream_position, FALSE"
                 " FROM events WHERE room_id = %s AND event_id = %s"
+                " UNION ALL SELECT room_id, %s, (json::jsonb)->'content'->>'membership', event_id,"
+                " (json::jsonb)->>'sender', %s, %s, FALSE FROM federation_outliers o WHERE room_id = %s AND event_id = %s"
+                " AND NOT EXISTS (SELECT 1 FROM events x WHERE x.room_id = o.room_id AND x.event_id = o.event_id)"
                 " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership,"
                 " event_id = EXCLUDED.event_id, sender = EXCLUDED.sender, stream_shard = EXCLUDED.stream_shard,"
                 " stream_position = EXCLUDED.stream_position, forgotten = FALSE",
-                (k, room_id, e),
+                (k, room_id, e, k, shard, position, room_id, e),
             )

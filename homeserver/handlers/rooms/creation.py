@@ -117,6 +117,8 @@ class EventCreator:
         self._clock = clock
         self.server_name = server_name
         self._key = signing_key
+        #: The key local events are signed with (federation signs remote joins with it too).
+        self.signing_key = signing_key
         self._store = store
         self.loader = loader
         self._allocators = dict(allocators)

@@ -9,7 +9,7 @@ visibility. Every refusal is a :class:`MatrixError`.
 from __future__ import annotations
 
 import re
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from homeserver.core import ids
 from homeserver.core.events import Event, thaw
@@ -108,6 +108,8 @@ class RoomHandler:
         self.loader = loader
         self._shard_counts = shard_counts
         self._profile = profile_lookup
+        #: Joins rooms unknown here over federation (set by the federation wiring).
+        self.remote_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
 
     # -- createRoom ------------------------------------------------------------
 
@@ -290,11 +292,27 @@ class RoomHandler:
             raise invalid_param("Expected a room ID or alias")
         return room_id_or_alias
 
-    async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None) -> str:
-        """POST /join/{roomIdOrAlias} and /rooms/{roomId}/join."""
+    async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None,
+                   servers: Sequence[str] = ()) -> str:
+        """POST /join/{roomIdOrAlias} and /rooms/{roomId}/join.
+
+        A room unknown here is joined over federation through ``servers``
+        (the ``server_name`` / ``via`` parameters, else the room ID's server)
+        when :attr:`remote_join` is set (``remote_join(user_id, room_id,
+        servers, content)``, run on the room's events shard owner).
+        """
         room_id = await self.resolve_room(room_id_or_alias)
         if await self.loader.room_version(room_id) is None:
-            raise not_found("No known servers for this room")
+            if self.remote_join is None:
+                raise not_found("No known servers for this room")
+            candidates = [s for s in servers if s]
+            if ":" in room_id and room_id.split(":", 1)[1] not in candidates:
+                candidates.append(room_id.split(":", 1)[1])
+            if not candidates:
+                raise not_found("No known servers for this room")
+            content = await self._member_content(requester.user_id, "join", reason)
+            await self.remote_join(requester.user_id, room_id, candidates, content)
+            return room_id
         current = await self._store.get_membership(room_id, requester.user_id)
         if current is not None and current.membership == "join":
             return room_id
