@@ -142,7 +142,8 @@ def start_federation_sender(federation: Federation, on_stop: Any) -> None:
 
 
 def build_federation_rooms(
-    reactor: Any, server_name: str, database: Any, room_api: Any, dispatcher: Any, keyring: Any, client: Any, queue: Any
+    reactor: Any, server_name: str, database: Any, room_api: Any, dispatcher: Any, keyring: Any, client: Any, queue: Any,
+    ephemeral: Any = None,
 ) -> Any:
     """The room side of federation for one process (``FederationRooms``).
 
@@ -161,6 +162,8 @@ def build_federation_rooms(
     rooms.register_commands()
     room_api.creator.observers.append(rooms.on_local_event)
     room_api.rooms.remote_join = rooms.join_remote
+    if ephemeral is not None:
+        rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
     return rooms
 
 

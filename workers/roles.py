@@ -87,7 +87,7 @@ def federation_rooms(ctx: "ProcessContext") -> Any:
         fed = federation_api(ctx)
         rooms = build_federation_rooms(
             ctx.reactor, ctx.config.server_name, ctx.database, ctx.features["rooms"].rooms, ctx.dispatcher,
-            fed.keyring, fed.client, fed.queue,
+            fed.keyring, fed.client, fed.queue, ephemeral=ctx.features["rooms"].ephemeral,
         )
         ctx.features["federation_rooms"] = rooms
     return rooms

@@ -43,6 +43,11 @@ StateKey = tuple[str, str]
 #: Dispatcher commands (run on the room's events shard owner).
 RECEIVE_PDU = "federation_receive_pdu"
 SEND_MEMBERSHIP = "federation_send_membership"
+TYPING = "federation_typing"
+RECEIPT = "federation_receipt"
+
+#: How long a remote user's typing notification lasts without a refresh (servers send no timeout).
+REMOTE_TYPING_TIMEOUT_MS = 30_000
 
 MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
@@ -482,6 +487,84 @@ class FederationRooms:
             creator.forget_head(room_id)
         self.loader.remember(join)
 
+    # -- typing and receipts (EDUs) ------------------------------------------------------
+
+    def attach_ephemeral(self, typing: Any, receipts: Any) -> None:
+        """Exchange typing notifications and read receipts with the other servers of each room.
+
+        ``typing`` / ``receipts`` are the instance's ``TypingHandler`` and
+        ``ReceiptHandler``: local changes are queued as ``m.typing`` /
+        ``m.receipt`` EDUs; received ones run on the owner of the room's
+        typing / receipts shard through the dispatcher.
+        """
+        self._typing = typing
+        self._receipts = receipts
+        self._dispatcher.register(TYPING, "typing", self._cmd_typing)
+        self._dispatcher.register(RECEIPT, "receipts", self._cmd_receipt)
+        typing.observers.append(self._on_local_typing)
+        receipts.observers.append(self._on_local_receipt)
+        self.edu_handlers["m.typing"] = self._on_typing_edu
+        self.edu_handlers["m.receipt"] = self._on_receipt_edu
+
+    def _background(self, what: str, coro: Awaitable[Any]) -> None:
+        from twisted.internet import defer
+
+        d = defer.ensureDeferred(coro)
+        d.addErrback(lambda f: logger.warning("could not queue %s: %s", what, f.getErrorMessage()))
+
+    def _on_local_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        if domain_of(user_id) != self.server_name:
+            return
+        content = {"room_id": room_id, "user_id": user_id, "typing": typing}
+        self._background("m.typing", self.send_edu_to_room(room_id, "m.typing", content, coalesce_key=f"m.typing:{room_id}:{user_id}"))
+
+    def _on_local_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str, data: dict) -> None:
+        if domain_of(user_id) != self.server_name or receipt_type != "m.read":
+            return
+        content = {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": dict(data)}}}}
+        self._background("m.receipt", self.send_edu_to_room(room_id, "m.receipt", content))
+
+    async def _on_typing_edu(self, origin: str, content: Any) -> None:
+        if not isinstance(content, Mapping):
+            return
+        room_id, user_id, typing = content.get("room_id"), content.get("user_id"), content.get("typing")
+        if not isinstance(room_id, str) or not isinstance(user_id, str) or not isinstance(typing, bool):
+            return
+        if domain_of(user_id) != origin:
+            raise forbidden(f"{origin} cannot send typing for {user_id}")
+        await self.check_access(origin, room_id)
+        await self._dispatcher.run(TYPING, room_id, {"room_id": room_id, "user_id": user_id, "typing": typing})
+
+    async def _cmd_typing(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = args["user_id"]
+        await self._typing.set_typing(_Remote(user_id), args["room_id"], user_id, args["typing"], REMOTE_TYPING_TIMEOUT_MS)
+        return {}
+
+    async def _on_receipt_edu(self, origin: str, content: Any) -> None:
+        if not isinstance(content, Mapping):
+            return
+        for room_id, by_type in content.items():
+            if not isinstance(by_type, Mapping) or not isinstance(room_id, str):
+                continue
+            await self.check_access(origin, room_id)
+            for user_id, receipt in (by_type.get("m.read") or {}).items():
+                if not isinstance(receipt, Mapping) or domain_of(user_id) != origin:
+                    continue
+                event_ids = receipt.get("event_ids")
+                if not isinstance(event_ids, list) or not event_ids or not isinstance(event_ids[-1], str):
+                    continue
+                data = receipt.get("data") if isinstance(receipt.get("data"), Mapping) else {}
+                thread_id = data.get("thread_id") if isinstance(data.get("thread_id"), str) else None
+                try:
+                    await self._dispatcher.run(RECEIPT, room_id, {"room_id": room_id, "user_id": user_id,
+                                                                  "event_id": event_ids[-1], "thread_id": thread_id})
+                except MatrixError as e:
+                    logger.info("receipt of %s in %s refused: %s", user_id, room_id, e)
+
+    async def _cmd_receipt(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self._receipts.send_receipt(_Remote(args["user_id"]), args["room_id"], "m.read", args["event_id"], args["thread_id"])
+        return {}
+
     # -- outbound ----------------------------------------------------------------------
 
     def on_local_event(self, created: Any) -> None:
@@ -561,3 +644,10 @@ def _auth_chain_accepted(version: RoomVersion, events: Mapping[str, Event]) -> d
             continue
         accepted[event.event_id] = event
     return accepted
+
+
+class _Remote:
+    """A remote user acting through an EDU (what the typing / receipt handlers read of a requester)."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id

@@ -64,7 +64,15 @@ class Homeserver:
         from storage.streams import ensure_stream_shards
         from workers.accounts import build_account_api
         from workers.federation import build_federation_rooms, mount_federation_rooms
-        from workers.rooms import build_room_api, build_sync_api, register_room_api, register_sync_api, track_writes
+        from workers.rooms import (
+            build_ephemeral_api,
+            build_room_api,
+            build_sync_api,
+            register_ephemeral_api,
+            register_room_api,
+            register_sync_api,
+            track_writes,
+        )
 
         self.db = Database(create_test_database(testcase), reactor, pool_size=4)
         testcase.addCleanup(self.db.close)
@@ -97,9 +105,14 @@ class Homeserver:
                                           frozenset(range(SHARDS["events"])), profile_lookup=self.accounts.profile_store.get_profile)
         self.sync = await build_sync_api(reactor, self.db, MemoryBus(reactor, self.bus.broker, block_seconds=0.05), SHARDS)
         testcase.addCleanup(self.sync.stop)
+        testcase.addCleanup(self._stop_typing_timers)
         track_writes(self.rooms, self.sync)
         register_room_api(self.resource, self.rooms, self.accounts.authenticator)
         register_sync_api(self.resource, self.sync, self.accounts.authenticator)
+        owned = {stream: frozenset(range(n)) for stream, n in SHARDS.items()}
+        self.ephemeral = await build_ephemeral_api(reactor, self.db, self.bus, SHARDS, owned, self.rooms.store,
+                                                   self.accounts.account_data_store)
+        register_ephemeral_api(self.resource, self.ephemeral, self.accounts.authenticator)
 
         queue_store = FederationQueueStore(self.db)
         backoff = DestinationBackoff(reactor, queue_store, BackoffPolicy(min_interval_ms=100, max_interval_ms=500, jitter=0.0))
@@ -116,13 +129,19 @@ class Homeserver:
         testcase.addCleanup(lambda: defer.ensureDeferred(self.sender.stop()))
         dispatcher = CommandDispatcher(_ShardMap(), "main", client=None)
         self.federation = build_federation_rooms(reactor, self.server_name, self.db, self.rooms, dispatcher, keyring,
-                                                 client, self.sender.queue)
+                                                 client, self.sender.queue, ephemeral=self.ephemeral)
         register_key_server(self.resource, keyring)
         register_version(self.resource)
         mount_federation_rooms(self.resource, self.federation,
                                FederationAuthenticator(self.server_name, keyring, on_origin_seen=self.sender.destination_is_up))
         self.sender.start()
         return self
+
+    def _stop_typing_timers(self) -> None:
+        for room in self.ephemeral.typing._typing.values():
+            for _, timer in room.values():
+                if timer.active():
+                    timer.cancel()
 
     async def request(self, method: str, path: str, body: Any = None, token: Any = None) -> Any:
         """A client-server request, in memory."""
@@ -151,6 +170,79 @@ class Homeserver:
 class TwoServersTests(unittest.TestCase):
     async def wait(self, predicate: Any, what: str) -> None:
         await wait_until(reactor, predicate, timeout=20, what=what)
+
+    async def joined_room(self) -> tuple[Homeserver, Homeserver, str, str, str]:
+        """A and B, alice@A's public room that bob@B joined (A has seen the join)."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice)
+        room_id = resp.json["room_id"]
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?" + urlencode({"server_name": a.server_name}),
+                               {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob() -> bool:
+            r = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return b.uid("bob") in r.json.get("joined", {})
+
+        await self.wait(a_sees_bob, "A sees bob joined")
+        return a, b, alice, bob, room_id
+
+    async def test_typing_and_receipts(self) -> None:
+        """alice typing shows in bob's /sync on B; bob's read receipt shows in alice's /sync on A."""
+        a, b, alice, bob, room_id = await self.joined_room()
+        resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/typing/{quote(a.uid('alice'))}",
+                               {"typing": True, "timeout": 20000}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def bob_sees_typing() -> bool:
+            r = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+            room = r.json.get("rooms", {}).get("join", {}).get(room_id, {})
+            return any(e["type"] == "m.typing" and a.uid("alice") in e["content"]["user_ids"]
+                       for e in room.get("ephemeral", {}).get("events", []))
+
+        await self.wait(bob_sees_typing, "typing reaches B")
+        resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/r1",
+                               {"msgtype": "m.text", "body": "read me"}, token=alice)
+        event_id = resp.json["event_id"]
+
+        async def b_has_event() -> bool:
+            return "read me" in await b.bodies(bob, room_id)
+
+        await self.wait(b_has_event, "message reaches B")
+        resp = await b.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/receipt/m.read/{quote(event_id)}", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def alice_sees_receipt() -> bool:
+            r = await a.request("GET", "/_matrix/client/v3/sync?timeout=0", token=alice)
+            room = r.json.get("rooms", {}).get("join", {}).get(room_id, {})
+            return any(e["type"] == "m.receipt" and b.uid("bob") in e["content"].get(event_id, {}).get("m.read", {})
+                       for e in room.get("ephemeral", {}).get("events", []))
+
+        await self.wait(alice_sees_receipt, "receipt reaches A")
+
+    async def test_kick_reaches_both_sides(self) -> None:
+        """alice kicks bob: A and B both show bob's membership as leave."""
+        a, b, alice, bob, room_id = await self.joined_room()
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick", {"user_id": b.uid("bob")}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def b_sees_kick() -> bool:
+            membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
+            return membership is not None and membership.membership == "leave"
+
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        since = resp.json["next_batch"]
+        await self.wait(b_sees_kick, "kick reaches B")
+        resp = await b.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={quote(since)}", token=bob)
+        if room_id not in resp.json["rooms"]["leave"]:  # the kick may have landed before ``since``
+            resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+            self.assertNotIn(room_id, resp.json["rooms"]["join"])
+        resp = await b.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/k1",
+                               {"msgtype": "m.text", "body": "after kick"}, token=bob)
+        self.assertEqual(resp.code, 403, resp.body)
 
     async def test_join_converse_leave(self) -> None:
         """alice@A creates a room; bob@B joins through A; messages flow both ways and show in /sync; bob leaves."""
