@@ -162,6 +162,7 @@ def build_federation_rooms(
     rooms.register_commands()
     room_api.creator.observers.append(rooms.on_local_event)
     room_api.rooms.remote_join = rooms.join_remote
+    room_api.rooms.remote_invite = rooms.invite_remote
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
     return rooms

@@ -114,6 +114,7 @@ class FederationEventHandler:
         self._store = store
         self._fed = fed_store
         self._keyring = keyring
+        self.keyring = keyring
         self._client = client
         self.client = client
         self.loader = creator.loader

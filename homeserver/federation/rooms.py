@@ -24,7 +24,8 @@ from homeserver.core import auth as auth_rules
 from homeserver.core.canonical_json import encode_canonical_json
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from homeserver.core.rooms import NewRoomRow
-from homeserver.core.signing import add_hashes_and_signatures, compute_event_id
+from homeserver.core.redaction import prune_event_dict
+from homeserver.core.signing import add_hashes_and_signatures, compute_event_id, sign_json
 from homeserver.core.events import Event, thaw
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.federation.acl import server_allowed
@@ -43,11 +44,16 @@ StateKey = tuple[str, str]
 #: Dispatcher commands (run on the room's events shard owner).
 RECEIVE_PDU = "federation_receive_pdu"
 SEND_MEMBERSHIP = "federation_send_membership"
+INVITE = "federation_invite"
 TYPING = "federation_typing"
 RECEIPT = "federation_receipt"
 
 #: How long a remote user's typing notification lasts without a refresh (servers send no timeout).
 REMOTE_TYPING_TIMEOUT_MS = 30_000
+
+#: Stripped state sent with invites (spec: client-server "Stripped state").
+INVITE_STATE_TYPES = ("m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules",
+                      "m.room.canonical_alias", "m.room.encryption")
 
 MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
@@ -99,6 +105,7 @@ class FederationRooms:
         """Register the shard-owner commands on the dispatcher."""
         self._dispatcher.register(RECEIVE_PDU, "events", self._cmd_receive_pdu)
         self._dispatcher.register(SEND_MEMBERSHIP, "events", self._cmd_send_membership)
+        self._dispatcher.register(INVITE, "events", self._cmd_invite)
 
     # -- access ---------------------------------------------------------------
 
@@ -477,15 +484,120 @@ class FederationRooms:
         payload = creator.stream_payload(join)
         self.loader.remember_version(room_id, version)
         async with creator.linearizer.lock(room_id):
+            # A room known only from an invite has that invite as its one extremity.
+            snapshot = await self._store.get_room_snapshot(room_id)
             await self._fed.persist_received_event(
                 allocator, join, encode_canonical_json(join.get_pdu_json(), allow_floats=True).decode("utf-8"),
-                expected_extremities=(), new_extremities=(join.event_id,), state_group=None, state_to_store=state_after,
+                expected_extremities=snapshot.extremities if snapshot else (), new_extremities=(join.event_id,), state_group=None, state_to_store=state_after,
                 current_state=state_after,
                 new_room=NewRoomRow(room_id, version.identifier, accepted[create].sender, False, self.now_ms()),
                 on_position=lambda position: allocator.attach(position, payload),
             )
             creator.forget_head(room_id)
         self.loader.remember(join)
+
+    # -- invites -------------------------------------------------------------------------
+
+    async def invite_remote(self, event: Event) -> Event:
+        """``RoomHandler.remote_invite``: have the invitee's server countersign ``event`` (invite v2)."""
+        target = domain_of(event.state_key or "")
+        room_id = event.room_id
+        state = await self._store.get_current_state_ids(room_id)
+        wanted = [state[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in state]
+        sender_member = state.get((auth_rules.MEMBER, event.sender))
+        if sender_member:
+            wanted.append(sender_member)
+        events = await self.loader.get_events(room_id, wanted)
+        stripped = [{"type": e.type, "state_key": e.state_key, "sender": e.sender, "content": thaw(e.content)}
+                    for e in (events[i] for i in wanted if i in events)]
+        body = {"event": federation_pdu(event), "room_version": event.room_version.identifier, "invite_room_state": stripped}
+        try:
+            response = await _remote(self.events.client.put_json(
+                target, f"/_matrix/federation/v2/invite/{_q(room_id)}/{_q(event.event_id)}", body
+            ))
+        except MatrixError:
+            raise
+        except Exception as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not reach {target} to invite: {e}")
+        returned = response.get("event") if isinstance(response, Mapping) else None
+        if not isinstance(returned, Mapping):
+            raise MatrixError(502, Codes.UNKNOWN, f"{target} sent no signed invite")
+        try:
+            signed = Event.from_pdu(returned, event.room_version)
+        except Exception as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"{target} sent a bad invite: {e}")
+        if signed.event_id != event.event_id or target not in signed.signatures:
+            raise MatrixError(502, Codes.UNKNOWN, f"{target} did not countersign the invite")
+        try:
+            await self.events.keyring.verify_json_for_server(
+                target, prune_event_dict(event.room_version, signed.get_pdu_json()), 0
+            )
+        except Exception as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"{target}'s signature on the invite is not valid: {e}")
+        pdu = event.get_pdu_json()
+        pdu["signatures"] = thaw(signed.signatures)
+        return Event.from_pdu(pdu, event.room_version)
+
+    async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /v2/invite/{roomId}/{eventId}``: countersign an invite of one of our users and record it."""
+        if not isinstance(body, Mapping) or not isinstance(body.get("event"), Mapping):
+            raise bad_json("body must hold the invite event")
+        version_id = body.get("room_version", "1")
+        if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION, f"Room version {version_id!r} is not supported",
+                              room_version=version_id)
+        args = {"origin": origin, "room_id": room_id, "event_id": event_id, "event": thaw(body["event"]),
+                "room_version": version_id, "invite_room_state": thaw(body.get("invite_room_state") or [])}
+        return await self._dispatcher.run(INVITE, room_id, args)
+
+    async def _cmd_invite(self, args: dict[str, Any]) -> dict[str, Any]:
+        origin, room_id = args["origin"], args["room_id"]
+        version = get_room_version(args["room_version"])
+        try:
+            event = parse_received_pdu(args["event"], version)
+        except PduRefused as e:
+            raise bad_json(str(e))
+        if event.event_id != args["event_id"] or event.room_id != room_id:
+            raise bad_json("event ID or room does not match the path")
+        if (event.type != auth_rules.MEMBER or event.membership != "invite" or event.state_key is None
+                or domain_of(event.state_key) != self.server_name or domain_of(event.sender) != origin):
+            raise bad_json(f"not an invite of a user of {self.server_name} by a user of {origin}")
+        await self.events.check_signatures(event)
+        known = await self.loader.room_version(room_id)
+        if known is not None:
+            await self._check_acl(origin, room_id)
+        creator = self.events.creator
+        pdu = event.get_pdu_json()
+        redacted = prune_event_dict(version, pdu)
+        ours = sign_json(redacted, self.server_name, creator.signing_key)["signatures"][self.server_name]
+        pdu.setdefault("signatures", {})[self.server_name] = ours
+        signed = Event.from_pdu(pdu, version)
+        in_room = self.server_name in await self._fed.get_joined_servers(room_id) if known is not None else False
+        if not in_room:
+            # The event reaches us through /send only if we are in the room:
+            # record it now so the invitee sees it in /sync.
+            stored_pdu = dict(pdu)
+            stored_pdu["unsigned"] = {"invite_room_state": [s for s in args["invite_room_state"] if isinstance(s, Mapping)]}
+            stored = Event.from_pdu(stored_pdu, version)
+            allocator = creator.allocator_for(room_id)
+            payload = creator.stream_payload(stored)
+            self.loader.remember_version(room_id, version)
+            async with creator.linearizer.lock(room_id):
+                snapshot = await self._store.get_room_snapshot(room_id)
+                state = dict(snapshot.current_state) if snapshot else {}
+                state[(auth_rules.MEMBER, event.state_key)] = event.event_id
+                existing = await self._store.get_events(room_id, [event.event_id])
+                if event.event_id not in existing:
+                    await self._fed.persist_received_event(
+                        allocator, stored, encode_canonical_json(stored.get_pdu_json(), allow_floats=True).decode("utf-8"),
+                        expected_extremities=snapshot.extremities if snapshot else (),
+                        new_extremities=snapshot.extremities if snapshot and snapshot.extremities else (event.event_id,),
+                        state_group=None, state_to_store=state, current_state=state,
+                        new_room=NewRoomRow(room_id, version.identifier, event.sender, False, self.now_ms()),
+                        on_position=lambda position: allocator.attach(position, payload),
+                    )
+                    creator.forget_head(room_id)
+        return {"event": federation_pdu(signed)}
 
     # -- typing and receipts (EDUs) ------------------------------------------------------
 

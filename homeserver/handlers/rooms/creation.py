@@ -248,13 +248,16 @@ class EventCreator:
         redacts: Optional[str] = None,
         txn_key: Any = None,
         check: Optional[Callable[[Mapping[StateKey, Event], Event], None]] = None,
+        countersign: Optional[Callable[[Event], Any]] = None,
     ) -> CreatedEvent:
         """Create, authorise and persist one event in an existing room.
 
         ``check(state, event)`` may refuse the event with a MatrixError
         before auth rules run (membership preconditions with better error
         messages). ``txn_key`` (a ``TxnKey``) makes the call idempotent:
-        a retried transaction returns the original event.
+        a retried transaction returns the original event. ``countersign(event)``
+        (async) returns the event as signed by another server too (invites
+        of remote users), after the auth rules passed and before persisting.
         """
         shard = self.shard_of(room_id)
         allocator = self._allocators.get(shard)
@@ -277,6 +280,8 @@ class EventCreator:
                     auth_rules.check_auth_rules(head.version, event, auth_state)
                 except AuthError as e:
                     raise _auth_error(e)
+                if countersign is not None:
+                    event = await countersign(event)
                 try:
                     return await self._persist(allocator, head, event, state_after, txn_key, None)
                 except _Stale:

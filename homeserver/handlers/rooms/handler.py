@@ -110,6 +110,8 @@ class RoomHandler:
         self._profile = profile_lookup
         #: Joins rooms unknown here over federation (set by the federation wiring).
         self.remote_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
+        #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
+        self.remote_invite: Optional[Callable[[Event], Awaitable[Event]]] = None
 
     # -- createRoom ------------------------------------------------------------
 
@@ -302,10 +304,15 @@ class RoomHandler:
         servers, content)``, run on the room's events shard owner).
         """
         room_id = await self.resolve_room(room_id_or_alias)
-        if await self.loader.room_version(room_id) is None:
+        if await self.loader.room_version(room_id) is None or (
+            self.remote_join is not None and not await self._server_in_room(room_id)
+        ):
             if self.remote_join is None:
                 raise not_found("No known servers for this room")
             candidates = [s for s in servers if s]
+            invite = await self._store.get_membership(room_id, requester.user_id)
+            if invite is not None and invite.membership == "invite" and ":" in invite.sender:
+                candidates.append(invite.sender.split(":", 1)[1])
             if ":" in room_id and room_id.split(":", 1)[1] not in candidates:
                 candidates.append(room_id.split(":", 1)[1])
             if not candidates:
@@ -319,6 +326,17 @@ class RoomHandler:
         content = await self._member_content(requester.user_id, "join", reason)
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
         return room_id
+
+    async def _server_in_room(self, room_id: str) -> bool:
+        """False when no user of ours is joined but users of other servers are, or when the room is
+        known here only from an invite by another server: joining then goes through federation."""
+        members = await self._store.get_room_members(room_id)
+        local = ":" + self.server_name
+        if any(m.membership == "join" and m.user_id.endswith(local) for m in members):
+            return True
+        remote_joined = any(m.membership == "join" for m in members)
+        remote_invite = any(m.membership == "invite" and not m.sender.endswith(local) for m in members)
+        return not (remote_joined or remote_invite)
 
     async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None) -> str:
         """POST /knock/{roomIdOrAlias}: ask to join a room whose join rule allows knocking."""
@@ -383,7 +401,13 @@ class RoomHandler:
             content.update(extra)
         if reason is not None:
             content["reason"] = reason
-        await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=target)
+        countersign = None
+        if membership == "invite" and not target.endswith(":" + self.server_name):
+            if self.remote_invite is None:
+                raise forbidden("This server cannot invite users of other servers")
+            countersign = self.remote_invite
+        await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=target,
+                                        countersign=countersign)
 
     async def forget(self, requester: Any, room_id: str) -> None:
         """POST /rooms/{roomId}/forget: only once left."""

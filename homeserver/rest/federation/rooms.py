@@ -74,6 +74,10 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
     resource.register("POST", PREFIX + "/v1/get_missing_events/{roomId}", wrap(missing_events), name="federation_missing")
     resource.register("GET", PREFIX + "/v1/make_join/{roomId}/{userId}", wrap(make_join), name="federation_make_join")
     resource.register("GET", PREFIX + "/v1/make_leave/{roomId}/{userId}", wrap(make_leave), name="federation_make_leave")
+    async def invite(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
+        return 200, await rooms.on_invite(origin, roomId, eventId, parse_json_value(request))
+
+    resource.register("PUT", PREFIX + "/v2/invite/{roomId}/{eventId}", wrap(invite), name="federation_invite_v2")
     for version, v1 in (("v1", True), ("v2", False)):
         resource.register("PUT", f"{PREFIX}/{version}/send_join/{{roomId}}/{{eventId}}", wrap(send_membership("join", v1)),
                           name=f"federation_send_join_{version}")

@@ -293,3 +293,39 @@ class TwoServersTests(unittest.TestCase):
             return not await a_sees_bob()
 
         await self.wait(a_sees_bob_gone, "A sees bob leave")
+
+    async def test_remote_invite_then_join(self) -> None:
+        """alice@A invites bob@B to a private room: B countersigns, bob sees the invite in /sync and joins through A."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom",
+                               {"preset": "private_chat", "room_version": "10", "name": "secret"}, token=alice)
+        room_id = resp.json["room_id"]
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        invite = resp.json["rooms"]["invite"].get(room_id)
+        self.assertIsNotNone(invite, resp.json["rooms"])
+        types = {e["type"] for e in invite["invite_state"]["events"]}
+        self.assertIn("m.room.name", types)
+        self.assertIn("m.room.member", types)
+
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob() -> bool:
+            r = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return b.uid("bob") in r.json.get("joined", {})
+
+        await self.wait(a_sees_bob, "A sees bob joined")
+        resp = await b.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/i1",
+                               {"msgtype": "m.text", "body": "thanks"}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_has() -> bool:
+            return "thanks" in await a.bodies(alice, room_id)
+
+        await self.wait(a_has, "bob's message on A")
