@@ -224,6 +224,26 @@ class JoinAndMessagesTests(FederationRoomsTestCase):
         self.assertEqual([p["content"].get("body") for p in resp.json["events"]], ["m1"])
 
 
+class SoftFailTests(FederationRoomsTestCase):
+    async def test_event_allowed_before_a_ban_is_soft_failed(self) -> None:
+        """bob is banned on A; B then sends a message built on bob's join (allowed there, not now): soft-failed,
+        answered as success, never shown to clients, not an extremity."""
+        room = await self.setup_joined_room()
+        room_id = room["room_id"]
+        await self.remote_join(room_id, f"@carl:{B}")  # B stays in the room after bob's ban
+        resp = await self.post(self.alice, f"/rooms/{room_id}/ban", {"user_id": f"@bob:{B}"})
+        self.assertEqual(resp.code, 200, resp.body)
+        auth = [room["state"][("m.room.create", "")], room["state"][("m.room.power_levels", "")], room["join_id"]]
+        msg = self.message(room_id, f"@bob:{B}", [room["join_id"]], auth, 10, "sneaky")
+        resp = await self.send_txn([msg])
+        self.assertEqual(resp.json["pdus"], {self.event_id(msg): {}})
+        self.assertNotIn("sneaky", await self.timeline_bodies(room_id))
+        snapshot = await self.rooms_api.store.get_room_snapshot(room_id)
+        self.assertNotIn(self.event_id(msg), snapshot.extremities)
+        kinds = await self.fed.events._fed.get_rejected(room_id, [self.event_id(msg)])
+        self.assertEqual(kinds[self.event_id(msg)][0], "soft_failed")
+
+
 class RefusalTests(FederationRoomsTestCase):
     async def test_bad_signature_is_dropped(self) -> None:
         """A PDU signed with a key that is not B's gets an error and is not stored."""
