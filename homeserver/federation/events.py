@@ -278,7 +278,8 @@ class FederationEventHandler:
             rows = await self._store.get_events(room_id, others)
             other_groups = sorted({r.state_group for r in rows.values()})
             other_states = await self._store.get_state_ids_for_groups(room_id, other_groups)
-            new_current = await self.resolve(version, room_id, [state_after] + [other_states[g] for g in other_groups])
+            new_current = await self.resolve(version, room_id, [state_after] + [other_states[g] for g in other_groups],
+                                             extra_events={stored.event_id: stored})
         apply_redaction = False
         if event.redacts is not None:
             targets = await self.loader.get_events(room_id, [event.redacts])
@@ -313,8 +314,12 @@ class FederationEventHandler:
             except Exception:
                 logger.exception("on_persisted hook failed for %s", event.event_id)
 
-    async def resolve(self, version: RoomVersion, room_id: str, states: list[Mapping[StateKey, str]]) -> dict[StateKey, str]:
-        """The resolved state of several state sets (the one set itself when they agree)."""
+    async def resolve(self, version: RoomVersion, room_id: str, states: list[Mapping[StateKey, str]],
+                      extra_events: Optional[Mapping[str, Event]] = None) -> dict[StateKey, str]:
+        """The resolved state of several state sets (the one set itself when they agree).
+
+        ``extra_events`` are events of the sets not stored yet (the event being persisted).
+        """
         distinct = []
         for s in states:
             if not any(dict(s) == d for d in distinct):
@@ -323,15 +328,21 @@ class FederationEventHandler:
             return {}
         if len(distinct) == 1:
             return distinct[0]
-        event_map = await self.auth_closure(room_id, {e for s in distinct for e in s.values()})
+        extra = dict(extra_events or {})
+        event_map = await self.auth_closure(room_id, {e for s in distinct for e in s.values()}, extra)
+        missing = {e for s in distinct for e in s.values()} - set(event_map)
+        if missing:
+            raise ValueError(f"cannot resolve state: events {sorted(missing)[:3]} are unknown")
         return RoomGraph(version).resolve(distinct, event_map)
 
-    async def auth_closure(self, room_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
-        """The given events and their auth chains, as far as we hold them."""
+    async def auth_closure(self, room_id: str, event_ids: Iterable[str],
+                           extra_events: Optional[Mapping[str, Event]] = None) -> dict[str, Event]:
+        """The given events and their auth chains, as far as we hold them (or ``extra_events`` has them)."""
         out: dict[str, Event] = {}
         frontier = set(event_ids)
         while frontier:
-            found = await self.loader.get_events(room_id, frontier)
+            found = {e: extra_events[e] for e in frontier if extra_events and e in extra_events}
+            found.update(await self.loader.get_events(room_id, frontier - set(found)))
             out.update(found)
             frontier = {a for e in found.values() for a in e.auth_event_ids_with_create if a not in out}
             frontier -= set(out)

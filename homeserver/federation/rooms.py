@@ -169,6 +169,9 @@ class FederationRooms:
             result = await self._dispatcher.run(RECEIVE_PDU, room_id, {"origin": origin, "pdu": thaw(pdu)})
         except MatrixError as e:
             result = {"error": str(e)}
+        except Exception as e:  # one bad PDU must not fail the whole transaction
+            logger.exception("processing %s from %s failed", event.event_id, origin)
+            result = {"error": f"internal error: {type(e).__name__}"}
         return event.event_id, result
 
     async def _cmd_receive_pdu(self, args: dict[str, Any]) -> dict[str, Any]:

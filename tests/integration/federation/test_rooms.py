@@ -50,6 +50,8 @@ class _NoNetwork:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
+        #: What ``get_missing_events`` answers, when set.
+        self.missing_events: Optional[list[dict[str, Any]]] = None
 
     async def get_json(self, destination: str, path: str, args: Any = None, **kw: Any) -> Any:
         self.requests.append((destination, path))
@@ -57,6 +59,8 @@ class _NoNetwork:
 
     async def post_json(self, destination: str, path: str, data: Any, args: Any = None, **kw: Any) -> Any:
         self.requests.append((destination, path))
+        if "/get_missing_events/" in path and self.missing_events is not None:
+            return {"events": self.missing_events}
         raise OSError("no network in this test")
 
 
@@ -222,6 +226,60 @@ class JoinAndMessagesTests(FederationRoomsTestCase):
                                       {"earliest_events": [ids[0]], "latest_events": [ids[2]], "limit": 10})
         self.assertEqual(resp.code, 200, resp.body)
         self.assertEqual([p["content"].get("body") for p in resp.json["events"]], ["m1"])
+
+
+class MissingEventsTests(FederationRoomsTestCase):
+    async def test_gap_is_filled_from_origin(self) -> None:
+        """A PDU whose prev event A lacks: A asks B's /get_missing_events, processes the gap, then the PDU."""
+        room = await self.setup_joined_room()
+        room_id = room["room_id"]
+        auth = [room["state"][("m.room.create", "")], room["state"][("m.room.power_levels", "")], room["join_id"]]
+        first = self.message(room_id, f"@bob:{B}", [room["join_id"]], auth, 10, "first")
+        second = self.message(room_id, f"@bob:{B}", [self.event_id(first)], auth, 11, "second")
+        self.network.missing_events = [first]
+        resp = await self.send_txn([second])
+        self.assertEqual(resp.json["pdus"], {self.event_id(second): {}})
+        self.assertTrue(any("/get_missing_events/" in path for _, path in self.network.requests))
+        bodies = await self.timeline_bodies(room_id)
+        self.assertEqual([b for b in bodies if b in ("first", "second")], ["second", "first"])
+
+    async def test_unfillable_gap_is_refused(self) -> None:
+        """When the origin cannot supply the gap the PDU gets an error and is not stored."""
+        room = await self.setup_joined_room()
+        room_id = room["room_id"]
+        auth = [room["state"][("m.room.create", "")], room["state"][("m.room.power_levels", "")], room["join_id"]]
+        first = self.message(room_id, f"@bob:{B}", [room["join_id"]], auth, 10, "first")
+        second = self.message(room_id, f"@bob:{B}", [self.event_id(first)], auth, 11, "second")
+        resp = await self.send_txn([second])
+        self.assertIn("missing prev events", resp.json["pdus"][self.event_id(second)]["error"])
+        self.assertNotIn("second", await self.timeline_bodies(room_id))
+
+
+class ForkTests(FederationRoomsTestCase):
+    async def test_concurrent_state_changes_are_resolved(self) -> None:
+        """alice renames the room while B concurrently changes bob's displayname on the older DAG tip:
+        both changes end up in current state and alice's next event merges the two extremities."""
+        room = await self.setup_joined_room()
+        room_id = room["room_id"]
+        resp = await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/", {"name": "renamed"},
+                                  token=self.alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        auth = [room["state"][("m.room.create", "")], room["state"][("m.room.power_levels", "")], room["join_id"],
+                room["state"][("m.room.join_rules", "")]]
+        self.clock.advance(1)  # later than bob's join: it wins the (mainline, ts) ordering of state res v2
+        member = self.message(room_id, f"@bob:{B}", [room["join_id"]], auth, 10, "", etype="m.room.member",
+                              state_key=f"@bob:{B}", content={"membership": "join", "displayname": "Bobby"})
+        resp = await self.send_txn([member])
+        self.assertEqual(resp.json["pdus"], {self.event_id(member): {}})
+        snapshot = await self.rooms_api.store.get_room_snapshot(room_id)
+        self.assertEqual(len(snapshot.extremities), 2)
+        self.assertEqual(snapshot.current_state[("m.room.member", f"@bob:{B}")], self.event_id(member))
+        name = await self.get(self.alice, f"/rooms/{room_id}/state/m.room.name")
+        self.assertEqual(name.json["name"], "renamed")
+        sent = await self.send(self.alice, room_id, {"msgtype": "m.text", "body": "merge"}, "m1")
+        self.assertEqual(sent.code, 200, sent.body)
+        event = await self.rooms_api.loader.get_event(room_id, sent.json["event_id"])
+        self.assertEqual(set(event.prev_event_ids), set(snapshot.extremities))
 
 
 class SoftFailTests(FederationRoomsTestCase):
