@@ -94,6 +94,8 @@ class FederationRooms:
         self._fed = fed_store
         self.loader = events.loader
         self._queue = queue
+        #: ``user_id -> profile dict`` of local users (``ProfileStore.get_profile``), for /query/profile.
+        self.profile_lookup: Optional[Callable[[str], Awaitable[Mapping[str, Any]]]] = None
         #: ``edu_type -> handler(origin, content)`` for inbound EDUs.
         self.edu_handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {}
 
@@ -299,6 +301,32 @@ class FederationRooms:
                 nxt.extend(event.prev_event_ids)
             frontier = nxt
         return out
+
+    # -- queries -------------------------------------------------------------------------
+
+    async def query_directory(self, origin: str, room_alias: str) -> dict[str, Any]:
+        """``GET /query/directory?room_alias=``: one of our aliases, with servers to join through."""
+        if not isinstance(room_alias, str) or not room_alias.endswith(":" + self.server_name):
+            raise not_found("Room alias not found")
+        room_id = await self._store.get_alias(room_alias)
+        if room_id is None:
+            raise not_found("Room alias not found")
+        servers = await self._fed.get_joined_servers(room_id)
+        ordered = [self.server_name] + sorted(servers - {self.server_name})
+        return {"room_id": room_id, "servers": ordered}
+
+    async def query_profile(self, origin: str, user_id: str, field: Optional[str]) -> dict[str, Any]:
+        """``GET /query/profile?user_id=&field=``: a local user's public profile (or one field of it)."""
+        if self.profile_lookup is None or domain_of(user_id) != self.server_name:
+            raise not_found("Profile not found")
+        profile = await self.profile_lookup(user_id)
+        if not profile:
+            raise not_found("Profile not found")
+        if field is not None:
+            if field not in profile:
+                raise not_found(f"Profile has no {field}")
+            return {field: profile[field]}
+        return dict(profile)
 
     # -- joins and leaves as the resident server -----------------------------------
 

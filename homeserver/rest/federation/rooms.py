@@ -74,6 +74,21 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
     resource.register("POST", PREFIX + "/v1/get_missing_events/{roomId}", wrap(missing_events), name="federation_missing")
     resource.register("GET", PREFIX + "/v1/make_join/{roomId}/{userId}", wrap(make_join), name="federation_make_join")
     resource.register("GET", PREFIX + "/v1/make_leave/{roomId}/{userId}", wrap(make_leave), name="federation_make_leave")
+    async def query_directory(request: Any, origin: str) -> tuple[int, Any]:
+        alias = query_arg(request, "room_alias")
+        if not alias:
+            raise bad_json("room_alias is required")
+        return 200, await rooms.query_directory(origin, alias)
+
+    async def query_profile(request: Any, origin: str) -> tuple[int, Any]:
+        user_id = query_arg(request, "user_id")
+        if not user_id:
+            raise bad_json("user_id is required")
+        return 200, await rooms.query_profile(origin, user_id, query_arg(request, "field"))
+
+    resource.register("GET", PREFIX + "/v1/query/directory", wrap(query_directory), name="federation_query_directory")
+    resource.register("GET", PREFIX + "/v1/query/profile", wrap(query_profile), name="federation_query_profile")
+
     async def invite(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
         return 200, await rooms.on_invite(origin, roomId, eventId, parse_json_value(request))
 

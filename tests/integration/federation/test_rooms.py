@@ -228,6 +228,26 @@ class JoinAndMessagesTests(FederationRoomsTestCase):
         self.assertEqual([p["content"].get("body") for p in resp.json["events"]], ["m1"])
 
 
+class QueryTests(FederationRoomsTestCase):
+    async def test_directory_and_profile(self) -> None:
+        """/query/directory resolves a local alias with servers; /query/profile returns a local user's profile."""
+        self.alice = await self.make_user("alice")
+        room_id = await self.create_room(self.alice, preset="public_chat", room_alias_name="lobby")
+        alias = f"#lobby:{self.server_name}"
+        resp = await self.fed_request("GET", f"/_matrix/federation/v1/query/directory?room_alias={quote(alias)}")
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual(resp.json, {"room_id": room_id, "servers": [self.server_name]})
+        resp = await self.fed_request("GET", f"/_matrix/federation/v1/query/directory?room_alias={quote('#nope:' + self.server_name)}")
+        self.assertEqual(resp.code, 404)
+        await self.request("PUT", f"/_matrix/client/v3/profile/{quote(self.uid('alice'))}/displayname",
+                           {"displayname": "Alice"}, token=self.alice)
+        resp = await self.fed_request("GET", f"/_matrix/federation/v1/query/profile?user_id={quote(self.uid('alice'))}&field=displayname")
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual(resp.json, {"displayname": "Alice"})
+        resp = await self.fed_request("GET", f"/_matrix/federation/v1/query/profile?user_id={quote('@ghost:' + self.server_name)}")
+        self.assertEqual(resp.code, 404)
+
+
 class MissingEventsTests(FederationRoomsTestCase):
     async def test_gap_is_filled_from_origin(self) -> None:
         """A PDU whose prev event A lacks: A asks B's /get_missing_events, processes the gap, then the PDU."""
