@@ -119,3 +119,52 @@ class SynapseInteropTests(unittest.TestCase):
             return code == 200 and room_id not in body.get("joined_rooms", [])
 
         await self.wait(synapse_sees_kick, "kick reaches Synapse")
+
+    async def test_estuary_user_joins_synapse_room(self) -> None:
+        """An Estuary user joins a Synapse room through make_join/send_join; messages both ways; Synapse's kick reaches Estuary."""
+        estuary = await Homeserver().start(self, "127.0.0.1")
+        peer = await self.start_synapse()
+        code, body = await self.call(peer, "POST", "/_matrix/client/v3/register",
+                                     {"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}})
+        self.assertEqual(code, 200, body)
+        sam_token = body["access_token"]
+        code, body = await self.call(peer, "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}, sam_token)
+        self.assertEqual(code, 200, body)
+        room_id = body["room_id"]
+        alice = await estuary.register("alice")
+        resp = await estuary.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?server_name={quote(peer.server_name)}",
+                                     {}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_sees_alice() -> bool:
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", None, sam_token)
+            return code == 200 and estuary.uid("alice") in body.get("joined", {})
+
+        await self.wait(synapse_sees_alice, "Synapse sees the Estuary user joined")
+        resp = await estuary.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/e1",
+                                     {"msgtype": "m.text", "body": "hello from estuary"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_has(text: str) -> bool:
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=50",
+                                         None, sam_token)
+            return code == 200 and any(e.get("content", {}).get("body") == text for e in body.get("chunk", []))
+
+        await self.wait(lambda: synapse_has("hello from estuary"), "Estuary's message on Synapse")
+        code, body = await self.call(peer, "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
+                                     {"msgtype": "m.text", "body": "hello from synapse"}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_has() -> bool:
+            return "hello from synapse" in await estuary.bodies(alice, room_id)
+
+        await self.wait(estuary_has, "Synapse's message on Estuary")
+        code, body = await self.call(peer, "POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick",
+                                     {"user_id": estuary.uid("alice")}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_sees_kick() -> bool:
+            membership = await estuary.rooms.store.get_membership(room_id, estuary.uid("alice"))
+            return membership is not None and membership.membership == "leave"
+
+        await self.wait(estuary_sees_kick, "kick reaches Estuary")
