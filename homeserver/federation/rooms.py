@@ -527,6 +527,59 @@ class FederationRooms:
             creator.forget_head(room_id)
         self.loader.remember(join)
 
+    async def leave_remote(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> None:
+        """Reject an invite (or rescind a knock) to a room we are not in: make_leave/send_leave
+        through ``servers``, then record the leave locally."""
+        creator = self.events.creator
+        creator.allocator_for(room_id)
+        client = self.events.client
+        problems = []
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                template = await _remote(client.get_json(server, f"/_matrix/federation/v1/make_leave/{_q(room_id)}/{_q(user_id)}"))
+                version = get_room_version(str(template.get("room_version", "1")))
+                pdu = thaw(template["event"])
+                if (pdu.get("room_id") != room_id or pdu.get("type") != auth_rules.MEMBER or pdu.get("sender") != user_id
+                        or pdu.get("state_key") != user_id):
+                    raise bad_json(f"{server} sent a leave template for something else")
+                pdu["content"] = {**thaw(content), "membership": "leave"}
+                pdu["origin"] = self.server_name
+                pdu["origin_server_ts"] = self.now_ms()
+                for key in ("signatures", "hashes", "unsigned"):
+                    pdu.pop(key, None)
+                if version.event_format.name == "V1":
+                    pdu["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
+                leave = Event.from_pdu(add_hashes_and_signatures(version, pdu, self.server_name, creator.signing_key), version)
+                await _remote(client.put_json(
+                    server, f"/_matrix/federation/v2/send_leave/{_q(room_id)}/{_q(leave.event_id)}", federation_pdu(leave)
+                ))
+            except Exception as e:
+                problems.append(f"{server}: {e}")
+                continue
+            await self._record_outside_event(leave)
+            return
+        raise MatrixError(502, Codes.UNKNOWN, "Could not leave through any server: " + "; ".join(problems))
+
+    async def _record_outside_event(self, event: Event) -> None:
+        """Persist a membership event of ours in a room we are not in (it is not in our DAG's continuation)."""
+        creator = self.events.creator
+        room_id = event.room_id
+        allocator = creator.allocator_for(room_id)
+        payload = creator.stream_payload(event)
+        async with creator.linearizer.lock(room_id):
+            snapshot = await self._store.get_room_snapshot(room_id)
+            state = dict(snapshot.current_state) if snapshot else {}
+            state[(event.type, event.state_key or "")] = event.event_id
+            await self._fed.persist_received_event(
+                allocator, event, encode_canonical_json(event.get_pdu_json(), allow_floats=True).decode("utf-8"),
+                expected_extremities=snapshot.extremities if snapshot else (), new_extremities=(event.event_id,),
+                state_group=None, state_to_store=state, current_state=state,
+                on_position=lambda position: allocator.attach(position, payload),
+            )
+            creator.forget_head(room_id)
+
     # -- invites -------------------------------------------------------------------------
 
     async def invite_remote(self, event: Event) -> Event:

@@ -110,6 +110,8 @@ class RoomHandler:
         self._profile = profile_lookup
         #: Joins rooms unknown here over federation (set by the federation wiring).
         self.remote_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
+        #: Leaves a room known only from a remote invite (``remote_leave(user_id, room_id, servers, content)``).
+        self.remote_leave: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
         #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
         self.remote_invite: Optional[Callable[[Event], Awaitable[Event]]] = None
 
@@ -366,6 +368,11 @@ class RoomHandler:
         content: dict[str, Any] = {"membership": "leave"}
         if reason is not None:
             content["reason"] = reason
+        if (self.remote_leave is not None and current.membership in ("invite", "knock") and ":" in current.sender
+                and not await self._server_in_room(room_id)):
+            # Rejecting an invite to a room we are not in: through the inviting server.
+            await self.remote_leave(requester.user_id, room_id, [current.sender.split(":", 1)[1]], content)
+            return
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
 
     async def change_membership(self, requester: Any, room_id: str, target: str, action: str, reason: Optional[str] = None,

@@ -329,3 +329,23 @@ class TwoServersTests(unittest.TestCase):
             return "thanks" in await a.bodies(alice, room_id)
 
         await self.wait(a_has, "bob's message on A")
+
+    async def test_remote_invite_rejected(self) -> None:
+        """bob@B rejects alice@A's invite: make_leave/send_leave through A; both sides show bob as left."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "private_chat", "room_version": "10"},
+                               token=alice)
+        room_id = resp.json["room_id"]
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        for server in (a, b):
+            membership = await server.rooms.store.get_membership(room_id, b.uid("bob"))
+            self.assertEqual(membership.membership, "leave", server.server_name)
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertNotIn(room_id, resp.json["rooms"]["invite"])
