@@ -33,7 +33,7 @@ For each PDU, in order:
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from homeserver.core import auth as auth_rules
 from homeserver.core.canonical_json import encode_canonical_json

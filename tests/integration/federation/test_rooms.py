@@ -12,7 +12,6 @@ import json
 from typing import Any, Optional
 from urllib.parse import quote
 
-from homeserver.core.events import Event
 from homeserver.core.room_versions import get_room_version
 from homeserver.core.signing import add_hashes_and_signatures, compute_event_id, generate_signing_key, key_id_of
 from homeserver.federation.keyring import Keyring
