@@ -17,8 +17,10 @@ For each PDU, in order:
 2. a content hash mismatch replaces it by its redacted form;
 3. missing ``prev_events`` are fetched with ``/get_missing_events`` from
    the origin (bounded, once, each fetched event handled by these same
-   steps); a PDU whose prev events stay unknown is refused (we do not yet
-   fall back to ``/state_ids``: see the module report);
+   steps); if prev events stay unknown, the state before the PDU is asked
+   of the origin (``/state_ids``, missing events fetched with ``/event``,
+   each checked against its auth events and kept as an outlier); a PDU with
+   neither is refused;
 4. it must pass the auth rules against its own auth events, and against the
    state before it (the states after its prev events, resolved with
    :mod:`homeserver.state` when they differ); else it is *rejected*;
@@ -51,6 +53,8 @@ StateKey = tuple[str, str]
 
 #: How many missing events one ``/get_missing_events`` call may return.
 MISSING_EVENTS_LIMIT = 10
+#: How many state events one ``/state_ids`` fallback may fetch with ``/event``.
+MAX_STATE_FETCH = 200
 #: How many times a persist is retried when the room moved under it.
 MAX_PERSIST_ATTEMPTS = 5
 
@@ -181,9 +185,15 @@ class FederationEventHandler:
             await self._fetch_missing(origin, event)
             have, bad = await self._known(room_id, prev_ids)
             missing = [e for e in prev_ids if e not in have and e not in bad]
+        remote_state: Optional[dict[StateKey, str]] = None
         if missing:
-            return {"error": f"missing prev events {missing[:5]}"}
-        if not have and event.type != auth_rules.CREATE:
+            if not fetch_missing:
+                return {"error": f"missing prev events {missing[:5]}"}
+            # The gap is too large: take the state before the event from the origin.
+            remote_state = await self._state_from_remote(origin, event)
+            if remote_state is None:
+                return {"error": f"missing prev events {missing[:5]} and no usable state from {origin}"}
+        if not have and remote_state is None and event.type != auth_rules.CREATE:
             return await self._reject(origin, event, "rejected", "all prev events were rejected")
 
         # Auth events: known, none rejected, and the event passes against them.
@@ -204,10 +214,15 @@ class FederationEventHandler:
             return await self._reject(origin, event, "rejected", f"auth events: {_reason(e)}")
 
         # The state before the event.
-        prev_rows = await self._store.get_events(room_id, [e for e in prev_ids if e in have])
-        groups = sorted({row.state_group for row in prev_rows.values()})
-        group_states = await self._store.get_state_ids_for_groups(room_id, groups)
-        state_before = await self.resolve(version, room_id, [group_states[g] for g in groups])
+        if remote_state is not None:
+            groups: list[int] = []
+            group_states: dict[int, Any] = {}
+            state_before = remote_state
+        else:
+            prev_rows = await self._store.get_events(room_id, [e for e in prev_ids if e in have])
+            groups = sorted({row.state_group for row in prev_rows.values()})
+            group_states = await self._store.get_state_ids_for_groups(room_id, groups)
+            state_before = await self.resolve(version, room_id, [group_states[g] for g in groups])
         before_events = await self.loader.state_events(room_id, state_before)
         try:
             auth_rules.check_auth_rules(version, event, auth_state_for(version, event, before_events))
@@ -352,6 +367,62 @@ class FederationEventHandler:
 
     # -- missing events -----------------------------------------------------------
 
+    async def _state_from_remote(self, origin: str, event: Event) -> Optional[dict[StateKey, str]]:
+        """The state before ``event`` per ``origin`` (``/state_ids``), its events fetched, checked and kept as outliers.
+
+        Events we lack are fetched with ``/event`` (at most
+        :data:`MAX_STATE_FETCH`); each must carry valid signatures and pass
+        the auth rules against its own auth events. None when the origin
+        cannot tell us or the answer is unusable.
+        """
+        room_id = event.room_id
+        version = event.room_version
+        try:
+            answer = await self._client.get_json(
+                origin, f"/_matrix/federation/v1/state_ids/{_quote(room_id)}", args={"event_id": event.event_id}
+            )
+        except Exception as e:
+            logger.info("state_ids from %s for %s failed: %s", origin, event.event_id, e)
+            return None
+        pdu_ids = answer.get("pdu_ids") if isinstance(answer, dict) else None
+        chain_ids = answer.get("auth_chain_ids") if isinstance(answer, dict) else None
+        if not isinstance(pdu_ids, list) or not isinstance(chain_ids, list):
+            return None
+        wanted = [e for e in dict.fromkeys(pdu_ids + chain_ids) if isinstance(e, str)]
+        known = await self.loader.get_events(room_id, wanted)
+        to_fetch = [e for e in wanted if e not in known]
+        if len(to_fetch) > MAX_STATE_FETCH:
+            logger.info("state of %s needs %d events from %s: too many", event.event_id, len(to_fetch), origin)
+            return None
+        fetched: dict[str, Event] = {}
+        for event_id in to_fetch:
+            try:
+                got = await self._client.get_json(origin, f"/_matrix/federation/v1/event/{_quote(event_id)}")
+                pdus = got.get("pdus") if isinstance(got, dict) else None
+                if not isinstance(pdus, list) or not pdus:
+                    continue
+                remote = parse_received_pdu(pdus[0], version)
+                if remote.event_id != event_id or remote.room_id != room_id:
+                    continue
+                await self.check_signatures(remote)
+                fetched[event_id] = remote
+            except Exception as e:
+                logger.info("could not fetch state event %s from %s: %s", event_id, origin, e)
+        accepted = check_auth_chain(version, {**known, **fetched})
+        new = [e for e in accepted.values() if e.event_id in fetched]
+        await self._fed.store_outliers(room_id, [
+            (e.event_id, encode_canonical_json(e.get_pdu_json(), allow_floats=True).decode("utf-8")) for e in new
+        ])
+        state = {}
+        for event_id in pdu_ids:
+            e = accepted.get(event_id) if isinstance(event_id, str) else None
+            if e is not None and e.state_key is not None:
+                state[(e.type, e.state_key)] = event_id
+        if (auth_rules.CREATE, "") not in state:
+            return None
+        return state
+
+
     async def _fetch_missing(self, origin: str, event: Event) -> None:
         """Fetch up to :data:`MISSING_EVENTS_LIMIT` events between our extremities and ``event``."""
         snapshot = await self._store.get_room_snapshot(event.room_id)
@@ -388,6 +459,38 @@ class FederationEventHandler:
             result = await self._process(origin, fetched, fetch_missing=False)
             if result:
                 logger.info("missing event %s from %s: %s", fetched.event_id, origin, result)
+
+
+def check_auth_chain(version: RoomVersion, events: Mapping[str, Event]) -> dict[str, Event]:
+    """The events of a returned state + auth chain that pass the auth rules against their own auth events.
+
+    Checked in (depth, ID) order so auth events come first; an event whose
+    auth events are missing or rejected is rejected.
+    """
+    accepted: dict[str, Event] = {}
+    for event in sorted(events.values(), key=lambda e: (e.depth, e.event_id)):
+        auth = [accepted[a] for a in event.auth_event_ids if a in accepted]
+        if len(auth) != len(event.auth_event_ids):
+            continue
+        by_key = {(e.type, e.state_key): e for e in auth if e.state_key is not None}
+        for a in event.auth_event_ids_with_create:
+            if a in accepted and accepted[a].type == auth_rules.CREATE:
+                by_key[(auth_rules.CREATE, "")] = accepted[a]
+        try:
+            auth_rules.check_state_independent_auth_rules(version, event, auth)
+            auth_rules.check_auth_rules(version, event, by_key)
+        except auth_rules.AuthError as e:
+            logger.info("state event %s fails its auth events: %s", event.event_id, getattr(e, "reason", e))
+            continue
+        accepted[event.event_id] = event
+    return accepted
+
+
+class _Remote:
+    """A remote user acting through an EDU (what the typing / receipt handlers read of a requester)."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
 
 
 def _reason(e: AuthError) -> str:

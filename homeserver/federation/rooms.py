@@ -36,6 +36,7 @@ from homeserver.federation.events import (
     federation_pdu,
     parse_received_pdu,
 )
+from homeserver.federation.events import check_auth_chain as _auth_chain_accepted
 
 logger = logging.getLogger(__name__)
 
@@ -815,35 +816,3 @@ def _event_id_of(pdu: Any, version: RoomVersion) -> Optional[str]:
         return compute_event_id(version, pdu)
     except Exception:
         return None
-
-
-def _auth_chain_accepted(version: RoomVersion, events: Mapping[str, Event]) -> dict[str, Event]:
-    """The events of a returned state + auth chain that pass the auth rules against their own auth events.
-
-    Checked in (depth, ID) order so auth events come first; an event whose
-    auth events are missing or rejected is rejected.
-    """
-    accepted: dict[str, Event] = {}
-    for event in sorted(events.values(), key=lambda e: (e.depth, e.event_id)):
-        auth = [accepted[a] for a in event.auth_event_ids if a in accepted]
-        if len(auth) != len(event.auth_event_ids):
-            continue
-        by_key = {(e.type, e.state_key): e for e in auth if e.state_key is not None}
-        for a in event.auth_event_ids_with_create:
-            if a in accepted and accepted[a].type == auth_rules.CREATE:
-                by_key[(auth_rules.CREATE, "")] = accepted[a]
-        try:
-            auth_rules.check_state_independent_auth_rules(version, event, auth)
-            auth_rules.check_auth_rules(version, event, by_key)
-        except auth_rules.AuthError as e:
-            logger.info("state event %s fails its auth events: %s", event.event_id, getattr(e, "reason", e))
-            continue
-        accepted[event.event_id] = event
-    return accepted
-
-
-class _Remote:
-    """A remote user acting through an EDU (what the typing / receipt handlers read of a requester)."""
-
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id

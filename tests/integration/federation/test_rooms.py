@@ -51,9 +51,20 @@ class _NoNetwork:
         self.requests: list[tuple[str, str]] = []
         #: What ``get_missing_events`` answers, when set.
         self.missing_events: Optional[list[dict[str, Any]]] = None
+        #: ``/state_ids`` answer and ``event_id -> PDU`` served by ``/event``, when set.
+        self.state_ids: Optional[dict[str, Any]] = None
+        self.events: dict[str, dict[str, Any]] = {}
 
     async def get_json(self, destination: str, path: str, args: Any = None, **kw: Any) -> Any:
+        from urllib.parse import unquote
+
         self.requests.append((destination, path))
+        if "/state_ids/" in path and self.state_ids is not None:
+            return self.state_ids
+        if "/event/" in path:
+            event_id = unquote(path.rsplit("/", 1)[1])
+            if event_id in self.events:
+                return {"origin": destination, "origin_server_ts": 0, "pdus": [self.events[event_id]]}
         raise OSError("no network in this test")
 
     async def post_json(self, destination: str, path: str, data: Any, args: Any = None, **kw: Any) -> Any:
@@ -261,6 +272,27 @@ class MissingEventsTests(FederationRoomsTestCase):
         self.assertTrue(any("/get_missing_events/" in path for _, path in self.network.requests))
         bodies = await self.timeline_bodies(room_id)
         self.assertEqual([b for b in bodies if b in ("first", "second")], ["second", "first"])
+
+    async def test_large_gap_uses_state_from_origin(self) -> None:
+        """Prev events the origin will not list: A takes the state before the PDU from /state_ids, fetches the
+        state event it lacks with /event (kept as an outlier) and accepts the PDU."""
+        room = await self.setup_joined_room()
+        room_id = room["room_id"]
+        auth = [room["state"][("m.room.create", "")], room["state"][("m.room.power_levels", "")], room["join_id"]]
+        jr = room["state"][("m.room.join_rules", "")]
+        unseen = self.message(room_id, f"@bob:{B}", [room["join_id"]], auth + [jr], 10, "", etype="m.room.member",
+                              state_key=f"@bob:{B}", content={"membership": "join", "displayname": "B"})
+        later = self.message(room_id, f"@bob:{B}", [self.event_id(unseen)], [auth[0], auth[1], self.event_id(unseen)], 11,
+                             "after the gap")
+        state = dict(room["state"])
+        state[("m.room.member", f"@bob:{B}")] = self.event_id(unseen)
+        self.network.state_ids = {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(set(auth + [jr]))}
+        self.network.events = {self.event_id(unseen): unseen}
+        resp = await self.send_txn([later])
+        self.assertEqual(resp.json["pdus"], {self.event_id(later): {}})
+        bodies = await self.timeline_bodies(room_id)
+        self.assertIn("after the gap", bodies)
+        self.assertTrue(any("/state_ids/" in path for _, path in self.network.requests))
 
     async def test_unfillable_gap_is_refused(self) -> None:
         """When the origin cannot supply the gap the PDU gets an error and is not stored."""

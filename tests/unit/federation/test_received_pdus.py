@@ -8,7 +8,7 @@ from homeserver.core.builder import build_local_event
 from homeserver.core.room_versions import get_room_version
 from homeserver.core.signing import generate_signing_key
 from homeserver.federation.events import PduRefused, federation_pdu, parse_received_pdu
-from homeserver.federation.rooms import _auth_chain_accepted
+from homeserver.federation.events import check_auth_chain as _auth_chain_accepted
 
 V10 = get_room_version("10")
 SERVER = "remote.test"
