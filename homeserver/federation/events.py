@@ -486,13 +486,6 @@ def check_auth_chain(version: RoomVersion, events: Mapping[str, Event]) -> dict[
     return accepted
 
 
-class _Remote:
-    """A remote user acting through an EDU (what the typing / receipt handlers read of a requester)."""
-
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-
-
 def _reason(e: AuthError) -> str:
     return getattr(e, "reason", None) or str(e)
 

@@ -816,3 +816,10 @@ def _event_id_of(pdu: Any, version: RoomVersion) -> Optional[str]:
         return compute_event_id(version, pdu)
     except Exception:
         return None
+
+
+class _Remote:
+    """A remote user acting through an EDU (what the typing / receipt handlers read of a requester)."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
