@@ -26,7 +26,10 @@ RATE_UNLIMITED = {"per_second": 100000, "burst_count": 100000}
 
 
 class SynapsePeer:
-    def __init__(self, venv: str, workdir: str, postgres_dsn_for, server_name: str = "synapse.localhost", port: Optional[int] = None) -> None:
+    def __init__(self, venv: str, workdir: str, postgres_dsn_for, server_name: str = "synapse.localhost", port: Optional[int] = None,
+                 tls: Optional[tuple[str, str]] = None) -> None:
+        """``tls=(certificate_path, private_key_path)`` serves the listener over HTTPS (Synapse
+        federates over TLS only: name the server ``127.0.0.1:<port>`` so peers dial this listener)."""
         from workers.embedded import free_port
 
         self.python = os.path.join(venv, "bin", "python")
@@ -39,16 +42,17 @@ class SynapsePeer:
         self.dsn = postgres_dsn_for(self.dbname)
         self.shared_secret = "synapse-shared-secret-" + os.urandom(8).hex()
         self.process: Optional[subprocess.Popen] = None
+        self.tls = tls
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def _config(self) -> dict:
         from urllib.parse import urlsplit
 
         parts = urlsplit(self.dsn)
-        return {
+        config = {
             "server_name": self.server_name,
             "pid_file": os.path.join(self.workdir, "homeserver.pid"),
             "report_stats": False,
@@ -75,6 +79,11 @@ class SynapsePeer:
             "presence": {"enabled": False},
             "url_preview_enabled": False,
         }
+        if self.tls:
+            config["listeners"][0]["tls"] = True
+            config["tls_certificate_path"], config["tls_private_key_path"] = self.tls
+            config["federation_client_minimum_tls_version"] = "1.2"
+        return config
 
     def start(self, timeout: float = 120) -> None:
         import psycopg2
@@ -102,7 +111,10 @@ class SynapsePeer:
             if self.process.poll() is not None:
                 raise RuntimeError("Synapse exited during startup; see " + os.path.join(self.workdir, "stdout.log"))
             try:
-                with urllib.request.urlopen(self.base + "/_matrix/client/versions", timeout=1) as r:
+                import ssl
+
+                context = ssl._create_unverified_context() if self.tls else None
+                with urllib.request.urlopen(self.base + "/_matrix/client/versions", timeout=1, context=context) as r:
                     if r.status == 200:
                         return
             except Exception:

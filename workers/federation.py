@@ -139,3 +139,39 @@ def start_federation_sender(federation: Federation, on_stop: Any) -> None:
     on_stop(federation.client.close)
     if hasattr(federation.dns, "close"):
         on_stop(federation.dns.close)
+
+
+def build_federation_rooms(
+    reactor: Any, server_name: str, database: Any, room_api: Any, dispatcher: Any, keyring: Any, client: Any, queue: Any,
+    ephemeral: Any = None,
+) -> Any:
+    """The room side of federation for one process (``FederationRooms``).
+
+    Registers the shard-owner commands on ``dispatcher`` (received PDUs and
+    send_join/send_leave run on the room's events writer) and makes every
+    event created locally by ``room_api.creator`` go out to the other
+    servers of its room through ``queue``.
+    """
+    from homeserver.federation.events import FederationEventHandler
+    from homeserver.federation.rooms import FederationRooms
+    from storage.stores.federation_events import FederationEventStore
+
+    fed_store = FederationEventStore(database)
+    handler = FederationEventHandler(reactor, room_api.creator, room_api.store, fed_store, keyring, client)
+    rooms = FederationRooms(reactor, server_name, handler, dispatcher, room_api.store, fed_store, queue)
+    rooms.register_commands()
+    room_api.creator.observers.append(rooms.on_local_event)
+    room_api.rooms.remote_join = rooms.join_remote
+    room_api.rooms.remote_invite = rooms.invite_remote
+    room_api.rooms.remote_leave = rooms.leave_remote
+    rooms.profile_lookup = getattr(room_api.rooms, "_profile", None)
+    if ephemeral is not None:
+        rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
+    return rooms
+
+
+def mount_federation_rooms(resource: JsonResource, rooms: Any, authenticator: Any) -> None:
+    """Mount the authenticated room endpoints (``/send``, state, backfill, joins...)."""
+    from homeserver.rest.federation.rooms import register_federation_rooms
+
+    register_federation_rooms(resource, rooms, authenticator)

@@ -93,10 +93,28 @@ def federation_api(ctx: "ProcessContext") -> Any:
     return fed
 
 
-def _mount_federation_inbound(ctx: "ProcessContext", resource: "JsonResource") -> None:
-    from workers.federation import mount_federation_inbound
+def federation_rooms(ctx: "ProcessContext") -> Any:
+    """The room side of federation (needs the rooms graph built first), built on first use."""
+    rooms = ctx.features.get("federation_rooms")
+    if rooms is None:
+        from workers.federation import build_federation_rooms
 
-    mount_federation_inbound(federation_api(ctx), resource)
+        fed = federation_api(ctx)
+        rooms = build_federation_rooms(
+            ctx.reactor, ctx.config.server_name, ctx.database, ctx.features["rooms"].rooms, ctx.dispatcher,
+            fed.keyring, fed.client, fed.queue, ephemeral=ctx.features["rooms"].ephemeral,
+        )
+        ctx.features["federation_rooms"] = rooms
+    return rooms
+
+
+async def _mount_federation_inbound(ctx: "ProcessContext", resource: "JsonResource") -> None:
+    from workers.federation import mount_federation_inbound, mount_federation_rooms
+
+    fed = federation_api(ctx)
+    mount_federation_inbound(fed, resource)
+    await _mount_rooms(ctx, resource)
+    mount_federation_rooms(resource, federation_rooms(ctx), fed.authenticator)
 
 
 def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") -> None:
@@ -131,6 +149,9 @@ async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
 
     updater = ProfileMemberUpdater(rooms.rooms.rooms, ctx.dispatcher)
     accounts.profiles.observers.append(updater.on_profile_change)
+    # Received PDUs and remote joins run on the events writer; its local
+    # events go out to the other servers of their rooms.
+    federation_rooms(ctx)
 
 
 def _mount_client(ctx: "ProcessContext", resource: "JsonResource") -> Any:

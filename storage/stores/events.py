@@ -392,7 +392,15 @@ class EventStore:
             txn.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND event_id = ANY(%s)", (room_id, ids)
             )
-            return {r[1]: StoredEvent(*r) for r in txn.fetchall()}
+            found = {r[1]: StoredEvent(*r) for r in txn.fetchall()}
+            if len(found) < len(ids):
+                txn.execute(
+                    "SELECT event_id, json FROM federation_outliers WHERE room_id = %s AND event_id = ANY(%s)",
+                    (room_id, [e for e in ids if e not in found]),
+                )
+                for event_id, raw in txn.fetchall():
+                    found[event_id] = _outlier_row(room_id, event_id, raw)
+            return found
 
         return self._db.run_interaction("get_events", txn_fn)
 
@@ -682,6 +690,19 @@ class EventStore:
             return (tuple(first), tuple(last))  # type: ignore[return-value]
 
         return self._db.run_interaction("get_room_edges", txn_fn)
+
+
+def _outlier_row(room_id: str, event_id: str, raw: str) -> StoredEvent:
+    """A ``federation_outliers`` row as a :class:`StoredEvent` with no stream place (shard -1)."""
+    pdu = json.loads(raw)
+    content = pdu.get("content") if isinstance(pdu.get("content"), dict) else {}
+    membership = content.get("membership") if pdu.get("type") == "m.room.member" else None
+    return StoredEvent(
+        room_id=room_id, event_id=event_id, stream_shard=-1, stream_position=0, depth=int(pdu.get("depth", 0)),
+        type=pdu.get("type", ""), state_key=pdu.get("state_key"), sender=pdu.get("sender", ""),
+        membership=membership if isinstance(membership, str) else None,
+        origin_server_ts=int(pdu.get("origin_server_ts", 0)), json=raw, rejected=False, redacted_by=None, state_group=-1,
+    )
 
 
 def _like(pattern: str) -> str:

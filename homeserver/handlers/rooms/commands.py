@@ -15,7 +15,7 @@ publicly, so the owner trusts the forwarding instance's authentication.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import attrs
 
@@ -150,10 +150,11 @@ class RoomCommands:
         return await self._run("rooms.redact", room_id, requester, room_id=room_id, event_id=event_id,
                                txn_id=txn_id, reason=reason)
 
-    async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str]) -> str:
-        """POST /join: aliases are resolved here (a read), the join runs on the owner."""
+    async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str], servers: Sequence[str] = ()) -> str:
+        """POST /join: aliases are resolved here (a read), the join runs on the owner
+        (over federation through ``servers`` when the room is not known here)."""
         room_id = await self._rooms.resolve_room(room_id_or_alias)
-        result = await self._run("rooms.join", room_id, requester, room_id=room_id, reason=reason)
+        result = await self._run("rooms.join", room_id, requester, room_id=room_id, reason=reason, servers=list(servers))
         return result["room_id"]
 
     async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str]) -> str:
@@ -206,7 +207,8 @@ class RoomCommands:
         return _created(created)
 
     async def _join(self, args: dict[str, Any]) -> dict[str, Any]:
-        room_id = await self._rooms.join(requester_from_json(args.get("requester")), args["room_id"], args.get("reason"))
+        room_id = await self._rooms.join(requester_from_json(args.get("requester")), args["room_id"], args.get("reason"),
+                                         servers=[s for s in args.get("servers") or () if isinstance(s, str)])
         return {"room_id": room_id}
 
     async def _knock(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -120,6 +120,8 @@ class EventCreator:
         self._clock = clock
         self.server_name = server_name
         self._key = signing_key
+        #: The key local events are signed with (federation signs remote joins with it too).
+        self.signing_key = signing_key
         self._store = store
         self.loader = loader
         self._allocators = dict(allocators)
@@ -135,6 +137,23 @@ class EventCreator:
     def owns_room(self, room_id: str) -> bool:
         """Whether this instance writes the events shard of ``room_id``."""
         return self.shard_of(room_id) in self._allocators
+
+    def allocator_for(self, room_id: str) -> Any:
+        """The events shard allocator of ``room_id``; :class:`NotShardOwnerError` if not ours."""
+        shard = self.shard_of(room_id)
+        allocator = self._allocators.get(shard)
+        if allocator is None:
+            raise NotShardOwnerError("events", shard, f" (room {room_id})")
+        return allocator
+
+    def forget_head(self, room_id: str) -> None:
+        """Drop the cached end of ``room_id`` (another path, e.g. federation, appended to it)."""
+        self._heads.pop(room_id, None)
+
+    @staticmethod
+    def stream_payload(event: Event) -> dict[str, Any]:
+        """The events stream (bus) payload of ``event``."""
+        return _stream_payload(event)
 
     def owned_shards(self) -> frozenset[int]:
         """The events shards this instance writes."""
@@ -233,13 +252,16 @@ class EventCreator:
         redacts: Optional[str] = None,
         txn_key: Any = None,
         check: Optional[Callable[[Mapping[StateKey, Event], Event], None]] = None,
+        countersign: Optional[Callable[[Event], Any]] = None,
     ) -> CreatedEvent:
         """Create, authorise and persist one event in an existing room.
 
         ``check(state, event)`` may refuse the event with a MatrixError
         before auth rules run (membership preconditions with better error
         messages). ``txn_key`` (a ``TxnKey``) makes the call idempotent:
-        a retried transaction returns the original event.
+        a retried transaction returns the original event. ``countersign(event)``
+        (async) returns the event as signed by another server too (invites
+        of remote users), after the auth rules passed and before persisting.
         """
         shard = self.shard_of(room_id)
         allocator = self._allocators.get(shard)
@@ -262,6 +284,8 @@ class EventCreator:
                     auth_rules.check_auth_rules(head.version, event, auth_state)
                 except AuthError as e:
                     raise _auth_error(e)
+                if countersign is not None:
+                    event = await countersign(event)
                 try:
                     return await self._persist(allocator, head, event, state_after, txn_key, None)
                 except _Stale:

@@ -47,6 +47,8 @@ class ReceiptHandler:
         self._owned = owned_shards
         self._shard_of = shard_of
         self._account_data = account_data
+        #: Called after a receipt is stored: ``(room_id, receipt_type, user_id, event_id, data)`` (federation).
+        self.observers: list[Callable[[str, str, str, str, dict], Any]] = []
 
     async def send_receipt(self, requester: Any, room_id: str, receipt_type: str, event_id: str, thread_id: Optional[str]) -> Any:
         """Record a receipt of ``receipt_type`` (m.read / m.read.private / m.fully_read)."""
@@ -71,7 +73,10 @@ class ReceiptHandler:
         data: dict[str, Any] = {"ts": int(self._clock.seconds() * 1000)}
         if thread_id is not None:
             data["thread_id"] = thread_id
-        return await self._insert(shard, room_id, receipt_type, requester.user_id, thread_id or "", event_id, data)
+        result = await self._insert(shard, room_id, receipt_type, requester.user_id, thread_id or "", event_id, data)
+        for observer in list(self.observers):
+            observer(room_id, receipt_type, requester.user_id, event_id, data)
+        return result
 
     async def set_fully_read(self, requester: Any, room_id: str, event_id: str) -> None:
         """The ``m.fully_read`` marker is room account data."""
@@ -110,6 +115,8 @@ class TypingHandler:
         self._shard_of = shard_of
         # room -> user -> (expiry seconds, timer)
         self._typing: dict[str, dict[str, tuple[float, Any]]] = {}
+        #: Called on each explicit change: ``(room_id, user_id, typing, timeout_ms)`` (federation).
+        self.observers: list[Callable[[str, str, bool, int], Any]] = []
 
     def typing_users(self, room_id: str) -> list[str]:
         """Who is typing in the room now, sorted."""
@@ -145,6 +152,8 @@ class TypingHandler:
             self._typing.pop(room_id, None)
         if changed:
             await self._announce(shard, {"room_id": room_id, "user_ids": self.typing_users(room_id)})
+        for observer in list(self.observers):
+            observer(room_id, user_id, typing, timeout_ms or 0)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         room = self._typing.get(room_id)

@@ -9,7 +9,7 @@ visibility. Every refusal is a :class:`MatrixError`.
 from __future__ import annotations
 
 import re
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from homeserver.core import ids
 from homeserver.core.events import Event, thaw
@@ -110,6 +110,12 @@ class RoomHandler:
         self._shard_counts = shard_counts
         self._profile = profile_lookup
         self._ratelimiter = ratelimiter
+        #: Joins rooms unknown here over federation (set by the federation wiring).
+        self.remote_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
+        #: Leaves a room known only from a remote invite (``remote_leave(user_id, room_id, servers, content)``).
+        self.remote_leave: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
+        #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
+        self.remote_invite: Optional[Callable[[Event], Awaitable[Event]]] = None
 
     async def _rate_limit(self, requester: Any, room_id: str, kind: str) -> None:
         """Per-user message / join limits (issue 5), charged once: on the room's
@@ -303,11 +309,32 @@ class RoomHandler:
             raise invalid_param("Expected a room ID or alias")
         return room_id_or_alias
 
-    async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None) -> str:
-        """POST /join/{roomIdOrAlias} and /rooms/{roomId}/join."""
+    async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None,
+                   servers: Sequence[str] = ()) -> str:
+        """POST /join/{roomIdOrAlias} and /rooms/{roomId}/join.
+
+        A room unknown here is joined over federation through ``servers``
+        (the ``server_name`` / ``via`` parameters, else the room ID's server)
+        when :attr:`remote_join` is set (``remote_join(user_id, room_id,
+        servers, content)``, run on the room's events shard owner).
+        """
         room_id = await self.resolve_room(room_id_or_alias)
-        if await self.loader.room_version(room_id) is None:
-            raise not_found("No known servers for this room")
+        if await self.loader.room_version(room_id) is None or (
+            self.remote_join is not None and not await self._server_in_room(room_id)
+        ):
+            if self.remote_join is None:
+                raise not_found("No known servers for this room")
+            candidates = [s for s in servers if s]
+            invite = await self._store.get_membership(room_id, requester.user_id)
+            if invite is not None and invite.membership == "invite" and ":" in invite.sender:
+                candidates.append(invite.sender.split(":", 1)[1])
+            if ":" in room_id and room_id.split(":", 1)[1] not in candidates:
+                candidates.append(room_id.split(":", 1)[1])
+            if not candidates:
+                raise not_found("No known servers for this room")
+            content = await self._member_content(requester.user_id, "join", reason)
+            await self.remote_join(requester.user_id, room_id, candidates, content)
+            return room_id
         current = await self._store.get_membership(room_id, requester.user_id)
         if current is not None and current.membership == "join":
             return room_id
@@ -315,6 +342,17 @@ class RoomHandler:
         content = await self._member_content(requester.user_id, "join", reason)
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
         return room_id
+
+    async def _server_in_room(self, room_id: str) -> bool:
+        """False when no user of ours is joined but users of other servers are, or when the room is
+        known here only from an invite by another server: joining then goes through federation."""
+        members = await self._store.get_room_members(room_id)
+        local = ":" + self.server_name
+        if any(m.membership == "join" and m.user_id.endswith(local) for m in members):
+            return True
+        remote_joined = any(m.membership == "join" for m in members)
+        remote_invite = any(m.membership == "invite" and not m.sender.endswith(local) for m in members)
+        return not (remote_joined or remote_invite)
 
     async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None) -> str:
         """POST /knock/{roomIdOrAlias}: ask to join a room whose join rule allows knocking."""
@@ -344,6 +382,11 @@ class RoomHandler:
         content: dict[str, Any] = {"membership": "leave"}
         if reason is not None:
             content["reason"] = reason
+        if (self.remote_leave is not None and current.membership in ("invite", "knock") and ":" in current.sender
+                and not await self._server_in_room(room_id)):
+            # Rejecting an invite to a room we are not in: through the inviting server.
+            await self.remote_leave(requester.user_id, room_id, [current.sender.split(":", 1)[1]], content)
+            return
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
 
     async def change_membership(self, requester: Any, room_id: str, target: str, action: str, reason: Optional[str] = None,
@@ -379,7 +422,13 @@ class RoomHandler:
             content.update(extra)
         if reason is not None:
             content["reason"] = reason
-        await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=target)
+        countersign = None
+        if membership == "invite" and not target.endswith(":" + self.server_name):
+            if self.remote_invite is None:
+                raise forbidden("This server cannot invite users of other servers")
+            countersign = self.remote_invite
+        await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=target,
+                                        countersign=countersign)
 
     async def forget(self, requester: Any, room_id: str) -> None:
         """POST /rooms/{roomId}/forget: only once left."""

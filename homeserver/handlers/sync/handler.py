@@ -451,6 +451,14 @@ class SyncHandler:
         wanted = [state[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in state]
         wanted.append(invite_event_id)
         events = await self.d.loader.get_events(room_id, wanted)
+        invite = events.get(invite_event_id)
+        received = invite.unsigned.get("invite_room_state") if invite is not None else None
+        if isinstance(received, (list, tuple)) and len(state) <= 1:
+            # An invite from another server to a room we are not in: the
+            # inviting server's stripped state is all we know of the room.
+            from homeserver.core.events import thaw
+
+            return [thaw(s) for s in received if isinstance(s, Mapping)] + [stripped_state(invite)]
         return [stripped_state(events[e]) for e in wanted if e in events]
 
     async def _ephemeral(self, user_id: str, room_ids: list[str], since: Optional[StreamToken], now: StreamToken,

@@ -10,7 +10,7 @@ import json
 from typing import Any, Optional
 
 from homeserver.errors import bad_json, invalid_param
-from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_int
+from homeserver.http.server import JsonResource, parse_json_object, query_arg, query_args, query_int
 from homeserver.rest.client._common import paths
 
 
@@ -73,7 +73,8 @@ def register(resource: JsonResource, rooms: Any, commands: Any, authenticator: A
     async def join(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request, allow_empty=True)
-        room_id = await commands.join(requester, roomIdOrAlias, _reason(body))
+        servers = query_args(request, "server_name") + query_args(request, "via")
+        room_id = await commands.join(requester, roomIdOrAlias, _reason(body), servers=servers)
         return 200, {"room_id": room_id}
 
     async def knock(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:

@@ -1,0 +1,170 @@
+"""Interop with Synapse: an in-process Estuary and a Synapse process federate over TLS on loopback.
+
+Skipped unless a Synapse venv exists (``SYNAPSE_VENV``, default
+/work/synapse-venv). Both servers are named ``127.0.0.1:<port>`` so no DNS
+is involved; both serve the shared test certificate; Synapse does not
+verify certificates (``federation_verify_certificates: false``), Estuary
+trusts the test certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet import reactor, threads
+from twisted.trial import unittest
+
+from tests.integration.federation.test_two_servers import Homeserver
+from tests.utils.federation import shared_tls
+from tests.utils.wait import wait_until
+
+VENV = os.environ.get("SYNAPSE_VENV", "/work/synapse-venv")
+
+
+def _synapse_request(peer: Any, method: str, path: str, body: Any = None, token: str = None) -> Any:
+    import ssl
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(peer.base + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=ssl._create_unverified_context()) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class SynapseInteropTests(unittest.TestCase):
+    timeout = 240
+
+    def setUp(self) -> None:
+        if not os.path.exists(os.path.join(VENV, "bin", "python")):
+            raise unittest.SkipTest(f"no Synapse venv at {VENV}")
+
+    async def start_synapse(self) -> Any:
+        from scripts.synapse_peer import SynapsePeer
+        from tests.utils.services import dsn_for_database
+        from workers.embedded import free_port
+
+        cert_path, key_and_cert = shared_tls()
+        key_pem = key_and_cert.split(b"-----BEGIN CERTIFICATE-----")[0]
+        key_path = os.path.join(os.path.dirname(cert_path), "key.pem")
+        with open(key_path, "wb") as f:
+            f.write(key_pem)
+        port = free_port()
+        peer = SynapsePeer(VENV, tempfile.mkdtemp(prefix="synapse-interop-"), dsn_for_database,
+                           server_name=f"127.0.0.1:{port}", port=port, tls=(cert_path, key_path))
+        await threads.deferToThread(peer.start)
+        self.addCleanup(lambda: threads.deferToThread(peer.stop))
+        return peer
+
+    async def call(self, peer: Any, method: str, path: str, body: Any = None, token: str = None) -> Any:
+        return await threads.deferToThread(_synapse_request, peer, method, path, body, token)
+
+    async def wait(self, predicate: Any, what: str) -> None:
+        await wait_until(reactor, predicate, timeout=60, what=what)
+
+    async def test_synapse_user_joins_estuary_room_and_kick(self) -> None:
+        """A Synapse user joins an Estuary room; messages reach both sides; Estuary's kick reaches Synapse."""
+        estuary = await Homeserver().start(self, "127.0.0.1")
+        peer = await self.start_synapse()
+        code, body = await self.call(peer, "POST", "/_matrix/client/v3/register",
+                                     {"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}})
+        self.assertEqual(code, 200, body)
+        sam_token, sam = body["access_token"], body["user_id"]
+        alice = await estuary.register("alice")
+        resp = await estuary.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"},
+                                     token=alice)
+        room_id = resp.json["room_id"]
+
+        code, body = await self.call(peer, "POST", f"/_matrix/client/v3/join/{quote(room_id)}?server_name={quote(estuary.server_name)}",
+                                     {}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_sees_sam() -> bool:
+            r = await estuary.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return sam in r.json.get("joined", {})
+
+        await self.wait(estuary_sees_sam, "Estuary sees the Synapse user joined")
+        code, body = await self.call(peer, "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
+                                     {"msgtype": "m.text", "body": "hello from synapse"}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_has() -> bool:
+            return "hello from synapse" in await estuary.bodies(alice, room_id)
+
+        await self.wait(estuary_has, "Synapse's message on Estuary")
+        resp = await estuary.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/e1",
+                                     {"msgtype": "m.text", "body": "hello from estuary"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_has(text: str) -> bool:
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=50",
+                                         None, sam_token)
+            return code == 200 and any(e.get("content", {}).get("body") == text for e in body.get("chunk", []))
+
+        await self.wait(lambda: synapse_has("hello from estuary"), "Estuary's message on Synapse")
+        resp = await estuary.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick", {"user_id": sam}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_sees_kick() -> bool:
+            code, body = await self.call(peer, "GET", "/_matrix/client/v3/joined_rooms", None, sam_token)
+            return code == 200 and room_id not in body.get("joined_rooms", [])
+
+        await self.wait(synapse_sees_kick, "kick reaches Synapse")
+
+    async def test_estuary_user_joins_synapse_room(self) -> None:
+        """An Estuary user joins a Synapse room through make_join/send_join; messages both ways; Synapse's kick reaches Estuary."""
+        estuary = await Homeserver().start(self, "127.0.0.1")
+        peer = await self.start_synapse()
+        code, body = await self.call(peer, "POST", "/_matrix/client/v3/register",
+                                     {"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}})
+        self.assertEqual(code, 200, body)
+        sam_token = body["access_token"]
+        code, body = await self.call(peer, "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}, sam_token)
+        self.assertEqual(code, 200, body)
+        room_id = body["room_id"]
+        alice = await estuary.register("alice")
+        resp = await estuary.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?server_name={quote(peer.server_name)}",
+                                     {}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_sees_alice() -> bool:
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", None, sam_token)
+            return code == 200 and estuary.uid("alice") in body.get("joined", {})
+
+        await self.wait(synapse_sees_alice, "Synapse sees the Estuary user joined")
+        resp = await estuary.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/e1",
+                                     {"msgtype": "m.text", "body": "hello from estuary"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_has(text: str) -> bool:
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=50",
+                                         None, sam_token)
+            return code == 200 and any(e.get("content", {}).get("body") == text for e in body.get("chunk", []))
+
+        await self.wait(lambda: synapse_has("hello from estuary"), "Estuary's message on Synapse")
+        code, body = await self.call(peer, "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
+                                     {"msgtype": "m.text", "body": "hello from synapse"}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_has() -> bool:
+            return "hello from synapse" in await estuary.bodies(alice, room_id)
+
+        await self.wait(estuary_has, "Synapse's message on Estuary")
+        code, body = await self.call(peer, "POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick",
+                                     {"user_id": estuary.uid("alice")}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_sees_kick() -> bool:
+            membership = await estuary.rooms.store.get_membership(room_id, estuary.uid("alice"))
+            return membership is not None and membership.membership == "leave"
+
+        await self.wait(estuary_sees_kick, "kick reaches Estuary")

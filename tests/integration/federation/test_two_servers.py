@@ -1,0 +1,351 @@
+"""Two Estuary homeservers federating over TLS on loopback, each with its own database.
+
+Each server has the accounts, rooms and sync APIs (driven in memory, as a
+client would) and its federation endpoints, key server and transaction
+sender on a real TLS port; servers find each other through a fake DNS
+(``a.test``/``b.test`` -> 127.0.0.1) and trust the test certificate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from twisted.internet import defer, reactor, ssl, task
+from twisted.trial import unittest
+
+from tests.utils.federation import FakeDns, NoWellKnown, shared_tls
+from tests.utils.client import wait_for_response
+from tests.utils.http import make_request
+from tests.utils.services import create_test_database
+from tests.utils.wait import wait_until
+
+SHARDS = {"events": 2, "receipts": 1, "typing": 1, "presence": 1, "to_device": 1, "account_data": 1,
+          "device_lists": 1, "push_rules": 1}
+
+
+class _Owner:
+    name = "main"
+
+
+class _ShardMap:
+    stream_shards = SHARDS
+
+    def shard_owner(self, stream: str, shard: int) -> Any:
+        return _Owner()
+
+
+class Homeserver:
+    """One whole server: client API in memory, federation over TLS."""
+
+    async def start(self, testcase: unittest.TestCase, host: str) -> "Homeserver":
+        from bus import MemoryBus
+        from bus.ratelimit import MemoryRateLimiter
+        from homeserver.config.accounts import AccountsConfig, PasswordPolicyConfig, RateLimitsConfig, RegistrationConfig, SessionsConfig
+        from homeserver.core.signing import generate_signing_key
+        from homeserver.federation.backoff import BackoffPolicy
+        from homeserver.federation.destinations import DestinationBackoff
+        from homeserver.federation.discovery import ServerResolver
+        from homeserver.federation.ip_filter import ALLOW_ALL
+        from homeserver.federation.keyring import Keyring
+        from homeserver.federation.keys import LocalKeys
+        from homeserver.federation.sender import FederationSender
+        from homeserver.handlers.passwords import PasswordHasher
+        from homeserver.http.federation_client import FederationClient, TlsPolicy, load_ca_certificates
+        from homeserver.http.server import JsonResource, make_site
+        from homeserver.replication import CommandDispatcher
+        from homeserver.rest.client import register_account_api
+        from homeserver.rest.federation.auth import FederationAuthenticator
+        from homeserver.rest.federation.keys import register_key_server, register_version
+        from storage.database import Database
+        from storage.migrations import prepare_database
+        from storage.stores.federation import FederationQueueStore
+        from storage.stores.server_keys import ServerKeyStore
+        from storage.streams import ensure_stream_shards
+        from workers.accounts import build_account_api
+        from workers.federation import build_federation_rooms, mount_federation_rooms
+        from workers.rooms import (
+            build_ephemeral_api,
+            build_room_api,
+            build_sync_api,
+            register_ephemeral_api,
+            register_room_api,
+            register_sync_api,
+            track_writes,
+        )
+
+        self.db = Database(create_test_database(testcase), reactor, pool_size=4)
+        testcase.addCleanup(self.db.close)
+        await prepare_database(self.db)
+        await ensure_stream_shards(self.db, SHARDS)
+
+        cert_path, key_and_cert = shared_tls()
+        self.resource = JsonResource(reactor)
+        site = make_site(self.resource, reactor)
+        self.port = reactor.listenSSL(0, site, ssl.PrivateCertificate.loadPEM(key_and_cert).options(), interface="127.0.0.1")
+        testcase.addCleanup(self.port.stopListening)
+        self.server_name = f"{host}:{self.port.getHost().port}"
+        self.client_site = make_site(self.resource, task.Clock())
+
+        config = AccountsConfig(
+            server_name=self.server_name,
+            registration=RegistrationConfig(enable_registration=True),
+            password_policy=PasswordPolicyConfig(bcrypt_rounds=4),
+            sessions=SessionsConfig(token_cache_ms=0),
+            rate_limits=RateLimitsConfig(enabled=False),
+        )
+        hasher = PasswordHasher(reactor, rounds=4, run_in_thread=lambda fn, *a: defer.succeed(fn(*a)))
+        self.accounts = build_account_api(reactor, config, self.db, MemoryRateLimiter(reactor), hasher=hasher)
+        register_account_api(self.resource, self.accounts)
+
+        self.bus = MemoryBus(reactor, block_seconds=0.05)
+        testcase.addCleanup(self.bus.close)
+        signing_key = generate_signing_key("k1")
+        self.rooms = await build_room_api(reactor, self.server_name, self.db, self.bus, signing_key, SHARDS,
+                                          frozenset(range(SHARDS["events"])), profile_lookup=self.accounts.profile_store.get_profile)
+        self.sync = await build_sync_api(reactor, self.db, MemoryBus(reactor, self.bus.broker, block_seconds=0.05), SHARDS)
+        testcase.addCleanup(self.sync.stop)
+        testcase.addCleanup(self._stop_typing_timers)
+        track_writes(self.rooms, self.sync)
+        register_room_api(self.resource, self.rooms, self.accounts.authenticator)
+        register_sync_api(self.resource, self.sync, self.accounts.authenticator)
+        owned = {stream: frozenset(range(n)) for stream, n in SHARDS.items()}
+        self.ephemeral = await build_ephemeral_api(reactor, self.db, self.bus, SHARDS, owned, self.rooms.store,
+                                                   self.accounts.account_data_store)
+        register_ephemeral_api(self.resource, self.ephemeral, self.accounts.authenticator)
+
+        queue_store = FederationQueueStore(self.db)
+        backoff = DestinationBackoff(reactor, queue_store, BackoffPolicy(min_interval_ms=100, max_interval_ms=500, jitter=0.0))
+        dns = FakeDns()
+        client = FederationClient(
+            reactor, self.server_name, signing_key, ServerResolver(reactor, dns, NoWellKnown()), dns,
+            TlsPolicy(verify=True, trust_root=load_ca_certificates(cert_path)), backoff=backoff, timeout=5.0,
+            address_filter=ALLOW_ALL,
+        )
+        testcase.addCleanup(client.close)
+        keyring = Keyring(reactor, LocalKeys(self.server_name, [signing_key]), ServerKeyStore(self.db), client, [])
+        self.sender = FederationSender(reactor, self.server_name, "main", ["main"], queue_store, client, backoff,
+                                       poll_interval_seconds=0.2)
+        testcase.addCleanup(lambda: defer.ensureDeferred(self.sender.stop()))
+        dispatcher = CommandDispatcher(_ShardMap(), "main", client=None)
+        self.federation = build_federation_rooms(reactor, self.server_name, self.db, self.rooms, dispatcher, keyring,
+                                                 client, self.sender.queue, ephemeral=self.ephemeral)
+        register_key_server(self.resource, keyring)
+        register_version(self.resource)
+        mount_federation_rooms(self.resource, self.federation,
+                               FederationAuthenticator(self.server_name, keyring, on_origin_seen=self.sender.destination_is_up))
+        self.sender.start()
+        return self
+
+    def _stop_typing_timers(self) -> None:
+        for room in self.ephemeral.typing._typing.values():
+            for _, timer in room.values():
+                if timer.active():
+                    timer.cancel()
+
+    async def request(self, method: str, path: str, body: Any = None, token: Any = None) -> Any:
+        """A client-server request, in memory."""
+        resp = make_request(self.client_site, method, path, body, access_token=token)
+        await wait_for_response(resp)
+        return resp
+
+    async def register(self, name: str) -> str:
+        resp = await self.request("POST", "/_matrix/client/v3/register",
+                                  {"username": name, "password": "correct horse battery", "auth": {"type": "m.login.dummy"}})
+        assert resp.code == 200, resp.body
+        return resp.json["access_token"]
+
+    def uid(self, name: str) -> str:
+        return f"@{name}:{self.server_name}"
+
+    async def timeline(self, token: str, room_id: str) -> list[dict[str, Any]]:
+        resp = await self.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=50", token=token)
+        assert resp.code == 200, resp.body
+        return resp.json["chunk"]
+
+    async def bodies(self, token: str, room_id: str) -> list[str]:
+        return [e["content"].get("body") for e in await self.timeline(token, room_id) if e["type"] == "m.room.message"]
+
+
+class TwoServersTests(unittest.TestCase):
+    async def wait(self, predicate: Any, what: str) -> None:
+        await wait_until(reactor, predicate, timeout=20, what=what)
+
+    async def joined_room(self) -> tuple[Homeserver, Homeserver, str, str, str]:
+        """A and B, alice@A's public room that bob@B joined (A has seen the join)."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice)
+        room_id = resp.json["room_id"]
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?" + urlencode({"server_name": a.server_name}),
+                               {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob() -> bool:
+            r = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return b.uid("bob") in r.json.get("joined", {})
+
+        await self.wait(a_sees_bob, "A sees bob joined")
+        return a, b, alice, bob, room_id
+
+    async def test_typing_and_receipts(self) -> None:
+        """alice typing shows in bob's /sync on B; bob's read receipt shows in alice's /sync on A."""
+        a, b, alice, bob, room_id = await self.joined_room()
+        resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/typing/{quote(a.uid('alice'))}",
+                               {"typing": True, "timeout": 20000}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def bob_sees_typing() -> bool:
+            r = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+            room = r.json.get("rooms", {}).get("join", {}).get(room_id, {})
+            return any(e["type"] == "m.typing" and a.uid("alice") in e["content"]["user_ids"]
+                       for e in room.get("ephemeral", {}).get("events", []))
+
+        await self.wait(bob_sees_typing, "typing reaches B")
+        resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/r1",
+                               {"msgtype": "m.text", "body": "read me"}, token=alice)
+        event_id = resp.json["event_id"]
+
+        async def b_has_event() -> bool:
+            return "read me" in await b.bodies(bob, room_id)
+
+        await self.wait(b_has_event, "message reaches B")
+        resp = await b.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/receipt/m.read/{quote(event_id)}", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def alice_sees_receipt() -> bool:
+            r = await a.request("GET", "/_matrix/client/v3/sync?timeout=0", token=alice)
+            room = r.json.get("rooms", {}).get("join", {}).get(room_id, {})
+            return any(e["type"] == "m.receipt" and b.uid("bob") in e["content"].get(event_id, {}).get("m.read", {})
+                       for e in room.get("ephemeral", {}).get("events", []))
+
+        await self.wait(alice_sees_receipt, "receipt reaches A")
+
+    async def test_kick_reaches_both_sides(self) -> None:
+        """alice kicks bob: A and B both show bob's membership as leave."""
+        a, b, alice, bob, room_id = await self.joined_room()
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick", {"user_id": b.uid("bob")}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def b_sees_kick() -> bool:
+            membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
+            return membership is not None and membership.membership == "leave"
+
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        since = resp.json["next_batch"]
+        await self.wait(b_sees_kick, "kick reaches B")
+        resp = await b.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={quote(since)}", token=bob)
+        if room_id not in resp.json["rooms"]["leave"]:  # the kick may have landed before ``since``
+            resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+            self.assertNotIn(room_id, resp.json["rooms"]["join"])
+        resp = await b.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/k1",
+                               {"msgtype": "m.text", "body": "after kick"}, token=bob)
+        self.assertEqual(resp.code, 403, resp.body)
+
+    async def test_join_converse_leave(self) -> None:
+        """alice@A creates a room; bob@B joins through A; messages flow both ways and show in /sync; bob leaves."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        room_id = resp.json["room_id"]
+
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?" + urlencode({"server_name": a.server_name}),
+                               {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob() -> bool:
+            r = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return b.uid("bob") in r.json.get("joined", {})
+
+        await self.wait(a_sees_bob, "A sees bob joined")
+        resp = await b.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=bob)
+        self.assertEqual(set(resp.json["joined"]), {a.uid("alice"), b.uid("bob")})
+
+        resp = await b.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/t1",
+                               {"msgtype": "m.text", "body": "hi from b"}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_has(body: str) -> bool:
+            return body in await a.bodies(alice, room_id)
+
+        await self.wait(lambda: a_has("hi from b"), "bob's message on A")
+        resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/t2",
+                               {"msgtype": "m.text", "body": "hi from a"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def b_has(body: str) -> bool:
+            return body in await b.bodies(bob, room_id)
+
+        await self.wait(lambda: b_has("hi from a"), "alice's message on B")
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertIn(room_id, resp.json["rooms"]["join"])
+
+        resp = await b.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob_gone() -> bool:
+            return not await a_sees_bob()
+
+        await self.wait(a_sees_bob_gone, "A sees bob leave")
+
+    async def test_remote_invite_then_join(self) -> None:
+        """alice@A invites bob@B to a private room: B countersigns, bob sees the invite in /sync and joins through A."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom",
+                               {"preset": "private_chat", "room_version": "10", "name": "secret"}, token=alice)
+        room_id = resp.json["room_id"]
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        invite = resp.json["rooms"]["invite"].get(room_id)
+        self.assertIsNotNone(invite, resp.json["rooms"])
+        types = {e["type"] for e in invite["invite_state"]["events"]}
+        self.assertIn("m.room.name", types)
+        self.assertIn("m.room.member", types)
+
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob() -> bool:
+            r = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return b.uid("bob") in r.json.get("joined", {})
+
+        await self.wait(a_sees_bob, "A sees bob joined")
+        resp = await b.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/i1",
+                               {"msgtype": "m.text", "body": "thanks"}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_has() -> bool:
+            return "thanks" in await a.bodies(alice, room_id)
+
+        await self.wait(a_has, "bob's message on A")
+
+    async def test_remote_invite_rejected(self) -> None:
+        """bob@B rejects alice@A's invite: make_leave/send_leave through A; both sides show bob as left."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "private_chat", "room_version": "10"},
+                               token=alice)
+        room_id = resp.json["room_id"]
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        for server in (a, b):
+            membership = await server.rooms.store.get_membership(room_id, b.uid("bob"))
+            self.assertEqual(membership.membership, "leave", server.server_name)
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertNotIn(room_id, resp.json["rooms"]["invite"])
