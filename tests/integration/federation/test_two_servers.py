@@ -67,6 +67,7 @@ class Homeserver:
         from workers.rooms import (
             build_ephemeral_api,
             build_room_api,
+            build_room_commands,
             build_sync_api,
             register_ephemeral_api,
             register_room_api,
@@ -107,12 +108,18 @@ class Homeserver:
         testcase.addCleanup(self.sync.stop)
         testcase.addCleanup(self._stop_typing_timers)
         track_writes(self.rooms, self.sync)
-        register_room_api(self.resource, self.rooms, self.accounts.authenticator)
         register_sync_api(self.resource, self.sync, self.accounts.authenticator)
         owned = {stream: frozenset(range(n)) for stream, n in SHARDS.items()}
         self.ephemeral = await build_ephemeral_api(reactor, self.db, self.bus, SHARDS, owned, self.rooms.store,
                                                    self.accounts.account_data_store)
-        register_ephemeral_api(self.resource, self.ephemeral, self.accounts.authenticator)
+        if self.ephemeral.presence_writer is not None:
+            testcase.addCleanup(self.ephemeral.presence_writer.stop)
+        # One dispatcher for the room commands and the federation commands
+        # (this single instance owns every shard).
+        dispatcher = CommandDispatcher(_ShardMap(), "main", client=None)
+        commands = build_room_commands(dispatcher, self.rooms, self.ephemeral)
+        register_room_api(self.resource, self.rooms, commands, self.accounts.authenticator)
+        register_ephemeral_api(self.resource, commands, self.accounts.authenticator)
 
         queue_store = FederationQueueStore(self.db)
         backoff = DestinationBackoff(reactor, queue_store, BackoffPolicy(min_interval_ms=100, max_interval_ms=500, jitter=0.0))
@@ -127,7 +134,6 @@ class Homeserver:
         self.sender = FederationSender(reactor, self.server_name, "main", ["main"], queue_store, client, backoff,
                                        poll_interval_seconds=0.2)
         testcase.addCleanup(lambda: defer.ensureDeferred(self.sender.stop()))
-        dispatcher = CommandDispatcher(_ShardMap(), "main", client=None)
         self.federation = build_federation_rooms(reactor, self.server_name, self.db, self.rooms, dispatcher, keyring,
                                                  client, self.sender.queue, ephemeral=self.ephemeral)
         register_key_server(self.resource, keyring)
