@@ -149,9 +149,29 @@ async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
 
     updater = ProfileMemberUpdater(rooms.rooms.rooms, ctx.dispatcher)
     accounts.profiles.observers.append(updater.on_profile_change)
+    _mount_server_notices(ctx, resource, accounts, rooms)
     # Received PDUs and remote joins run on the events writer; its local
     # events go out to the other servers of their rooms.
     federation_rooms(ctx)
+
+
+def _mount_server_notices(ctx: "ProcessContext", resource: "JsonResource", accounts: Any, rooms: Any) -> None:
+    """Server notices: the leave guard everywhere rooms run, the admin endpoint on admin instances."""
+    from homeserver.config.server_notices import ServerNoticesConfig
+    from homeserver.handlers.server_notices import ServerNoticesHandler
+    from storage.stores.server_notices import ServerNoticeStore
+
+    config = ctx.config.sections.get("server_notices", ServerNoticesConfig())
+    notices = ServerNoticesHandler(
+        ctx.reactor, ctx.config.server_name, config, ServerNoticeStore(ctx.database, accounts.account_store),
+        rooms.commands, accounts.account_data,
+    )
+    rooms.rooms.rooms.leave_guards.append(notices.check_leave)
+    ctx.features["server_notices"] = notices
+    if r.ADMIN in ctx.instance.roles:
+        from homeserver.rest.admin.server_notices import register
+
+        register(resource, notices, accounts.authenticator)
 
 
 def _mount_client(ctx: "ProcessContext", resource: "JsonResource") -> Any:
@@ -214,7 +234,7 @@ ROLE_SPECS: dict[str, RoleSpec] = {
     r.BACKGROUND: RoleSpec(
         r.BACKGROUND, "periodic jobs; one active instance (PostgreSQL advisory lock)", owns="the background lock", mount=_start_background
     ),
-    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API", mount=_mount_accounts),
+    r.ADMIN: RoleSpec(r.ADMIN, "the Synapse-compatible admin API", mount=_mount_client),
 }
 
 assert set(ROLE_SPECS) == set(r.ROLES)

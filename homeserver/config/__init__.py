@@ -343,3 +343,7 @@ SECTIONS.update(_ACCOUNT_SECTIONS)
 from homeserver.config.presence import PRESENCE_SECTIONS as _PRESENCE_SECTIONS  # noqa: E402
 
 SECTIONS.update(_PRESENCE_SECTIONS)
+
+from homeserver.config.server_notices import SERVER_NOTICES_SECTIONS as _SERVER_NOTICES_SECTIONS  # noqa: E402
+
+SECTIONS.update(_SERVER_NOTICES_SECTIONS)

@@ -110,6 +110,9 @@ class RoomHandler:
         self._shard_counts = shard_counts
         self._profile = profile_lookup
         self._ratelimiter = ratelimiter
+        #: ``await guard(user_id, room_id)`` before a leave; raising refuses it
+        #: (server notices rooms cannot be left).
+        self.leave_guards: list[Callable[[str, str], Awaitable[None]]] = []
         #: Joins rooms unknown here over federation (set by the federation wiring).
         self.remote_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
         #: Leaves a room known only from a remote invite (``remote_leave(user_id, room_id, servers, content)``).
@@ -373,6 +376,8 @@ class RoomHandler:
 
     async def leave(self, requester: Any, room_id: str, reason: Optional[str] = None) -> None:
         """POST /rooms/{roomId}/leave (also rejects invites)."""
+        for guard in self.leave_guards:
+            await guard(requester.user_id, room_id)
         await self._require_room(room_id, status=404)
         current = await self._store.get_membership(room_id, requester.user_id)
         if current is None or current.membership in ("leave", "ban"):
