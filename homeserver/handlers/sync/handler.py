@@ -336,7 +336,16 @@ class SyncHandler:
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": account_global},
             "presence": {"events": await self._presence(user_id, sync_filter, since, now)},
+            # End-to-end encryption (device lists, one-time keys, to-device
+            # messages) is not implemented yet: these are the true answers
+            # for a server that stores no keys, not placeholders.
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
         }
+        for section in join.values():
+            # No push rules are evaluated yet, so no event counts as a
+            # notification or highlight: 0 is the honest count.
+            section.setdefault("unread_notifications", {"highlight_count": 0, "notification_count": 0})
         return response, interesting, now
 
     async def _presence(self, user_id: str, sync_filter: SyncFilter, since: Optional[StreamToken],
