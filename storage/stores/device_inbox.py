@@ -8,6 +8,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import attrs
 from twisted.internet import defer
 
+#: How long a delivered transaction ID is remembered per sender device (client retries come far sooner).
+TXN_RETENTION_MS = 24 * 3600 * 1000
+
 
 @attrs.frozen
 class InboxRow:
@@ -39,10 +42,16 @@ class DeviceInboxStore:
         """Store ``messages`` (device ID or ``*`` -> content) for ``user_id`` at one new position.
 
         Returns None (and stores nothing) when this transaction was already
-        delivered to this user, or when no addressed device exists.
+        delivered to this user, or when no addressed device exists. The
+        sender device's transaction IDs older than :data:`TXN_RETENTION_MS`
+        are forgotten on the way.
         """
 
         def txn_fn(txn: Any) -> Optional[InboxRow]:
+            txn.execute(
+                "DELETE FROM device_inbox_txns WHERE sender = %s AND sender_device = %s AND created_ts < %s",
+                (sender, sender_device, now_ms - TXN_RETENTION_MS),
+            )
             txn.execute(
                 "INSERT INTO device_inbox_txns (sender, sender_device, txn_id, user_id, created_ts)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",

@@ -88,6 +88,18 @@ class ToDeviceTests(RoomsTestCase):
         fresh = await self._sync_until(self.bob, acked["next_batch"], 1)
         self.assertEqual([e["content"] for e in fresh["to_device"]["events"]], [{"once": 1}])
 
+    async def test_transaction_ids_forgotten_after_retention(self) -> None:
+        """A sender device's remembered transaction IDs are dropped once older than the retention period."""
+        from storage.stores.device_inbox import TXN_RETENTION_MS
+
+        messages = {self.uid("bob"): {self.bob_device: {}}}
+        self.assertEqual((await self._send(self.alice, "old", messages)).code, 200)
+        self.assertEqual(await self.count("device_inbox_txns"), 1)
+        self.clock.advance(TXN_RETENTION_MS / 1000 + 1)
+        self.assertEqual((await self._send(self.alice, "new", messages)).code, 200)
+        self.assertEqual(await self.count("device_inbox_txns"), 1)
+        self.assertEqual(await self.count("device_inbox"), 2)
+
     async def test_unknown_devices_and_remote_users_are_skipped(self) -> None:
         """Messages to an unknown device or a remote user store nothing and still succeed."""
         resp = await self._send(self.alice, "t3", {self.uid("bob"): {"NOPE": {}}, "@carol:elsewhere.example": {"*": {}}})
