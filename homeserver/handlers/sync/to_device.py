@@ -9,7 +9,6 @@ deleted (a client repeating an older token gets the rest again).
 
 from __future__ import annotations
 
-import attrs
 from typing import Any, Callable, Optional, Sequence
 
 #: Messages returned per response at most; the rest follow in the next sync.
