@@ -123,6 +123,15 @@ def build_room_commands(dispatcher: Any, rooms: RoomApi, ephemeral: "EphemeralAp
         ephemeral.presence_commands = PresenceCommands(dispatcher, ephemeral.presence_writer,
                                                        ephemeral.presence_writer.clock)
         ephemeral.presence_commands.register()
+    if ephemeral.to_device_store is not None:
+        from homeserver.handlers.to_device import ToDeviceCommands
+
+        count = ephemeral.to_device_shard_count
+        ephemeral.to_device_commands = ToDeviceCommands(
+            ephemeral.clock, rooms.creator.server_name, dispatcher, ephemeral.to_device_store,
+            ephemeral.to_device_allocators, lambda user_id: shard_for(user_id, count),
+        )
+        ephemeral.to_device_commands.register()
     return commands
 
 
@@ -231,6 +240,13 @@ class EphemeralApi:
     presence_store: Any = None
     #: Set by :func:`build_room_commands` (``PresenceCommands``).
     presence_commands: Any = None
+    #: The device inbox store and allocators of the owned ``to_device`` shards.
+    to_device_store: Any = None
+    to_device_allocators: Mapping[int, ShardPositionAllocator] = attrs.Factory(dict)
+    to_device_shard_count: int = 1
+    clock: Any = None
+    #: Set by :func:`build_room_commands` (``ToDeviceCommands``).
+    to_device_commands: Any = None
 
 
 async def build_ephemeral_api(
@@ -284,8 +300,20 @@ async def build_ephemeral_api(
     presence_store, presence_writer, presence_reader = await _build_presence(
         reactor, database, bus, shard_counts, owned, presence_enabled,
     )
+    to_device_store = None
+    to_device_allocators: dict[int, ShardPositionAllocator] = {}
+    if "to_device" in shard_counts:
+        from storage.stores.device_inbox import DeviceInboxStore
+
+        to_device_store = DeviceInboxStore(database)
+        for shard in sorted(owned.get("to_device", frozenset())):
+            allocator = await ShardPositionAllocator.create(database, "to_device", shard)
+            allocator.on_publish(publish_on_bus(bus, "to_device", shard))
+            to_device_allocators[shard] = allocator
     return EphemeralApi(typing=typing, receipts=receipts, receipt_store=receipt_store,
-                        presence_writer=presence_writer, presence_reader=presence_reader, presence_store=presence_store)
+                        presence_writer=presence_writer, presence_reader=presence_reader, presence_store=presence_store,
+                        to_device_store=to_device_store, to_device_allocators=to_device_allocators,
+                        to_device_shard_count=shard_counts.get("to_device", 1), clock=reactor)
 
 
 async def _build_presence(reactor: Any, database: Any, bus: Any, shard_counts: Mapping[str, int],
@@ -395,6 +423,10 @@ async def build_sync_api(
     if presence_enabled and "presence" in shard_counts:
         presence, presence_subscription = await _presence_source(reactor, database, bus, shard_counts["presence"], notifier)
         subscriptions.append(presence_subscription)
+    to_device = None
+    if "to_device" in shard_counts:
+        to_device, to_device_subscription = await _to_device_source(reactor, database, bus, shard_counts["to_device"], notifier)
+        subscriptions.append(to_device_subscription)
     writes = writes if writes is not None else WriteTracker()
     deps = SyncDeps(
         events_store=events_store,
@@ -412,6 +444,7 @@ async def build_sync_api(
         account_data_store=account_data_store,
         writes=writes,
         presence=presence,
+        to_device=to_device,
     )
     return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
 
@@ -430,6 +463,23 @@ async def _presence_source(reactor: Any, database: Any, bus: Any, count: int, no
     tail.start([positions[s] for s in range(count)])
     subscription = bus.subscribe({ShardId("presence", s): positions[s] for s in range(count)},
                                  tail.on_entry, tail.on_gap, name="sync-presence")
+    return source, subscription
+
+
+async def _to_device_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any) -> tuple[Any, Any]:
+    """The ``to_device`` tail (bus from its newest entries, PostgreSQL for gaps) and the sync source over it."""
+    from bus import ShardId
+    from homeserver.handlers.sync.tail import StreamTail
+    from homeserver.handlers.sync.to_device import ToDeviceSource
+    from storage.stores.device_inbox import DeviceInboxStore, InboxRow
+
+    store = DeviceInboxStore(database)
+    tail = StreamTail(reactor, "to_device", count, store.get_rows, InboxRow.from_payload)
+    source = ToDeviceSource(store, tail, notifier, lambda user_id: shard_for(user_id, count))
+    positions = await _start_positions(bus, "to_device", count, store.get_max_positions)
+    tail.start([positions[s] for s in range(count)])
+    subscription = bus.subscribe({ShardId("to_device", s): positions[s] for s in range(count)},
+                                 tail.on_entry, tail.on_gap, name="sync-to-device")
     return source, subscription
 
 
@@ -497,6 +547,13 @@ def register_presence_api(resource: Any, ephemeral: EphemeralApi, authenticator:
     register_presence(resource, ephemeral.presence_commands, ephemeral.presence_reader, authenticator)
 
 
+def register_to_device_api(resource: Any, ephemeral: EphemeralApi, authenticator: Any) -> None:
+    """Mount PUT /sendToDevice/{eventType}/{txnId}."""
+    from homeserver.rest.client.to_device import register_to_device
+
+    register_to_device(resource, ephemeral.to_device_commands, authenticator)
+
+
 def register_ephemeral_api(resource: Any, commands: Any, authenticator: Any) -> None:
     """Mount typing, receipts and read markers (writes through ``commands``)."""
     from homeserver.rest.client.sync import register_ephemeral
@@ -526,6 +583,8 @@ class RoomsProcess:
             register_ephemeral_api(resource, self.commands, authenticator)
             if self.ephemeral.presence_commands is not None:
                 register_presence_api(resource, self.ephemeral, authenticator)
+            if self.ephemeral.to_device_commands is not None:
+                register_to_device_api(resource, self.ephemeral, authenticator)
         if self.sync is not None:
             register_sync_api(resource, self.sync, authenticator, self.ephemeral.presence_commands)
 

@@ -11,8 +11,9 @@ positions in base 36 joined by ``.``; sections are joined by ``_``::
 
     s1_e0.1z.0.5_r0.0_t0.0_a4_p0.3
 
-The ``p`` (presence) section is optional: a token without it (from before
-presence, or an installation without the stream) reads as presence 0.
+The ``p`` (presence) and ``d`` (to-device) sections are optional, in that
+order: a token without one (from before the stream existed, or an
+installation without it) reads as position 0 on every shard of it.
 
 Tokens are opaque to clients. The shard counts are checked when decoding, so
 a token from another installation layout is refused instead of misread.
@@ -69,6 +70,7 @@ class StreamToken:
     typing: tuple[int, ...]
     account_data: int = 0
     presence: tuple[int, ...] = ()
+    to_device: tuple[int, ...] = ()
 
     @classmethod
     def zero(cls, shard_counts: Mapping[str, int]) -> "StreamToken":
@@ -79,6 +81,7 @@ class StreamToken:
             typing=(0,) * shard_counts["typing"],
             account_data=0,
             presence=(0,) * shard_counts.get("presence", 0),
+            to_device=(0,) * shard_counts.get("to_device", 0),
         )
 
     def encode(self) -> str:
@@ -89,6 +92,8 @@ class StreamToken:
         parts.append("a" + _b36(self.account_data))
         if self.presence:
             parts.append("p" + ".".join(_b36(p) for p in self.presence))
+        if self.to_device:
+            parts.append("d" + ".".join(_b36(p) for p in self.to_device))
         return "_".join(parts)
 
     @classmethod
@@ -97,7 +102,7 @@ class StreamToken:
         if not isinstance(text, str) or len(text) > 4096:
             raise InvalidTokenError("not a sync token")
         parts = text.split("_")
-        if len(parts) not in (5, 6) or parts[0] != "s1":
+        if len(parts) not in (5, 6, 7) or parts[0] != "s1":
             raise InvalidTokenError("not a sync token")
         values: dict[str, tuple[int, ...]] = {}
         for (letter, name), part in zip(_STREAMS, parts[1:4]):
@@ -109,14 +114,21 @@ class StreamToken:
             values[name] = positions
         if not parts[4].startswith("a"):
             raise InvalidTokenError("missing account data section")
-        presence = (0,) * shard_counts.get("presence", 0)
-        if len(parts) == 6:
-            if not parts[5].startswith("p"):
-                raise InvalidTokenError("bad presence section")
-            presence = tuple(_parse_num(p) for p in parts[5][1:].split("."))
-            if len(presence) != shard_counts.get("presence", 0):
-                raise InvalidTokenError(f"token has {len(presence)} presence shards, this server {shard_counts.get('presence', 0)}")
-        return cls(values["events"], values["receipts"], values["typing"], _parse_num(parts[4][1:]), presence)
+        optional = {"presence": (0,) * shard_counts.get("presence", 0),
+                    "to_device": (0,) * shard_counts.get("to_device", 0)}
+        remaining = [("p", "presence"), ("d", "to_device")]
+        for part in parts[5:]:
+            while remaining and not part.startswith(remaining[0][0]):
+                remaining.pop(0)
+            if not remaining:
+                raise InvalidTokenError("bad optional section")
+            name = remaining.pop(0)[1]
+            positions = tuple(_parse_num(p) for p in part[1:].split("."))
+            if len(positions) != shard_counts.get(name, 0):
+                raise InvalidTokenError(f"token has {len(positions)} {name} shards, this server {shard_counts.get(name, 0)}")
+            optional[name] = positions
+        return cls(values["events"], values["receipts"], values["typing"], _parse_num(parts[4][1:]),
+                   optional["presence"], optional["to_device"])
 
     def max_with(self, other: "StreamToken") -> "StreamToken":
         """The component-wise maximum of two tokens."""
@@ -126,6 +138,8 @@ class StreamToken:
             typing=_vmax(self.typing, other.typing),
             account_data=max(self.account_data, other.account_data),
             presence=_vmax(self.presence, other.presence) if self.presence and other.presence else self.presence or other.presence,
+            to_device=(_vmax(self.to_device, other.to_device) if self.to_device and other.to_device
+                       else self.to_device or other.to_device),
         )
 
     def is_after_or_equal(self, other: "StreamToken") -> bool:

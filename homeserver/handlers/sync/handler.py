@@ -121,6 +121,8 @@ class SyncDeps:
     writes: Any = None
     #: ``homeserver.handlers.sync.presence.PresenceSource`` (None: no presence in responses).
     presence: Any = None
+    #: ``homeserver.handlers.sync.to_device.ToDeviceSource`` (None: no to-device messages).
+    to_device: Any = None
 
 
 class SyncHandler:
@@ -139,6 +141,7 @@ class SyncHandler:
             typing=self.d.typing_tail.current(),
             account_data=account,
             presence=self.d.presence.current() if self.d.presence is not None else (),
+            to_device=self.d.to_device.current() if self.d.to_device is not None else (),
         )
         return token.max_with(at_least) if at_least is not None else token
 
@@ -177,7 +180,7 @@ class SyncHandler:
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
             empty = (not any(response["rooms"].values()) and not response["account_data"]["events"]
-                     and not response["presence"]["events"])
+                     and not response["presence"]["events"] and not response["to_device"]["events"])
             remaining = deadline - self._clock.seconds()
             if since_token is None or full_state or not empty or remaining <= 0:
                 return response
@@ -233,6 +236,8 @@ class SyncHandler:
                 return True
         if self.d.presence is not None and token.presence and self.d.presence.changed_after(token.presence):
             # Someone's presence changed since the token was built: one more look.
+            return True
+        if self.d.to_device is not None and token.to_device and self.d.to_device.pending_after(user_id, token.to_device):
             return True
         return False
 
@@ -331,13 +336,19 @@ class SyncHandler:
                     section["account_data"] = {"events": account_rooms.get(room_id, [])}
                     leave[room_id] = section
 
+        to_device: list[dict[str, Any]] = []
+        if self.d.to_device is not None:
+            to_device, positions = await self.d.to_device.take(
+                user_id, requester.device_id, since.to_device if since is not None else None, now.to_device)
+            now = attrs.evolve(now, to_device=positions)
         response = {
             "next_batch": now.encode(),
+            "to_device": {"events": to_device},
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": account_global},
             "presence": {"events": await self._presence(user_id, sync_filter, since, now)},
-            # End-to-end encryption (device lists, one-time keys, to-device
-            # messages) is not implemented yet: these are the true answers
+            # End-to-end encryption key handling (device lists, one-time
+            # keys) is not implemented yet: these are the true answers
             # for a server that stores no keys, not placeholders.
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
