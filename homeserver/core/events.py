@@ -185,6 +185,13 @@ def _event_id_list(pdu: Mapping[str, Any], key: str, room_version: RoomVersion) 
     return tuple(result)
 
 
+def _stored_id_list(value: Any, room_version: RoomVersion) -> tuple[str, ...]:
+    """``prev_events`` / ``auth_events`` of an already validated PDU as event IDs."""
+    if room_version.event_format is EventFormat.V1:
+        return tuple(item[0] for item in value)
+    return tuple(value)
+
+
 @attrs.frozen(eq=False, repr=False)
 class Event:
     """An event (PDU) of a room, immutable, with its computed event ID.
@@ -302,6 +309,51 @@ class Event:
             redacts=redacts,
             room_version=room_version,
             pdu=freeze(pdu),
+        )
+
+    @classmethod
+    def from_stored(cls, pdu: Mapping[str, Any], room_version: RoomVersion, event_id: str) -> "Event":
+        """Rebuild an event this server already accepted, from its stored PDU and event ID.
+
+        The PDU was validated by :meth:`from_pdu` (and its event ID computed)
+        before it was persisted, so neither is done again: no format checks,
+        no reference hash. Use only for PDUs read back from this server's own
+        store or bus, never for anything a remote party sent. Raises
+        ``KeyError``/``TypeError`` if the PDU lacks the basic fields.
+        """
+        if room_version.event_format is not EventFormat.V1 and "event_id" in pdu:
+            pdu = {k: v for k, v in pdu.items() if k != "event_id"}
+        frozen = freeze(pdu)
+        event_type = frozen["type"]
+        state_key = frozen.get("state_key")
+        content = frozen.get("content")
+        if (
+            room_version.room_id_is_create_event_hash
+            and event_type == "m.room.create"
+            and state_key == ""
+        ):
+            # rooms v12: the room ID is the create event's ID with "!" for "$".
+            room_id = "!" + event_id[1:]
+        else:
+            room_id = frozen["room_id"]
+        redacts = None
+        if event_type == "m.room.redaction":
+            raw = content.get("redacts") if room_version.redaction_rules is RedactionRules.V11 else frozen.get("redacts")
+            redacts = raw if isinstance(raw, str) else None
+        return cls(
+            event_id=event_id,
+            room_id=room_id,
+            type=event_type,
+            state_key=state_key,
+            sender=frozen["sender"],
+            content=content,
+            auth_event_ids=_stored_id_list(frozen["auth_events"], room_version),
+            prev_event_ids=_stored_id_list(frozen["prev_events"], room_version),
+            depth=frozen["depth"],
+            origin_server_ts=frozen["origin_server_ts"],
+            redacts=redacts,
+            room_version=room_version,
+            pdu=frozen,
         )
 
     # --- accessors ----------------------------------------------------------

@@ -102,7 +102,9 @@ class EventLoader:
         if event is not None:
             self._cache.move_to_end(row.event_id)
             return event
-        event = Event.from_pdu(json.loads(row.json), version)
+        # Stored rows were validated (and their IDs computed) before they
+        # were persisted: rebuilding them skips both (Event.from_stored).
+        event = Event.from_stored(json.loads(row.json), version, row.event_id)
         self.remember(event)
         return event
 

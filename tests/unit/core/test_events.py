@@ -158,6 +158,48 @@ class FromPduTests(SynchronousTestCase):
         self.assertRaises(InvalidEventError, Event.from_pdu, pdu(depth=2**63), V4)
 
 
+class FromStoredTests(SynchronousTestCase):
+    """Event.from_stored rebuilds exactly what from_pdu built, without re-validating."""
+
+    def assertSameEvent(self, stored: Event, original: Event) -> None:
+        for field in ("event_id", "room_id", "type", "state_key", "sender", "content", "auth_event_ids",
+                      "prev_event_ids", "depth", "origin_server_ts", "redacts", "room_version"):
+            self.assertEqual(getattr(stored, field), getattr(original, field), field)
+        self.assertEqual(stored.get_pdu_json(), original.get_pdu_json())
+        self.assertEqual(stored, original)
+
+    def test_same_event_across_formats(self) -> None:
+        """Messages, state, v1 pairs, redactions (both rules) and a v12 create round-trip through the stored PDU."""
+        cases = [
+            (pdu(), V10),
+            (pdu(type="m.room.member", state_key="@a:example.org", content={"membership": "join"}), V6),
+            (pdu(event_id="$e1:example.org", prev_events=[["$p:example.org", {"sha256": "x"}]],
+                 auth_events=[["$a1:example.org", {}]]), V1),
+            (pdu(type="m.room.redaction", redacts=H4, content={}), V10),
+            (pdu(type="m.room.redaction", content={"redacts": H4}), V11),
+            (pdu(type="m.room.create", state_key="", room_id=..., prev_events=[], auth_events=[],
+                 content={"room_version": "12"}), V12),
+        ]
+        for data, version in cases:
+            original = Event.from_pdu(data, version)
+            stored = Event.from_stored(original.get_pdu_json(), version, original.event_id)
+            self.assertSameEvent(stored, original)
+            self.assertIsInstance(stored.content, FrozenDict)
+
+    def test_event_id_key_dropped(self) -> None:
+        """A stored v3+ PDU carrying event_id does not keep the key."""
+        original = Event.from_pdu(pdu(), V10)
+        data = dict(original.get_pdu_json(), event_id=original.event_id)
+        stored = Event.from_stored(data, V10, original.event_id)
+        self.assertNotIn("event_id", stored.get_pdu_json())
+        self.assertSameEvent(stored, original)
+
+    def test_trusts_the_given_event_id(self) -> None:
+        """The event ID is taken as given (no reference hash is computed)."""
+        stored = Event.from_stored(pdu(), V10, "$given")
+        self.assertEqual(stored.event_id, "$given")
+
+
 class ImmutabilityTests(SynchronousTestCase):
     """Events are deeply immutable."""
 
