@@ -211,6 +211,14 @@ class FederationEventHandler:
                 body.pop("unsigned", None)
                 accepted.append((event, encode_canonical_json(body, allow_floats=True).decode("utf-8")))
             if accepted:
+                # Auth rules: each event against its own auth events (from this
+                # batch or held here), auth events checked first.
+                batch = {e.event_id: e for e, _ in accepted}
+                chain = await self.auth_closure(room_id, [a for e in batch.values() for a in e.auth_event_ids_with_create],
+                                                extra_events=batch)
+                passing = check_auth_chain(version, {**chain, **batch})
+                accepted = [(e, j) for e, j in accepted if e.event_id in passing]
+            if accepted:
                 return await self._fed.persist_backfilled(room_id, accepted)
         return 0
 
