@@ -34,6 +34,7 @@ For each PDU, in order:
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -159,6 +160,67 @@ class FederationEventHandler:
             raise PduRefused(f"could not verify signatures: {e}")
 
     # -- the per-event pipeline (caller holds the room's turn) ------------------
+
+    async def backfill(self, room_id: str, server_name: str, limit: int) -> int:
+        """Fetch history before the room's oldest event from one server in the room (one round).
+
+        Asks the joined servers (other than ``server_name``) in turn for
+        ``GET /backfill`` from the oldest event's missing prev events, keeps
+        PDUs of this room whose content hash and signatures verify and that
+        are older than that event, and stores them as backfilled history.
+        Returns how many events were stored (0: nothing missing or no server
+        answered).
+        """
+        oldest = await self._fed.oldest_event(room_id)
+        if oldest is None:
+            return 0
+        oldest_pdu = json.loads(oldest[1])
+        prevs = [e for e in oldest_pdu.get("prev_events", []) if isinstance(e, str)]
+        if not prevs:
+            return 0
+        known, _ = await self._known(room_id, prevs)
+        if set(prevs) <= known:
+            return 0
+        version = await self.loader.room_version(room_id)
+        if version is None:
+            return 0
+        servers = sorted((await self._fed.get_joined_servers(room_id)) - {server_name})
+        path = "/_matrix/federation/v1/backfill/" + _quote(room_id)
+        for server in servers:
+            try:
+                response = await self._client.get_json(server, path, args={"v": prevs, "limit": [str(limit)]})
+            except Exception as e:
+                logger.info("backfill of %s from %s failed: %s", room_id, server, e)
+                continue
+            pdus = response.get("pdus") if isinstance(response, Mapping) else None
+            if not isinstance(pdus, list):
+                continue
+            accepted: list[tuple[Event, str]] = []
+            for pdu in pdus[:limit]:
+                try:
+                    event = parse_received_pdu(pdu, version)
+                    if event.room_id != room_id:
+                        raise PduRefused("event of another room")
+                    if event.depth >= oldest_pdu.get("depth", 0):
+                        raise PduRefused("not older than the room's oldest event")
+                    await self.check_signatures(event)
+                except PduRefused as e:
+                    logger.info("backfill from %s: dropping a PDU: %s", server, e)
+                    continue
+                body = event.get_pdu_json()
+                body.pop("unsigned", None)
+                accepted.append((event, encode_canonical_json(body, allow_floats=True).decode("utf-8")))
+            if accepted:
+                # Auth rules: each event against its own auth events (from this
+                # batch or held here), auth events checked first.
+                batch = {e.event_id: e for e, _ in accepted}
+                chain = await self.auth_closure(room_id, [a for e in batch.values() for a in e.auth_event_ids_with_create],
+                                                extra_events=batch)
+                passing = check_auth_chain(version, {**chain, **batch})
+                accepted = [(e, j) for e, j in accepted if e.event_id in passing]
+            if accepted:
+                return await self._fed.persist_backfilled(room_id, accepted)
+        return 0
 
     async def _known(self, room_id: str, event_ids: Iterable[str]) -> tuple[set[str], dict[str, tuple[str, str]]]:
         ids = list(event_ids)

@@ -123,6 +123,61 @@ class FederationEventStore:
 
         return self._db.run_interaction("persist_received_event", txn_fn)
 
+    def persist_backfilled(self, room_id: str, events: Sequence[tuple[Event, str]]) -> "defer.Deferred[int]":
+        """Store ``(event, pdu_json)`` pairs fetched by backfill as history of ``room_id``.
+
+        Each takes a negative stream position (so /sync never reports it as
+        new) and the state group of the room's oldest event; ordering inside
+        the room is by the event's depth. Known events are skipped. Returns
+        how many were stored.
+        """
+
+        def txn_fn(txn: Any) -> int:
+            txn.execute(
+                "SELECT state_group FROM events WHERE room_id = %s AND stream_shard >= 0"
+                " ORDER BY depth ASC, stream_position ASC LIMIT 1",
+                (room_id,),
+            )
+            row = txn.fetchone()
+            if row is None:
+                return 0
+            group = row[0]
+            stored = 0
+            for event, pdu_json in events:
+                txn.execute("SELECT 1 FROM events WHERE room_id = %s AND event_id = %s AND stream_shard >= 0",
+                            (room_id, event.event_id))
+                if txn.fetchone() is not None:
+                    continue
+                txn.execute("DELETE FROM events WHERE room_id = %s AND event_id = %s", (room_id, event.event_id))
+                txn.execute("SELECT nextval('backfill_stream_seq')")
+                (seq,) = txn.fetchone()
+                membership = event.membership if event.type == "m.room.member" else None
+                txn.execute(
+                    "INSERT INTO events (room_id, event_id, stream_shard, stream_position, depth, type, state_key,"
+                    " sender, membership, origin_server_ts, json, state_group)"
+                    " VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (room_id, event.event_id, -seq, event.depth, event.type, event.state_key, event.sender,
+                     membership, event.origin_server_ts, pdu_json, group),
+                )
+                stored += 1
+            return stored
+
+        return self._db.run_interaction("persist_backfilled", txn_fn)
+
+    def oldest_event(self, room_id: str) -> "defer.Deferred[Optional[tuple[str, str]]]":
+        """``(event_id, pdu_json)`` of the topologically first accepted event of ``room_id``, or None."""
+
+        def txn_fn(txn: Any) -> Optional[tuple[str, str]]:
+            txn.execute(
+                "SELECT event_id, json FROM events WHERE room_id = %s AND stream_shard >= 0"
+                " ORDER BY depth ASC, stream_position ASC LIMIT 1",
+                (room_id,),
+            )
+            row = txn.fetchone()
+            return (row[0], row[1]) if row else None
+
+        return self._db.run_interaction("oldest_event", txn_fn)
+
     def store_outliers(self, room_id: str, events: Sequence[tuple[str, str]]) -> "defer.Deferred[None]":
         """Keep ``(event_id, pdu_json)`` pairs as outliers of ``room_id`` (idempotent)."""
 

@@ -117,6 +117,9 @@ class RoomHandler:
         self.remote_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
         #: Leaves a room known only from a remote invite (``remote_leave(user_id, room_id, servers, content)``).
         self.remote_leave: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
+        # Federation backfill: ``remote_backfill(room_id, limit)`` fetches one
+        # round of history older than the room's oldest event (count stored).
+        self.remote_backfill: Optional[Callable[[str, int], Awaitable[int]]] = None
         #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
         self.remote_invite: Optional[Callable[[Event], Awaitable[Event]]] = None
 
@@ -603,6 +606,15 @@ class RoomHandler:
             types=event_filter.types, not_types=event_filter.not_types,
             senders=event_filter.senders, not_senders=event_filter.not_senders, end=end,
         )
+        if backwards and not more and self.remote_backfill is not None:
+            # The page reached this server's oldest event: ask the room's
+            # other servers for one bounded round of earlier history.
+            if await self.remote_backfill(room_id, max(limit - len(rows), 1) + 1) > 0:
+                rows, more = await self._store.paginate(
+                    room_id, point.depth, point.position, backwards, limit,
+                    types=event_filter.types, not_types=event_filter.not_types,
+                    senders=event_filter.senders, not_senders=event_filter.not_senders, end=end,
+                )
         if cap is not None:
             if not backwards and any(r.stream_position > cap for r in rows):
                 more = False

@@ -161,8 +161,9 @@ class TopoToken:
     position: int
 
     def encode(self) -> str:
-        """``t<depth>_<position>``."""
-        return f"t{_b36(self.depth)}_{_b36(self.position)}"
+        """``t<depth>_<position>``; a backfilled event's negative position is written ``n<-position>``."""
+        position = _b36(self.position) if self.position >= 0 else "n" + _b36(-self.position)
+        return f"t{_b36(self.depth)}_{position}"
 
     @classmethod
     def decode(cls, text: str) -> "TopoToken":
@@ -172,4 +173,6 @@ class TopoToken:
         depth, sep, position = text[1:].partition("_")
         if not sep:
             raise InvalidTokenError("not a pagination token")
+        if position.startswith("n"):
+            return cls(_parse_num(depth), -_parse_num(position[1:]))
         return cls(_parse_num(depth), _parse_num(position))

@@ -48,6 +48,12 @@ class StreamTokenTests(SynchronousTestCase):
         self.assertTrue(a.max_with(b).is_after_or_equal(a))
         self.assertFalse(a.is_after_or_equal(b))
 
+    def test_topo_token_negative_position(self):
+        """A backfilled event's negative stream position round-trips and stays distinct from the positive one."""
+        t = TopoToken(3, -17)
+        self.assertEqual(TopoToken.decode(t.encode()), t)
+        self.assertNotEqual(t.encode(), TopoToken(3, 17).encode())
+
     def test_topo_token(self):
         """Topological tokens round-trip and order by (depth, position)."""
         t = TopoToken(12, 345)
