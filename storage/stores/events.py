@@ -261,14 +261,7 @@ class EventStore:
             position = allocator.allocate(txn)
             if on_position is not None:
                 on_position(position)
-            membership = event.membership if event.type == "m.room.member" else None
-            txn.execute(
-                "INSERT INTO events (room_id, event_id, stream_shard, stream_position, depth, type, state_key,"
-                " sender, membership, origin_server_ts, json, state_group)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (room_id, event.event_id, shard, position, event.depth, event.type, event.state_key, event.sender,
-                 membership, event.origin_server_ts, pdu_json, group),
-            )
+            membership = insert_event_row_txn(txn, room_id, event, pdu_json, shard, position, group)
             txn.execute("DELETE FROM forward_extremities WHERE room_id = %s", (room_id,))
             txn.execute("INSERT INTO forward_extremities (room_id, event_id) VALUES (%s, %s)", (room_id, event.event_id))
             if event.state_key is not None:
@@ -690,6 +683,22 @@ class EventStore:
             return (tuple(first), tuple(last))  # type: ignore[return-value]
 
         return self._db.run_interaction("get_room_edges", txn_fn)
+
+
+def insert_event_row_txn(txn: Any, room_id: str, event: Event, pdu_json: str, shard: int, position: int,
+                         group: Optional[int]) -> Optional[str]:
+    """Insert ``event``'s row into ``events``: the one place every write path
+    (local, received, backfilled) stores an event. Returns its membership
+    (``None`` for other event types)."""
+    membership = event.membership if event.type == "m.room.member" else None
+    txn.execute(
+        "INSERT INTO events (room_id, event_id, stream_shard, stream_position, depth, type, state_key,"
+        " sender, membership, origin_server_ts, json, state_group)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (room_id, event.event_id, shard, position, event.depth, event.type, event.state_key, event.sender,
+         membership, event.origin_server_ts, pdu_json, group),
+    )
+    return membership
 
 
 def _outlier_row(room_id: str, event_id: str, raw: str) -> StoredEvent:

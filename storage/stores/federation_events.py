@@ -20,7 +20,8 @@ from twisted.internet import defer
 
 from homeserver.core.events import Event
 from homeserver.core.rooms import ExtremitiesChangedError, NewRoomRow
-from storage.stores.events import PersistResult
+from storage.stores.events import PersistResult, insert_event_row_txn
+from storage.stores.relations import write_event_indexes_txn
 
 StateKey = tuple[str, str]
 
@@ -99,14 +100,7 @@ class FederationEventStore:
             position = allocator.allocate(txn)
             if on_position is not None:
                 on_position(position)
-            membership = event.membership if event.type == "m.room.member" else None
-            txn.execute(
-                "INSERT INTO events (room_id, event_id, stream_shard, stream_position, depth, type, state_key,"
-                " sender, membership, origin_server_ts, json, state_group)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (room_id, event.event_id, shard, position, event.depth, event.type, event.state_key, event.sender,
-                 membership, event.origin_server_ts, pdu_json, group),
-            )
+            insert_event_row_txn(txn, room_id, event, pdu_json, shard, position, group)
             txn.execute("DELETE FROM forward_extremities WHERE room_id = %s", (room_id,))
             if extremities:
                 txn.execute_values(
@@ -119,6 +113,8 @@ class FederationEventStore:
                     "UPDATE events SET redacted_by = %s WHERE room_id = %s AND event_id = %s AND redacted_by IS NULL",
                     (event.event_id, room_id, event.redacts),
                 )
+            # Received events are searchable and aggregated like local ones.
+            write_event_indexes_txn(txn, event, position, unindex_redacted=apply_redaction)
             return PersistResult(shard, position, group, chain)
 
         return self._db.run_interaction("persist_received_event", txn_fn)
@@ -151,14 +147,7 @@ class FederationEventStore:
                 txn.execute("DELETE FROM events WHERE room_id = %s AND event_id = %s", (room_id, event.event_id))
                 txn.execute("SELECT nextval('backfill_stream_seq')")
                 (seq,) = txn.fetchone()
-                membership = event.membership if event.type == "m.room.member" else None
-                txn.execute(
-                    "INSERT INTO events (room_id, event_id, stream_shard, stream_position, depth, type, state_key,"
-                    " sender, membership, origin_server_ts, json, state_group)"
-                    " VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (room_id, event.event_id, -seq, event.depth, event.type, event.state_key, event.sender,
-                     membership, event.origin_server_ts, pdu_json, group),
-                )
+                insert_event_row_txn(txn, room_id, event, pdu_json, 0, -seq, group)
                 stored += 1
             return stored
 

@@ -30,13 +30,14 @@ SEARCH_KEYS = {"m.room.message": ("content.body", "body"), "m.room.name": ("cont
                "m.room.topic": ("content.topic", "topic")}
 
 
-def write_event_indexes_txn(txn: Any, event: Event, position: int) -> None:
-    """Index a just-inserted event (relations, search) and unindex what it redacts.
+def write_event_indexes_txn(txn: Any, event: Event, position: int, unindex_redacted: bool = True) -> None:
+    """Index a just-inserted event (relations, search, directory stats) and,
+    with ``unindex_redacted``, unindex what it redacts.
 
-    Runs inside ``persist_event``'s transaction.
+    Runs inside the transaction that persists the event (local or received).
     """
     room_id = event.room_id
-    if event.redacts is not None:
+    if event.redacts is not None and unindex_redacted:
         txn.execute("DELETE FROM event_relations WHERE room_id = %s AND event_id = %s", (room_id, event.redacts))
         txn.execute("DELETE FROM event_search WHERE room_id = %s AND event_id = %s", (room_id, event.redacts))
     content = event.content

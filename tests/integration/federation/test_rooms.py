@@ -187,6 +187,12 @@ class JoinAndMessagesTests(FederationRoomsTestCase):
         self.assertEqual(resp.json["pdus"], {self.event_id(msg): {}})
         self.assertIn("hello from b", await self.timeline_bodies(room_id))
 
+        def searchable(txn):
+            txn.execute("SELECT 1 FROM event_search WHERE room_id = %s AND event_id = %s", (room_id, self.event_id(msg)))
+            return txn.fetchone() is not None
+
+        self.assertTrue(await self.db.run_interaction("search_row", searchable), "received message indexed for search")
+
         sent = await self.send(self.alice, room_id, {"msgtype": "m.text", "body": "hello from a"}, "txn1")
         self.assertEqual(sent.code, 200, sent.body)
         event_id = sent.json["event_id"]
