@@ -168,6 +168,8 @@ def build_federation_rooms(
     rooms.profile_lookup = getattr(room_api.rooms, "_profile", None)
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
+        if getattr(ephemeral, "to_device_commands", None) is not None:
+            rooms.attach_to_device(ephemeral.to_device_commands)
     return rooms
 
 

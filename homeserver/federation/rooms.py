@@ -703,6 +703,21 @@ class FederationRooms:
         self.edu_handlers["m.typing"] = self._on_typing_edu
         self.edu_handlers["m.receipt"] = self._on_receipt_edu
 
+    def attach_to_device(self, commands: Any) -> None:
+        """Exchange send-to-device messages with other servers (``m.direct_to_device`` EDUs).
+
+        ``commands`` is the instance's ``ToDeviceCommands``: messages for remote
+        users are queued for their server; received ones are delivered by the
+        owner of each recipient's ``to_device`` shard.
+        """
+        from homeserver.handlers.to_device import DIRECT_TO_DEVICE
+
+        async def send_remote(destination: str, edu: dict[str, Any]) -> None:
+            await self._queue.enqueue_edu(destination, edu)
+
+        commands.send_remote = send_remote
+        self.edu_handlers[DIRECT_TO_DEVICE] = commands.receive_remote
+
     def _background(self, what: str, coro: Awaitable[Any]) -> None:
         from twisted.internet import defer
 

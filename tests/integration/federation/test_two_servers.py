@@ -72,6 +72,7 @@ class Homeserver:
             register_ephemeral_api,
             register_room_api,
             register_sync_api,
+            register_to_device_api,
             track_writes,
         )
 
@@ -120,6 +121,7 @@ class Homeserver:
         commands = build_room_commands(dispatcher, self.rooms, self.ephemeral)
         register_room_api(self.resource, self.rooms, commands, self.accounts.authenticator)
         register_ephemeral_api(self.resource, commands, self.accounts.authenticator)
+        register_to_device_api(self.resource, self.ephemeral, self.accounts.authenticator)
 
         queue_store = FederationQueueStore(self.db)
         backoff = DestinationBackoff(reactor, queue_store, BackoffPolicy(min_interval_ms=100, max_interval_ms=500, jitter=0.0))
@@ -228,6 +230,27 @@ class TwoServersTests(unittest.TestCase):
                        for e in room.get("ephemeral", {}).get("events", []))
 
         await self.wait(alice_sees_receipt, "receipt reaches A")
+
+    async def test_to_device_across_servers(self) -> None:
+        """alice@A's sendToDevice to bob@B arrives in bob's /sync on B once, even when alice retries the txn."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        for txn, n in (("t1", 1), ("t1", 1), ("t2", 2)):
+            resp = await a.request("PUT", f"/_matrix/client/v3/sendToDevice/m.test/{txn}",
+                                   {"messages": {b.uid("bob"): {"*": {"n": n}}}}, token=alice)
+            self.assertEqual(resp.code, 200, resp.body)
+        seen: list[dict[str, Any]] = []
+
+        async def bob_has_both() -> bool:
+            r = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+            seen[:] = r.json.get("to_device", {}).get("events", [])
+            return any(e["content"].get("n") == 2 for e in seen)
+
+        await self.wait(bob_has_both, "to-device messages reach B")
+        self.assertEqual(sorted(e["content"]["n"] for e in seen), [1, 2])
+        self.assertTrue(all(e["sender"] == a.uid("alice") and e["type"] == "m.test" for e in seen), seen)
 
     async def test_kick_reaches_both_sides(self) -> None:
         """alice kicks bob: A and B both show bob's membership as leave."""
