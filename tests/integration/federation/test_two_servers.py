@@ -122,6 +122,10 @@ class Homeserver:
         register_room_api(self.resource, self.rooms, commands, self.accounts.authenticator)
         register_ephemeral_api(self.resource, commands, self.accounts.authenticator)
         register_to_device_api(self.resource, self.ephemeral, self.accounts.authenticator)
+        from workers.directory import build_directory_api, register_directory_api
+
+        register_directory_api(self.resource, build_directory_api(self.server_name, self.db, self.rooms),
+                               self.accounts.authenticator)
 
         queue_store = FederationQueueStore(self.db)
         backoff = DestinationBackoff(reactor, queue_store, BackoffPolicy(min_interval_ms=100, max_interval_ms=500, jitter=0.0))
@@ -137,7 +141,8 @@ class Homeserver:
                                        poll_interval_seconds=0.2)
         testcase.addCleanup(lambda: defer.ensureDeferred(self.sender.stop()))
         self.federation = build_federation_rooms(reactor, self.server_name, self.db, self.rooms, dispatcher, keyring,
-                                                 client, self.sender.queue, ephemeral=self.ephemeral)
+                                                 client, self.sender.queue, ephemeral=self.ephemeral,
+                                                 profiles=self.accounts.profiles)
         register_key_server(self.resource, keyring)
         register_version(self.resource)
         mount_federation_rooms(self.resource, self.federation,
@@ -251,6 +256,39 @@ class TwoServersTests(unittest.TestCase):
         await self.wait(bob_has_both, "to-device messages reach B")
         self.assertEqual(sorted(e["content"]["n"] for e in seen), [1, 2])
         self.assertTrue(all(e["sender"] == a.uid("alice") and e["type"] == "m.test" for e in seen), seen)
+
+    async def test_remote_profile_and_alias(self) -> None:
+        """bob@B reads alice@A's profile and A's alias, then joins the room by that alias alone."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("PUT", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}/displayname",
+                               {"displayname": "Alice of A"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}", token=bob)
+        self.assertEqual((resp.code, resp.json.get("displayname")), (200, "Alice of A"), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}/displayname", token=bob)
+        self.assertEqual(resp.json, {"displayname": "Alice of A"})
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}/avatar_url", token=bob)
+        self.assertEqual((resp.code, resp.json["errcode"]), (404, "M_NOT_FOUND"), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote('@nobody:' + a.server_name)}", token=bob)
+        self.assertEqual((resp.code, resp.json["errcode"]), (404, "M_NOT_FOUND"), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote('@x:unreachable.test')}", token=bob)
+        self.assertEqual(resp.code, 502, resp.body)
+
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom",
+                               {"preset": "public_chat", "room_alias_name": "hall"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        room_id = resp.json["room_id"]
+        resp = await b.request("GET", f"/_matrix/client/v3/directory/room/{quote('#hall:' + a.server_name)}", token=bob)
+        self.assertEqual((resp.code, resp.json), (200, {"room_id": room_id, "servers": [a.server_name]}), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/directory/room/{quote('#nope:' + a.server_name)}", token=bob)
+        self.assertEqual((resp.code, resp.json["errcode"]), (404, "M_NOT_FOUND"), resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote('#hall:' + a.server_name)}", {}, token=bob)
+        self.assertEqual((resp.code, resp.json.get("room_id")), (200, room_id), resp.body)
+        membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
+        self.assertEqual(membership.membership, "join")
 
     async def test_kick_reaches_both_sides(self) -> None:
         """alice kicks bob: A and B both show bob's membership as leave."""
