@@ -174,6 +174,9 @@ def build_federation_rooms(
         profiles.remote = queries
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
+        writer = getattr(ephemeral, "presence_writer", None)
+        if writer is not None and writer.enabled and getattr(ephemeral, "presence_commands", None) is not None:
+            rooms.attach_presence(writer, ephemeral.presence_store)
         if getattr(ephemeral, "to_device_commands", None) is not None:
             rooms.attach_to_device(ephemeral.to_device_commands)
     return rooms

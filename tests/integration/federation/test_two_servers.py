@@ -72,6 +72,7 @@ class Homeserver:
             register_ephemeral_api,
             register_room_api,
             register_sync_api,
+            register_presence_api,
             register_to_device_api,
             track_writes,
         )
@@ -122,6 +123,7 @@ class Homeserver:
         register_room_api(self.resource, self.rooms, commands, self.accounts.authenticator)
         register_ephemeral_api(self.resource, commands, self.accounts.authenticator)
         register_to_device_api(self.resource, self.ephemeral, self.accounts.authenticator)
+        register_presence_api(self.resource, self.ephemeral, self.accounts.authenticator)
         from workers.directory import build_directory_api, register_directory_api
 
         register_directory_api(self.resource, build_directory_api(self.server_name, self.db, self.rooms),
@@ -289,6 +291,29 @@ class TwoServersTests(unittest.TestCase):
         self.assertEqual((resp.code, resp.json.get("room_id")), (200, room_id), resp.body)
         membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
         self.assertEqual(membership.membership, "join")
+
+    async def test_presence_across_servers(self) -> None:
+        """alice@A's status reaches bob@B's /sync and GET /presence, and bob's reaches alice."""
+        a, b, alice, bob, room_id = await self.joined_room()
+        resp = await a.request("PUT", f"/_matrix/client/v3/presence/{quote(a.uid('alice'))}/status",
+                               {"presence": "online", "status_msg": "at A"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("PUT", f"/_matrix/client/v3/presence/{quote(b.uid('bob'))}/status",
+                               {"presence": "unavailable", "status_msg": "at B"}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        def sees(hs: Homeserver, token: str, user_id: str, state: str, msg: str) -> Any:
+            async def check() -> bool:
+                r = await hs.request("GET", "/_matrix/client/v3/sync?timeout=0", token=token)
+                return any(e["sender"] == user_id and e["content"].get("presence") == state
+                           and e["content"].get("status_msg") == msg
+                           for e in r.json.get("presence", {}).get("events", []))
+            return check
+
+        await self.wait(sees(b, bob, a.uid("alice"), "online", "at A"), "alice's presence reaches B")
+        await self.wait(sees(a, alice, b.uid("bob"), "unavailable", "at B"), "bob's presence reaches A")
+        resp = await b.request("GET", f"/_matrix/client/v3/presence/{quote(a.uid('alice'))}/status", token=bob)
+        self.assertEqual((resp.json["presence"], resp.json.get("status_msg")), ("online", "at A"), resp.body)
 
     async def test_kick_reaches_both_sides(self) -> None:
         """alice kicks bob: A and B both show bob's membership as leave."""
