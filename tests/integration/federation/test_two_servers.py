@@ -494,6 +494,41 @@ class TwoServersTests(unittest.TestCase):
         self.assertNotIn(room_id, resp.json.get("rooms", {}).get("join", {}))
         self.assertTrue(timeline)
 
+    async def test_backfilled_events_have_their_own_state_and_are_searchable(self) -> None:
+        """Each backfilled event gets the state A has after it (not the join-time state), and its text is searchable."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"},
+                               token=alice)
+        room_id = resp.json["room_id"]
+        steps = [("m.room.message", "early 0"), ("m.room.topic", "old topic"), ("m.room.message", "early 1"),
+                 ("m.room.topic", "new topic")]
+        for i, (kind, text) in enumerate(steps):
+            if kind == "m.room.topic":
+                path, body = f"state/m.room.topic/", {"topic": text}
+            else:
+                path, body = f"send/m.room.message/h{i}", {"msgtype": "m.text", "body": text}
+            resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/{path}", body, token=alice)
+            self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?" + urlencode({"server_name": a.server_name}),
+                               {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        events = await self._page_all(b, bob, room_id)
+        backfilled = [e["event_id"] for e in events if e["type"] in ("m.room.message", "m.room.topic", "m.room.create")]
+        self.assertEqual(len(backfilled), 5, [e["type"] for e in events])
+        theirs = await a.rooms.store.get_events(room_id, backfilled)
+        their_states = await a.rooms.store.get_state_ids_for_groups(room_id, {r.state_group for r in theirs.values()})
+        ours = await b.federation._fed.get_state_after(room_id, backfilled)
+        for event_id in backfilled:
+            self.assertEqual(ours[event_id], their_states[theirs[event_id].state_group], event_id)
+        resp = await b.request("POST", "/_matrix/client/v3/search",
+                               {"search_categories": {"room_events": {"search_term": "early"}}}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        found = {r["result"]["content"]["body"] for r in resp.json["search_categories"]["room_events"]["results"]}
+        self.assertEqual(found, {"early 0", "early 1"})
+
     async def test_backfill_drops_bad_signatures(self) -> None:
         """A backfilled PDU whose signature fails is not stored; the good ones are."""
         a, b, alice, bob, room_id = await self._history_room(3)
