@@ -80,17 +80,7 @@ class FederationEventStore:
             if current != expected:
                 raise ExtremitiesChangedError(f"room {room_id}: extremities are {sorted(current)}, expected {sorted(expected)}")
             if state_to_store is not None:
-                txn.execute("SELECT nextval('state_group_seq')")
-                (group,) = txn.fetchone()
-                txn.execute(
-                    "INSERT INTO state_groups (room_id, state_group, prev_group, chain_length) VALUES (%s, %s, NULL, 0)",
-                    (room_id, group),
-                )
-                rows = [(room_id, group, t, k, e) for (t, k), e in state_to_store.items()]
-                if rows:
-                    txn.execute_values(
-                        "INSERT INTO state_group_state (room_id, state_group, type, state_key, event_id) VALUES %s", rows
-                    )
+                group = _new_state_group_txn(txn, room_id, state_to_store)
                 chain = 0
             else:
                 group = state_group
@@ -143,18 +133,7 @@ class FederationEventStore:
                     continue
                 group = groups.get(id(state))
                 if group is None:
-                    txn.execute("SELECT nextval('state_group_seq')")
-                    (group,) = txn.fetchone()
-                    txn.execute(
-                        "INSERT INTO state_groups (room_id, state_group, prev_group, chain_length) VALUES (%s, %s, NULL, 0)",
-                        (room_id, group),
-                    )
-                    rows = [(room_id, group, t, k, e) for (t, k), e in state.items()]
-                    if rows:
-                        txn.execute_values(
-                            "INSERT INTO state_group_state (room_id, state_group, type, state_key, event_id) VALUES %s", rows
-                        )
-                    groups[id(state)] = group
+                    group = groups[id(state)] = _new_state_group_txn(txn, room_id, state)
                 txn.execute("DELETE FROM events WHERE room_id = %s AND event_id = %s", (room_id, event.event_id))
                 txn.execute("SELECT nextval('backfill_stream_seq')")
                 (seq,) = txn.fetchone()
@@ -265,6 +244,20 @@ class FederationEventStore:
             return {u.split(":", 1)[1] for (u,) in txn.fetchall() if ":" in u}
 
         return self._db.run_interaction("get_joined_servers", txn_fn)
+
+
+def _new_state_group_txn(txn: Any, room_id: str, state: Mapping[StateKey, str]) -> int:
+    """Write ``state`` as a new full (delta-less) state group of ``room_id``; returns its number."""
+    txn.execute("SELECT nextval('state_group_seq')")
+    (group,) = txn.fetchone()
+    txn.execute(
+        "INSERT INTO state_groups (room_id, state_group, prev_group, chain_length) VALUES (%s, %s, NULL, 0)",
+        (room_id, group),
+    )
+    rows = [(room_id, group, t, k, e) for (t, k), e in state.items()]
+    if rows:
+        txn.execute_values("INSERT INTO state_group_state (room_id, state_group, type, state_key, event_id) VALUES %s", rows)
+    return group
 
 
 def _replace_current_state(txn: Any, room_id: str, state: Mapping[StateKey, str], shard: int, position: int) -> None:
