@@ -168,3 +168,103 @@ class SynapseInteropTests(unittest.TestCase):
             return membership is not None and membership.membership == "leave"
 
         await self.wait(estuary_sees_kick, "kick reaches Estuary")
+
+    async def test_concurrent_state_fork_resolves_the_same_on_both(self) -> None:
+        """Estuary and Synapse change the topic and name at once, each unaware of the other (a fork in
+        the DAG); once the events cross, both servers hold the same current state."""
+        from twisted.internet import defer
+
+        estuary = await Homeserver().start(self, "127.0.0.1")
+        peer = await self.start_synapse()
+        code, body = await self.call(peer, "POST", "/_matrix/client/v3/register",
+                                     {"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}})
+        self.assertEqual(code, 200, body)
+        sam_token, sam = body["access_token"], body["user_id"]
+        alice = await estuary.register("alice")
+        resp = await estuary.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"},
+                                     token=alice)
+        room_id = resp.json["room_id"]
+        q = quote(room_id)
+        code, body = await self.call(peer, "POST", f"/_matrix/client/v3/join/{q}?server_name={quote(estuary.server_name)}", {}, sam_token)
+        self.assertEqual(code, 200, body)
+
+        async def estuary_sees_sam() -> bool:
+            r = await estuary.request("GET", f"/_matrix/client/v3/rooms/{q}/joined_members", token=alice)
+            return sam in r.json.get("joined", {})
+
+        await self.wait(estuary_sees_sam, "Estuary sees the Synapse user joined")
+        resp = await estuary.request("GET", f"/_matrix/client/v3/rooms/{q}/state/m.room.power_levels/", token=alice)
+        levels = resp.json
+        levels["users"][sam] = 100
+        resp = await estuary.request("PUT", f"/_matrix/client/v3/rooms/{q}/state/m.room.power_levels/", levels, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def synapse_sees_power() -> bool:
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{q}/state/m.room.power_levels/", None, sam_token)
+            return code == 200 and body.get("users", {}).get(sam) == 100
+
+        await self.wait(synapse_sees_power, "Synapse has sam's power")
+
+        # Partition: Estuary holds Synapse's transactions and sends nothing.
+        gate: defer.Deferred = defer.Deferred()
+        original = estuary.federation.on_transaction
+
+        async def held(origin: str, txn_id: str, body: Any) -> Any:
+            await gate
+            return await original(origin, txn_id, body)
+
+        estuary.federation.on_transaction = held
+        await estuary.sender.stop()
+        code, body = await self.call(peer, "PUT", f"/_matrix/client/v3/rooms/{q}/state/m.room.topic/", {"topic": "synapse topic"}, sam_token)
+        self.assertEqual(code, 200, body)
+        synapse_topic = body["event_id"]
+        code, body = await self.call(peer, "PUT", f"/_matrix/client/v3/rooms/{q}/state/m.room.name/", {"name": "synapse name"}, sam_token)
+        self.assertEqual(code, 200, body)
+        synapse_name = body["event_id"]
+        resp = await estuary.request("PUT", f"/_matrix/client/v3/rooms/{q}/state/m.room.topic/", {"topic": "estuary topic"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        estuary_topic = resp.json["event_id"]
+        resp = await estuary.request("PUT", f"/_matrix/client/v3/rooms/{q}/state/m.room.name/", {"name": "estuary name"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        estuary_name = resp.json["event_id"]
+        # Heal the partition.
+        gate.callback(None)
+        estuary.federation.on_transaction = original
+        estuary.sender.start()
+
+        async def both_have_all() -> bool:
+            held_here = await estuary.rooms.store.get_events(room_id, [synapse_topic, synapse_name])
+            if len(held_here) < 2:
+                return False
+            for event_id in (estuary_topic, estuary_name):
+                code, _ = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{q}/event/{quote(event_id)}", None, sam_token)
+                if code != 200:
+                    return False
+            return True
+
+        await self.wait(both_have_all, "the forked events reach both servers")
+        # It was a fork: neither side's events name the other's as predecessors.
+        rows = await estuary.rooms.store.get_events(room_id, [estuary_topic, estuary_name, synapse_topic, synapse_name])
+        prevs = {e: set(json.loads(rows[e].json)["prev_events"]) for e in rows}
+        self.assertFalse(prevs[estuary_topic] & {synapse_topic, synapse_name})
+        self.assertFalse(prevs[synapse_topic] & {estuary_topic, estuary_name})
+
+        async def states() -> tuple[dict, dict]:
+            resp = await estuary.request("GET", f"/_matrix/client/v3/rooms/{q}/state", token=alice)
+            ours = {(e["type"], e["state_key"]): e["event_id"] for e in resp.json}
+            code, body = await self.call(peer, "GET", f"/_matrix/client/v3/rooms/{q}/state", None, sam_token)
+            theirs = {(e["type"], e["state_key"]): e["event_id"] for e in body} if code == 200 else {}
+            return ours, theirs
+
+        async def agree() -> bool:
+            ours, theirs = await states()
+            return ours == theirs
+
+        try:
+            await self.wait(agree, "both servers resolve the fork to the same state")
+        except Exception:
+            ours, theirs = await states()
+            self.fail(f"states differ: estuary {ours} synapse {theirs}")
+        ours, _ = await states()
+        self.assertIn(ours[("m.room.topic", "")], (estuary_topic, synapse_topic))
+        self.assertIn(ours[("m.room.name", "")], (estuary_name, synapse_name))
