@@ -143,23 +143,32 @@ def start_federation_sender(federation: Federation, on_stop: Any) -> None:
 
 def build_federation_rooms(
     reactor: Any, server_name: str, database: Any, room_api: Any, dispatcher: Any, keyring: Any, client: Any, queue: Any,
-    ephemeral: Any = None,
+    ephemeral: Any = None, instance_name: str = "main", inbound_options: Optional[dict[str, Any]] = None,
 ) -> Any:
     """The room side of federation for one process (``FederationRooms``).
 
     Registers the shard-owner commands on ``dispatcher`` (received PDUs and
-    send_join/send_leave run on the room's events writer) and makes every
-    event created locally by ``room_api.creator`` go out to the other
-    servers of its room through ``queue``.
+    send_join/send_leave run on the room's events writer), makes every
+    event created locally by ``room_api.creator`` queued for the other
+    servers of its room in the transaction that persists it (and the local
+    sender woken through ``queue``), and builds the staging of received
+    PDUs (``rooms.inbound``; its sweep is started by
+    :func:`start_federation_inbound` on ``federation_inbound`` instances).
     """
     from homeserver.federation.events import FederationEventHandler
+    from homeserver.federation.inbound import InboundPduProcessor
     from homeserver.federation.rooms import FederationRooms
     from storage.stores.federation_events import FederationEventStore
+    from storage.stores.federation_inbound import InboundStagingStore
 
     fed_store = FederationEventStore(database)
     handler = FederationEventHandler(reactor, room_api.creator, room_api.store, fed_store, keyring, client)
     rooms = FederationRooms(reactor, server_name, handler, dispatcher, room_api.store, fed_store, queue)
     rooms.register_commands()
+    rooms.inbound_store = InboundStagingStore(database)
+    rooms.inbound = InboundPduProcessor(reactor, instance_name, rooms.inbound_store, rooms.process_staged_pdu,
+                                        **(inbound_options or {}))
+    room_api.creator.outbound_for = rooms.outbound_pdu
     room_api.creator.observers.append(rooms.on_local_event)
     room_api.rooms.remote_join = rooms.join_remote
     room_api.rooms.remote_invite = rooms.invite_remote
@@ -169,6 +178,12 @@ def build_federation_rooms(
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
     return rooms
+
+
+def start_federation_inbound(rooms: Any, on_stop: Any) -> None:
+    """Process staged PDUs left by crashed instances (at start and periodically); ``on_stop`` registers the shutdown hook."""
+    rooms.inbound.start()
+    on_stop(rooms.inbound.stop)
 
 
 def mount_federation_rooms(resource: JsonResource, rooms: Any, authenticator: Any) -> None:
