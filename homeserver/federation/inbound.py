@@ -106,7 +106,7 @@ class InboundPduProcessor:
     def start(self) -> None:
         """Take back this instance's leases of a previous life, then sweep now and periodically."""
         self._stopping = False
-        self._sweeper = task.LoopingCall(self._sweep)
+        self._sweeper = task.LoopingCall(self.sweep)
         self._sweeper.clock = self._clock
         self._sweeper.start(self._sweep_interval, now=True).addErrback(
             lambda f: logger.error("inbound PDU sweeper stopped: %s", f.getErrorMessage())
@@ -124,7 +124,8 @@ class InboundPduProcessor:
             except Exception:
                 pass
 
-    def _sweep(self) -> "defer.Deferred[None]":
+    def sweep(self) -> "defer.Deferred[None]":
+        """Look once for rooms with staged rows and process those whose lease is free."""
         async def sweep() -> None:
             try:
                 released = await self._store.release_previous_leases(self.holder, self.token)
@@ -162,7 +163,7 @@ class InboundPduProcessor:
                 # Turns running here: wait for them to end (or the deadline).
                 local = [r for r in pending_rooms if r in self._active]
                 if local:
-                    await self._until(defer.DeferredList([self._when_idle(r) for r in local]), deadline)
+                    await self._until(defer.DeferredList([self.when_idle(r) for r in local]), deadline)
                 pending = {i for i in ids if i not in self._results}
                 if pending:
                     pending = await self._store.still_staged(pending)
@@ -199,7 +200,8 @@ class InboundPduProcessor:
         d.addBoth(fire)
         await done
 
-    def _when_idle(self, room_id: str) -> defer.Deferred:
+    def when_idle(self, room_id: str) -> defer.Deferred:
+        """Fires when no turn of ``room_id`` runs here (at once if none does)."""
         d: defer.Deferred = defer.Deferred()
         if room_id not in self._active:
             d.callback(None)
