@@ -35,6 +35,7 @@ import logging
 import secrets
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
+from prometheus_client import Counter
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
@@ -52,6 +53,12 @@ WAIT_POLL_SECONDS = 0.2
 #: Received transaction IDs are kept this long for deduplication.
 TRANSACTION_RETENTION_MS = 24 * 3600 * 1000
 BATCH = 20
+
+PDUS = Counter(
+    "estuary_federation_inbound_staged_pdus_total",
+    "Staged received PDUs by outcome (processed, retry_later, dropped after max attempts)",
+    ["outcome"],
+)
 
 
 class InboundPduProcessor:
@@ -92,8 +99,8 @@ class InboundPduProcessor:
         #: Rooms whose last turn stopped on a failure (retried by the sweep).
         self.stalled: set[str] = set()
         self._idle_waiters: dict[str, list[defer.Deferred]] = {}
-        #: staged id -> result, for rows a request here waits on.
-        self._wanted: set[int] = set()
+        #: staged id -> how many requests here wait on it; results are kept only for those.
+        self._wanted: dict[int, int] = {}
         self._results: dict[int, dict[str, Any]] = {}
         self._sweeper: Optional[task.LoopingCall] = None
         self._stopping = False
@@ -152,7 +159,8 @@ class InboundPduProcessor:
         """
         rows = list(staged)
         ids = {i for i, _ in rows}
-        self._wanted |= ids
+        for i in ids:
+            self._wanted[i] = self._wanted.get(i, 0) + 1
         try:
             deadline = self._clock.seconds() + (self.wait_seconds if timeout is None else timeout)
             rooms = {r for _, r in rows}
@@ -179,9 +187,12 @@ class InboundPduProcessor:
                     self.kick(room_id)
             return {i: self._results[i] for i in ids if i in self._results}
         finally:
-            self._wanted -= ids
             for i in ids:
-                self._results.pop(i, None)
+                if self._wanted[i] > 1:
+                    self._wanted[i] -= 1
+                else:
+                    del self._wanted[i]
+                    self._results.pop(i, None)
 
     async def _until(self, d: defer.Deferred, deadline: float) -> None:
         """Wait for ``d`` or the deadline, whichever comes first (``d`` goes on regardless)."""
@@ -255,6 +266,8 @@ class InboundPduProcessor:
             if not rows:
                 return True
             for row in rows:
+                if self._stopping:
+                    return False
                 # Keep the lease while one PDU takes long (missing events fetched from its origin).
                 renewer = task.LoopingCall(self._renew, room_id)
                 renewer.clock = self._clock
@@ -264,12 +277,16 @@ class InboundPduProcessor:
                 except Exception as e:
                     attempts = await self._store.record_failure(row.id)
                     if attempts < self._max_attempts:
+                        PDUS.labels("retry_later").inc()
                         logger.warning("PDU %s from %s (attempt %d) failed, kept for later: %s",
                                        row.event_id, row.origin, attempts, e)
                         self.stalled.add(room_id)
                         return False
                     logger.error("PDU %s from %s failed %d times; dropping it: %s", row.event_id, row.origin, attempts, e)
                     result = {"error": f"could not process the event: {type(e).__name__}"}
+                    PDUS.labels("dropped").inc()
+                else:
+                    PDUS.labels("processed").inc()
                 finally:
                     renewer.stop()
                 if row.id in self._wanted:
