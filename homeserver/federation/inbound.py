@@ -250,13 +250,13 @@ class InboundPduProcessor:
                 return
             try:
                 finished = await self._drain(room_id)
-            finally:
+            except BaseException:
                 await self._store.release_lease(room_id, self.holder, self.token)
-            if not finished:
-                return
+                raise
             # Rows staged after our last read, whose stager found the lease
             # still ours, are ours to process: look once more after releasing.
-            if room_id not in self._dirty and not await self._store.has_staged(room_id):
+            left = await self._store.release_lease(room_id, self.holder, self.token)
+            if not finished or (room_id not in self._dirty and not left):
                 return
 
     async def _drain(self, room_id: str) -> bool:
@@ -265,6 +265,7 @@ class InboundPduProcessor:
             rows = await self._store.next_staged(room_id, BATCH)
             if not rows:
                 return True
+            last_batch = len(rows) < BATCH
             for row in rows:
                 if self._stopping:
                     return False
@@ -295,6 +296,9 @@ class InboundPduProcessor:
                                                        self._lease_ms):
                     logger.warning("lost the lease on %s while processing it; leaving it to its new holder", room_id)
                     return False
+            if last_batch:
+                # Anything staged since is seen by the check after releasing the lease.
+                return True
         return False
 
 

@@ -178,13 +178,6 @@ class InboundStagingStore:
 
         return self._db.run_interaction("rooms_with_staged_pdus", txn_fn)
 
-    def has_staged(self, room_id: str) -> "defer.Deferred[bool]":
-        def txn_fn(txn: Any) -> bool:
-            txn.execute("SELECT 1 FROM federation_inbound_staging WHERE room_id = %s LIMIT 1", (room_id,))
-            return txn.fetchone() is not None
-
-        return self._db.run_interaction("room_has_staged_pdus", txn_fn)
-
     def still_staged(self, staged_ids: Iterable[int]) -> "defer.Deferred[set[int]]":
         """Those of ``staged_ids`` not processed yet."""
         ids = sorted(set(staged_ids))
@@ -214,12 +207,16 @@ class InboundStagingStore:
 
         return self._db.run_interaction("acquire_room_lease", txn_fn)
 
-    def release_lease(self, room_id: str, holder: str, token: str) -> "defer.Deferred[None]":
-        def txn_fn(txn: Any) -> None:
+    def release_lease(self, room_id: str, holder: str, token: str) -> "defer.Deferred[bool]":
+        """Give up our lease on ``room_id``; whether the room has staged rows left (staged meanwhile)."""
+
+        def txn_fn(txn: Any) -> bool:
             txn.execute(
                 "DELETE FROM federation_inbound_room_leases WHERE room_id = %s AND holder = %s AND token = %s",
                 (room_id, holder, token),
             )
+            txn.execute("SELECT 1 FROM federation_inbound_staging WHERE room_id = %s LIMIT 1", (room_id,))
+            return txn.fetchone() is not None
 
         return self._db.run_interaction("release_room_lease", txn_fn)
 
