@@ -4,10 +4,10 @@
 shard (the inbound HTTP edge reaches it through the command dispatcher), so
 received events and locally created ones are appended to a room by one
 writer, one at a time: both take the room's turn on the event creator's
-:class:`Linearizer`. That is also the per-room ordering guarantee across
-processes: whichever ``federation_inbound`` instance received a
-transaction, its PDUs for a room are processed by that room's single
-writer, serialised with every other write to the room.
+:class:`Linearizer`. The order in which a room's received PDUs reach the
+writer is their arrival order: ``federation_inbound`` instances stage them
+in PostgreSQL and one instance at a time (holding the room's lease) hands
+them over, oldest first (:mod:`homeserver.federation.inbound`).
 
 For each PDU, in order:
 
