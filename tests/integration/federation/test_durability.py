@@ -92,6 +92,19 @@ class InboundTests(DurabilityTestCase):
         self.assertEqual(self.processed, ["once", "forged"])
         self.assertEqual((await self.timeline_bodies(room["room_id"])).count("once"), 1)
 
+    async def test_concurrent_duplicates_process_once(self) -> None:
+        """The same transaction sent twice at once (a sender retrying after a timeout) is staged and processed once."""
+        room, msg = await self.joined_message("twice at once")
+        first, second = await defer.gatherResults([
+            defer.ensureDeferred(self.send_txn([msg], txn="concurrent")),
+            defer.ensureDeferred(self.send_txn([msg], txn="concurrent")),
+        ])
+        for resp in (first, second):
+            self.assertEqual(resp.code, 200, resp.body)
+            self.assertEqual(resp.json["pdus"], {self.event_id(msg): {}})
+        self.assertEqual(self.processed, ["twice at once"])
+        self.assertEqual((await self.timeline_bodies(room["room_id"])).count("twice at once"), 1)
+
     async def test_pdus_staged_before_a_crash_are_processed_by_the_sweep(self) -> None:
         """An instance staged a transaction and died: the sweep processes it once; the sender's retry is not reprocessed."""
         room, msg = await self.joined_message("survived")
