@@ -17,6 +17,15 @@ room's events writer unreachable, a database error) stays staged and
 stops the room's turn; it is retried by the periodic sweep, and dropped
 after ``max_attempts``.
 
+Why a lease row rather than a PostgreSQL advisory lock (``storage.locks``):
+a session advisory lock lives on one connection, so each inbound process
+would need a dedicated connection (and thread) for the lifetime of every
+room lock, and session locks are re-entrant within that session, so two
+requests of one process would both "hold" a room; the lease works through
+the ordinary pool and on the injected clock. Its cost is the expiry delay
+after a crash (``lease_ms``), waived when the instance restarts under its
+name. Instance names must be unique (the configuration requires it).
+
 The sweep (at start and every ``sweep_interval_seconds``) picks up rooms
 with staged rows that nobody processes: those of an instance that crashed
 (its leases expire after ``lease_ms``, or at once when it restarts under the
