@@ -143,25 +143,36 @@ def start_federation_sender(federation: Federation, on_stop: Any) -> None:
 
 def build_federation_rooms(
     reactor: Any, server_name: str, database: Any, room_api: Any, dispatcher: Any, keyring: Any, client: Any, queue: Any,
-    ephemeral: Any = None, profiles: Any = None,
+    ephemeral: Any = None, profiles: Any = None, instance_name: str = "main",
+    inbound_options: Optional[dict[str, Any]] = None,
 ) -> Any:
     """The room side of federation for one process (``FederationRooms``).
 
     Registers the shard-owner commands on ``dispatcher`` (received PDUs and
-    send_join/send_leave run on the room's events writer) and makes every
-    event created locally by ``room_api.creator`` go out to the other
-    servers of its room through ``queue``. Aliases and (with ``profiles``,
-    the ``ProfileHandler``) profiles of other servers are asked of them.
+    send_join/send_leave run on the room's events writer), makes every
+    event created locally by ``room_api.creator`` queued for the other
+    servers of its room in the transaction that persists it (and the local
+    sender woken through ``queue``), and builds the staging of received
+    PDUs (``rooms.inbound``; its sweep is started by
+    :func:`start_federation_inbound` on ``federation_inbound`` instances).
+    Aliases and (with ``profiles``, the ``ProfileHandler``) profiles of
+    other servers are asked of them.
     """
     from homeserver.federation.queries import RemoteQueries
     from homeserver.federation.events import FederationEventHandler
+    from homeserver.federation.inbound import InboundPduProcessor
     from homeserver.federation.rooms import FederationRooms
     from storage.stores.federation_events import FederationEventStore
+    from storage.stores.federation_inbound import InboundStagingStore
 
     fed_store = FederationEventStore(database)
     handler = FederationEventHandler(reactor, room_api.creator, room_api.store, fed_store, keyring, client)
     rooms = FederationRooms(reactor, server_name, handler, dispatcher, room_api.store, fed_store, queue)
     rooms.register_commands()
+    rooms.inbound_store = InboundStagingStore(database)
+    rooms.inbound = InboundPduProcessor(reactor, instance_name, rooms.inbound_store, rooms.process_staged_pdu,
+                                        **(inbound_options or {}))
+    room_api.creator.outbound_for = rooms.outbound_pdu
     room_api.creator.observers.append(rooms.on_local_event)
     room_api.rooms.remote_join = rooms.join_remote
     room_api.rooms.remote_invite = rooms.invite_remote
@@ -180,6 +191,12 @@ def build_federation_rooms(
         if getattr(ephemeral, "to_device_commands", None) is not None:
             rooms.attach_to_device(ephemeral.to_device_commands)
     return rooms
+
+
+def start_federation_inbound(rooms: Any, on_stop: Any) -> None:
+    """Process staged PDUs left by crashed instances (at start and periodically); ``on_stop`` registers the shutdown hook."""
+    rooms.inbound.start()
+    on_stop(rooms.inbound.stop)
 
 
 def mount_federation_rooms(resource: JsonResource, rooms: Any, authenticator: Any) -> None:

@@ -103,19 +103,22 @@ def federation_rooms(ctx: "ProcessContext") -> Any:
         rooms = build_federation_rooms(
             ctx.reactor, ctx.config.server_name, ctx.database, ctx.features["rooms"].rooms, ctx.dispatcher,
             fed.keyring, fed.client, fed.queue, ephemeral=ctx.features["rooms"].ephemeral,
-            profiles=account_api(ctx).profiles,
+            profiles=account_api(ctx).profiles, instance_name=ctx.instance.name,
         )
         ctx.features["federation_rooms"] = rooms
     return rooms
 
 
 async def _mount_federation_inbound(ctx: "ProcessContext", resource: "JsonResource") -> None:
-    from workers.federation import mount_federation_inbound, mount_federation_rooms
+    from workers.federation import mount_federation_inbound, mount_federation_rooms, start_federation_inbound
 
     fed = federation_api(ctx)
     mount_federation_inbound(fed, resource)
     await _mount_rooms(ctx, resource)
-    mount_federation_rooms(resource, federation_rooms(ctx), fed.authenticator)
+    rooms = federation_rooms(ctx)
+    mount_federation_rooms(resource, rooms, fed.authenticator)
+    # PDUs staged by an instance that died before processing them.
+    start_federation_inbound(rooms, ctx.on_stop)
 
 
 def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") -> None:
@@ -221,7 +224,9 @@ ROLE_SPECS: dict[str, RoleSpec] = {
         mount=_mount_rooms,
     ),
     r.FEDERATION_INBOUND: RoleSpec(
-        r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",), mount=_mount_federation_inbound
+        r.FEDERATION_INBOUND, "the server-server API and key server", consumes=("caches",),
+        owns="the processing of received PDUs, per room (leases in federation_inbound_room_leases)",
+        mount=_mount_federation_inbound,
     ),
     r.FEDERATION_SENDER: RoleSpec(
         r.FEDERATION_SENDER,

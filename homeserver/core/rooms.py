@@ -48,3 +48,19 @@ class NewRoomRow:
     creator: str
     is_public: bool
     created_ts: int
+
+
+@attrs.frozen
+class OutboundPdu:
+    """Queue an event for the other servers of its room, in the transaction that persists it.
+
+    The destinations are the servers with joined members once the event is
+    applied (read in that same transaction), plus ``also`` (the target's
+    server of a kick or ban), less ``exclude`` (this server, the origin of a
+    relayed membership). ``payload`` is the PDU as sent over federation.
+    """
+
+    payload: str
+    queued_ts: int
+    exclude: tuple[str, ...]
+    also: tuple[str, ...] = ()

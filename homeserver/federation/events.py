@@ -4,10 +4,10 @@
 shard (the inbound HTTP edge reaches it through the command dispatcher), so
 received events and locally created ones are appended to a room by one
 writer, one at a time: both take the room's turn on the event creator's
-:class:`Linearizer`. That is also the per-room ordering guarantee across
-processes: whichever ``federation_inbound`` instance received a
-transaction, its PDUs for a room are processed by that room's single
-writer, serialised with every other write to the room.
+:class:`Linearizer`. The order in which a room's received PDUs reach the
+writer is their arrival order: ``federation_inbound`` instances stage them
+in PostgreSQL and one instance at a time (holding the room's lease) hands
+them over, oldest first (:mod:`homeserver.federation.inbound`).
 
 For each PDU, in order:
 
@@ -145,10 +145,15 @@ class FederationEventHandler:
         async with self._creator.linearizer.lock(room_id):
             return await self._process(origin, event, fetch_missing=True)
 
-    async def receive_validated(self, origin: str, event: Event, fetch_missing: bool = False) -> dict[str, Any]:
-        """Process an already parsed and signature-checked event under the room's turn (``send_join``)."""
+    async def receive_validated(self, origin: str, event: Event, fetch_missing: bool = False,
+                                outbound: Any = None) -> dict[str, Any]:
+        """Process an already parsed and signature-checked event under the room's turn (``send_join``).
+
+        ``outbound`` (an ``OutboundPdu``) relays the event to the room's
+        other servers, queued in the transaction that persists it.
+        """
         async with self._creator.linearizer.lock(event.room_id):
-            return await self._process(origin, event, fetch_missing=fetch_missing)
+            return await self._process(origin, event, fetch_missing=fetch_missing, outbound=outbound)
 
     async def check_signatures(self, event: Event) -> None:
         """Verify the signatures ``event`` must carry; :class:`PduRefused` if not."""
@@ -281,7 +286,7 @@ class FederationEventHandler:
         rejected = await self._fed.get_rejected(room_id, [e for e in ids if e not in accepted])
         return accepted, rejected
 
-    async def _process(self, origin: str, event: Event, fetch_missing: bool) -> dict[str, Any]:
+    async def _process(self, origin: str, event: Event, fetch_missing: bool, outbound: Any = None) -> dict[str, Any]:
         room_id = event.room_id
         version = event.room_version
         accepted, rejected = await self._known(room_id, [event.event_id])
@@ -354,7 +359,7 @@ class FederationEventHandler:
                 except AuthError as e:
                     return await self._reject(origin, event, "soft_failed", f"current state: {_reason(e)}")
             try:
-                await self._persist(event, snapshot, state_before, before_events, group_states, groups, origin)
+                await self._persist(event, snapshot, state_before, before_events, group_states, groups, origin, outbound)
                 return {}
             except ExtremitiesChangedError:
                 self._creator.forget_head(room_id)
@@ -377,6 +382,7 @@ class FederationEventHandler:
         group_states: Mapping[int, Mapping[StateKey, str]],
         groups: list[int],
         origin: str,
+        outbound: Any = None,
     ) -> None:
         room_id = event.room_id
         version = event.room_version
@@ -431,6 +437,7 @@ class FederationEventHandler:
             current_state=None if new_current == dict(snapshot.current_state) else new_current,
             apply_redaction=apply_redaction,
             on_position=lambda position: allocator.attach(position, payload),
+            outbound=outbound,
         )
         self._creator.forget_head(room_id)
         self.loader.remember(stored)

@@ -14,6 +14,7 @@ member in the room (M_FORBIDDEN otherwise).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
@@ -23,7 +24,7 @@ from urllib.parse import quote
 from homeserver.core import auth as auth_rules
 from homeserver.core.canonical_json import encode_canonical_json
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
-from homeserver.core.rooms import NewRoomRow
+from homeserver.core.rooms import NewRoomRow, OutboundPdu
 from homeserver.core.redaction import prune_event_dict
 from homeserver.core.signing import add_hashes_and_signatures, compute_event_id, sign_json
 from homeserver.core.events import Event, thaw
@@ -99,6 +100,10 @@ class FederationRooms:
         self.profile_lookup: Optional[Callable[[str], Awaitable[Mapping[str, Any]]]] = None
         #: ``edu_type -> handler(origin, content)`` for inbound EDUs.
         self.edu_handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {}
+        #: The staging of received PDUs (``InboundPduProcessor`` and its
+        #: ``InboundStagingStore``), wired by ``workers.federation``.
+        self.inbound: Any = None
+        self.inbound_store: Any = None
 
     def now_ms(self) -> int:
         """Milliseconds on the injected clock."""
@@ -132,7 +137,19 @@ class FederationRooms:
     # -- transactions ----------------------------------------------------------
 
     async def on_transaction(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
-        """``PUT /send/{txnId}``: the per-PDU result map; EDUs handled best effort."""
+        """``PUT /send/{txnId}``: stage the PDUs durably, process them, answer the per-PDU result map.
+
+        After the shape checks, the transaction ID and its PDUs (those that
+        parse in their room's version) are written to the staging table in
+        one database transaction (:class:`homeserver.federation.inbound.InboundPduProcessor`
+        then processes each room's PDUs in arrival order, one instance per
+        room at a time). A retried transaction (same origin and ID) stages
+        nothing again: it gets the stored answer, or, if the first attempt
+        never answered, waits for the PDUs still staged. EDUs are handled
+        best effort once the PDUs are; they are not staged (typing and
+        receipts are ephemeral), but a retry of an unanswered transaction
+        handles them again (both are idempotent).
+        """
         if not isinstance(body, Mapping):
             raise bad_json("transaction must be an object")
         if body.get("origin", origin) != origin:
@@ -143,39 +160,70 @@ class FederationRooms:
             raise bad_json("pdus and edus must be arrays")
         if len(pdus) > MAX_PDUS_PER_TXN or len(edus) > MAX_EDUS_PER_TXN:
             raise bad_json("too many PDUs or EDUs in one transaction")
-        results: dict[str, Any] = {}
+        if self.inbound is None:
+            raise RuntimeError("FederationRooms.inbound is not wired")
+        staged: list[tuple[str, str, str]] = []
         for pdu in pdus:
-            event_id, result = await self._receive_one(origin, pdu)
-            if event_id is not None:
-                results[event_id] = result
+            parsed = await self._parse_received(origin, pdu)
+            if parsed is not None:
+                staged.append(parsed)
+        outcome = await self.inbound_store.stage_transaction(origin, txn_id, staged, self.now_ms())
+        if outcome.status == "done":
+            return json.loads(outcome.response_json)
+        processed = await self.inbound.wait_for([(i, room_id) for i, room_id, _ in outcome.staged])
+        results: dict[str, Any] = {event_id: {} for _, event_id, _ in staged}
+        for staged_id, _, event_id in outcome.staged:
+            if staged_id in processed:
+                results[event_id] = processed[staged_id]
         for edu in edus:
             await self._receive_edu(origin, edu)
-        return {"pdus": results}
+        response = {"pdus": results}
+        await self.inbound_store.store_response(origin, txn_id, json.dumps(response))
+        return response
 
-    async def _receive_one(self, origin: str, pdu: Any) -> tuple[Optional[str], dict[str, Any]]:
+    async def _parse_received(self, origin: str, pdu: Any) -> Optional[tuple[str, str, str]]:
+        """``(room_id, event_id, pdu_json)`` of a PDU worth staging; None (dropped) for an unknown room or a bad PDU."""
         room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
         if not isinstance(room_id, str):
-            return None, {}
+            return None
         version = await self.loader.room_version(room_id)
         if version is None:
-            return None, {}
+            return None
         try:
             event = parse_received_pdu(pdu, version)
         except PduRefused as e:
             logger.info("dropping unparseable PDU from %s: %s", origin, e)
-            return None, {}
+            return None
+        return room_id, event.event_id, json.dumps(thaw(pdu), ensure_ascii=False, separators=(",", ":"))
+
+    async def process_staged_pdu(self, origin: str, room_id: str, pdu_json: str) -> dict[str, Any]:
+        """Process one staged PDU (the :class:`InboundPduProcessor` callback): its per-PDU result.
+
+        Refusals (access, auth, bad signatures) are results; a failure that
+        may pass (the room's writer unreachable or answering 5xx, a
+        database error) raises, and the PDU stays staged for a retry.
+        """
+        pdu = json.loads(pdu_json)
+        version = await self.loader.room_version(room_id)
+        if version is None:
+            return {"error": f"unknown room {room_id}"}
+        try:
+            event = parse_received_pdu(pdu, version)
+        except PduRefused as e:
+            return {"error": str(e)}
         try:
             await self.check_access(origin, room_id)
         except MatrixError as e:
-            return event.event_id, {"error": e.msg if hasattr(e, "msg") else str(e)}
+            if e.code >= 500:
+                raise
+            return {"error": e.msg if hasattr(e, "msg") else str(e)}
         try:
-            result = await self._dispatcher.run(RECEIVE_PDU, room_id, {"origin": origin, "pdu": thaw(pdu)})
+            return await self._dispatcher.run(RECEIVE_PDU, room_id, {"origin": origin, "pdu": pdu})
         except MatrixError as e:
-            result = {"error": str(e)}
-        except Exception as e:  # one bad PDU must not fail the whole transaction
-            logger.exception("processing %s from %s failed", event.event_id, origin)
-            result = {"error": f"internal error: {type(e).__name__}"}
-        return event.event_id, result
+            if e.code >= 500:
+                raise
+            logger.info("%s from %s refused: %s", event.event_id, origin, e)
+            return {"error": str(e)}
 
     async def _cmd_receive_pdu(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self.events.receive_pdu(args["origin"], args["pdu"])
@@ -407,13 +455,15 @@ class FederationRooms:
             await self.events.check_signatures(event)
         except PduRefused as e:
             raise forbidden(str(e))
-        result = await self.events.receive_validated(origin, event, fetch_missing=False)
+        # Every other server of the room learns of the membership from us:
+        # queued in the transaction that persists it.
+        relay = OutboundPdu(encode_canonical_json(federation_pdu(event), allow_floats=True).decode("utf-8"),
+                            self.now_ms(), exclude=(self.server_name, origin))
+        result = await self.events.receive_validated(origin, event, fetch_missing=False, outbound=relay)
         if result.get("error"):
             raise forbidden(str(result["error"]))
         stored = await self._event_in_room(room_id, event.event_id)
-        # Every other server of the room learns of the membership from us.
-        servers = await self._fed.get_joined_servers(room_id)
-        await self._queue.enqueue_pdu(servers - {origin, self.server_name}, stored.event_id, federation_pdu(stored))
+        self._queue.notify((await self._fed.get_joined_servers(room_id)) - {origin, self.server_name})
         if membership != "join":
             return {}
         state = await self.state_before(stored)
@@ -823,22 +873,30 @@ class FederationRooms:
 
     # -- outbound ----------------------------------------------------------------------
 
-    def on_local_event(self, created: Any) -> None:
-        """``EventCreator`` observer: queue the new local event for every other server of its room."""
-        from twisted.internet import defer
+    def outbound_pdu(self, event: Event) -> OutboundPdu:
+        """``EventCreator.outbound_for``: queue a local event for the room's other servers in its own transaction.
 
-        d = defer.ensureDeferred(self.send_local_event(created.event))
-        d.addErrback(lambda f: logger.warning("could not queue %s for federation: %s", created.event.event_id, f.getErrorMessage()))
-
-    async def send_local_event(self, event: Event) -> None:
-        """Queue ``event`` for the servers with joined members (and the target's server of a membership change)."""
-        servers = await self._fed.get_joined_servers(event.room_id)
+        The destinations are the servers with joined members after the event
+        (read by the store in that transaction) and the target's server of a
+        kick or ban; never this server. Queuing in the transaction that
+        persists the event (rather than after its commit) means a crash right
+        after the commit cannot leave an event that clients see but the
+        other servers never get: the sender finds the queue rows on its next
+        poll whatever happened to this process.
+        """
+        also: tuple[str, ...] = ()
         if event.type == auth_rules.MEMBER and event.state_key is not None and event.membership in ("leave", "ban"):
-            servers.add(domain_of(event.state_key))
-        servers.discard(self.server_name)
-        servers.discard("")
-        if servers:
-            await self._queue.enqueue_pdu(servers, event.event_id, federation_pdu(event))
+            also = (domain_of(event.state_key),)
+        payload = encode_canonical_json(federation_pdu(event), allow_floats=True).decode("utf-8")
+        return OutboundPdu(payload, self.now_ms(), exclude=(self.server_name,), also=also)
+
+    def on_local_event(self, created: Any) -> None:
+        """``EventCreator`` observer: start sending at once to the servers the event was queued for.
+
+        Only a shortcut: without it (another process, a crash) the sender
+        finds the queued rows on its next poll.
+        """
+        self._queue.notify(getattr(created, "queued_destinations", ()))
 
     async def send_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any], coalesce_key: Optional[str] = None) -> None:
         """Queue an EDU for every other server with joined members in ``room_id``."""

@@ -112,6 +112,14 @@ class FederationQueue:
             for destination in queued:
                 self._on_queued(destination)
 
+    def notify(self, destinations: Iterable[str]) -> None:
+        """Items were queued for ``destinations`` by another path (an event's own transaction): send now if we can."""
+        if self._on_queued is None:
+            return
+        for destination in destinations:
+            if destination != self._server_name:
+                self._on_queued(destination)
+
     async def enqueue_edu(self, destination: str, edu: Mapping[str, Any], coalesce_key: Optional[str] = None) -> None:
         """Queue an EDU (``{"edu_type": ..., "content": ...}``) for ``destination``.
 

@@ -26,9 +26,11 @@ from homeserver.core.rooms import (
     DuplicateTransactionError,
     ExtremitiesChangedError,
     NewRoomRow,
+    OutboundPdu,
     RoomExistsError,
     TxnKey,
 )
+from storage.stores.federation import enqueue_room_pdu_txn
 from storage.stores.relations import write_event_indexes_txn
 
 #: A state group stores its full state (no prev_group) when the chain below
@@ -157,6 +159,8 @@ class PersistResult:
     stream_position: int
     state_group: int
     chain_length: int
+    #: The servers the event was queued for in its transaction (``outbound``).
+    queued_destinations: tuple[str, ...] = ()
 
 
 class EventStore:
@@ -181,6 +185,7 @@ class EventStore:
         new_room: Optional[NewRoomRow] = None,
         now_ms: int = 0,
         on_position: Optional[Callable[[int], None]] = None,
+        outbound: Optional[OutboundPdu] = None,
     ) -> "defer.Deferred[PersistResult]":
         """Persist one locally created event and everything it changes, atomically.
 
@@ -193,6 +198,8 @@ class EventStore:
         ``state_after`` is the full state after a state event (None for other
         events). ``new_room`` inserts the ``rooms`` row (the create event).
         A reused ``txn_key`` raises :class:`DuplicateTransactionError`.
+        ``outbound`` queues the event for the room's other servers in the
+        same transaction (``federation_outbox``).
         """
         expected = frozenset(expected_extremities)
         shard = allocator.shard
@@ -285,7 +292,8 @@ class EventStore:
                     (event.event_id, room_id, event.redacts),
                 )
             write_event_indexes_txn(txn, event, position)
-            return PersistResult(shard, position, group, chain)
+            queued = enqueue_room_pdu_txn(txn, room_id, event.event_id, outbound) if outbound is not None else ()
+            return PersistResult(shard, position, group, chain, queued)
 
         return self._db.run_interaction("persist_event", txn_fn)
 

@@ -22,6 +22,29 @@ class ClaimedTransaction:
     retry: bool
 
 
+def enqueue_room_pdu_txn(txn: Any, room_id: str, event_id: str, outbound: Any) -> tuple[str, ...]:
+    """Inside the transaction persisting ``event_id``, queue it for the servers of ``room_id``.
+
+    ``outbound`` is a :class:`homeserver.core.rooms.OutboundPdu`. The room's
+    joined servers are read from ``room_memberships`` as this transaction
+    left them (so a kick's target server is named in ``outbound.also``).
+    Returns the destinations queued. Committing the event and its queue rows
+    together is what makes an event that clients see always reach the other
+    servers, whatever crashes after the commit.
+    """
+    txn.execute(
+        "INSERT INTO federation_outbox (destination, kind, event_id, room_id, coalesce_key, payload, queued_ts)"
+        " SELECT d, 'pdu', %s, %s, NULL, %s, %s FROM ("
+        " SELECT substr(user_id, strpos(user_id, ':') + 1) AS d FROM room_memberships"
+        " WHERE room_id = %s AND membership = 'join' AND strpos(user_id, ':') > 0"
+        " UNION SELECT unnest(%s::text[])) AS servers"
+        " WHERE d <> '' AND NOT (d = ANY(%s::text[])) ORDER BY d"
+        " ON CONFLICT (destination, event_id) WHERE kind = 'pdu' DO NOTHING RETURNING destination",
+        (event_id, room_id, outbound.payload, outbound.queued_ts, room_id, list(outbound.also), list(outbound.exclude)),
+    )
+    return tuple(sorted(r[0] for r in txn.fetchall()))
+
+
 class FederationQueueStore:
     """``federation_destinations``, ``federation_outbox`` and
     ``federation_transactions_in_flight`` in PostgreSQL."""

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from twisted.internet import defer
 
 from homeserver.core.events import Event
-from homeserver.core.rooms import ExtremitiesChangedError, NewRoomRow
+from homeserver.core.rooms import ExtremitiesChangedError, NewRoomRow, OutboundPdu
 from storage.stores.events import PersistResult, _state_for_group_txn, insert_event_row_txn
+from storage.stores.federation import enqueue_room_pdu_txn
 from storage.stores.relations import write_event_indexes_txn
 
 StateKey = tuple[str, str]
@@ -46,6 +47,7 @@ class FederationEventStore:
         apply_redaction: bool = False,
         new_room: Optional[NewRoomRow] = None,
         on_position: Optional[Callable[[int], None]] = None,
+        outbound: Optional[OutboundPdu] = None,
     ) -> "defer.Deferred[PersistResult]":
         """Persist one accepted received event, atomically.
 
@@ -56,7 +58,9 @@ class FederationEventStore:
         state (None: unchanged). ``new_room`` inserts the ``rooms`` row when
         this server learns of the room through this event (a remote join).
         :class:`ExtremitiesChangedError` if the room's extremities are not
-        ``expected_extremities``.
+        ``expected_extremities``. ``outbound`` queues the event for the
+        room's other servers in the same transaction (a membership this
+        server relays as the resident server of a send_join / send_leave).
         """
         if (state_group is None) == (state_to_store is None):
             raise ValueError("give exactly one of state_group and state_to_store")
@@ -105,7 +109,8 @@ class FederationEventStore:
                 )
             # Received events are searchable and aggregated like local ones.
             write_event_indexes_txn(txn, event, position, unindex_redacted=apply_redaction)
-            return PersistResult(shard, position, group, chain)
+            queued = enqueue_room_pdu_txn(txn, room_id, event.event_id, outbound) if outbound is not None else ()
+            return PersistResult(shard, position, group, chain, queued)
 
         return self._db.run_interaction("persist_received_event", txn_fn)
 

@@ -73,6 +73,8 @@ class CreatedEvent:
     stream_position: int
     #: True when a retried client transaction returned the original event.
     deduplicated: bool = False
+    #: The other servers the event was queued for, in its own transaction.
+    queued_destinations: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -133,6 +135,10 @@ class EventCreator:
         #: Called with each created event after commit (in creation order per room); an
         #: observer returning an awaitable delays the creator's answer until it completes.
         self.observers: list[Callable[[CreatedEvent], Any]] = []
+        #: ``event -> OutboundPdu or None``: what to queue for the room's other
+        #: servers inside the event's persist transaction (set by the
+        #: federation wiring; None on a server without federation).
+        self.outbound_for: Optional[Callable[[Event], Any]] = None
 
     def owns_room(self, room_id: str) -> bool:
         """Whether this instance writes the events shard of ``room_id``."""
@@ -431,6 +437,7 @@ class EventCreator:
                 new_room=new_room,
                 now_ms=self.now_ms(),
                 on_position=attach,
+                outbound=self.outbound_for(event) if self.outbound_for is not None else None,
             )
         except ExtremitiesChangedError as e:
             raise _Stale() from e
@@ -446,7 +453,8 @@ class EventCreator:
             chain_length=result.chain_length,
             state=dict(new_state),
         )
-        created = CreatedEvent(event, result.stream_shard, result.stream_position)
+        created = CreatedEvent(event, result.stream_shard, result.stream_position,
+                               queued_destinations=tuple(getattr(result, "queued_destinations", ())))
         for observer in list(self.observers):
             outcome = observer(created)
             if inspect.isawaitable(outcome):

@@ -108,6 +108,9 @@ class RetryTests(SenderTestCase):
         for n in range(3):
             await s.enqueue_pdu([self.b.server_name], pdu(n)["event_id"], pdu(n))
         await self.wait(lambda: len(self.receiver.attempts) >= 3, "three attempts")
+        # The third failure is recorded after the receiver answered it.
+        await self.wait(lambda: self.rows("SELECT 1 FROM federation_destinations WHERE failure_count >= 3"),
+                        "the third failure to be recorded")
         ids = {txn for txn, _ in self.receiver.attempts}
         self.assertEqual(len(ids), 1)
         bodies = {json.dumps(b, sort_keys=True) for _, b in self.receiver.attempts}
