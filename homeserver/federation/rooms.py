@@ -29,6 +29,7 @@ from homeserver.core.signing import add_hashes_and_signatures, compute_event_id,
 from homeserver.core.events import Event, thaw
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.federation.acl import server_allowed
+from homeserver.handlers.rooms import restricted
 from homeserver.federation.events import (
     FederationEventHandler,
     PduRefused,
@@ -333,26 +334,42 @@ class FederationRooms:
 
     async def make_membership(self, origin: str, room_id: str, user_id: str, membership: str,
                               supported_versions: Optional[list[str]]) -> dict[str, Any]:
-        """``GET /make_join`` and ``/make_leave``: an event template for ``user_id`` to sign."""
+        """``GET /make_join``, ``/make_knock`` and ``/make_leave``: an event template for ``user_id`` to sign.
+
+        Joins of a restricted room the user is not invited to name one of our
+        members able to invite in ``join_authorised_via_users_server``
+        (:func:`restricted.choose_authoriser`; its refusals are the spec's
+        403 / ``M_UNABLE_TO_AUTHORISE_JOIN`` / ``M_UNABLE_TO_GRANT_JOIN``).
+        """
         if domain_of(user_id) != origin:
             raise forbidden("The user is not of the requesting server")
         version = await self.loader.room_version(room_id)
         if version is None:
             raise not_found("Unknown room")
         await self._check_acl(origin, room_id)
-        if membership == "join" and version.identifier not in (supported_versions or ["1"]):
+        if membership in ("join", "knock") and version.identifier not in (supported_versions or ["1"]):
             raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION, f"Room version {version.identifier} is not supported",
                               room_version=version.identifier)
+        if membership == "knock" and not version.knock_join_rule:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"Room version {version.identifier} does not support knocking", room_version=version.identifier)
         snapshot = await self._store.get_room_snapshot(room_id)
         if snapshot is None or not snapshot.extremities:
             raise not_found("Unknown room")
         state = dict(snapshot.current_state)
+        state_events = await self.loader.state_events(room_id, state)
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            authoriser = await restricted.choose_authoriser(version, state_events, user_id, self.server_name,
+                                                           self._membership_of, self._server_in)
+            if authoriser is not None:
+                content[restricted.AUTHORISING_USER] = authoriser
         pdu: dict[str, Any] = {
             "room_id": room_id,
             "type": auth_rules.MEMBER,
             "state_key": user_id,
             "sender": user_id,
-            "content": {"membership": membership},
+            "content": content,
             "origin": origin,
             "origin_server_ts": self.now_ms(),
             "depth": snapshot.max_depth + 1,
@@ -364,7 +381,6 @@ class FederationRooms:
         provisional = Event.from_pdu(pdu, version)
         wanted = auth_rules.auth_types_for_event(version, provisional)
         auth_ids = sorted(state[k] for k in wanted if k in state)
-        state_events = await self.loader.state_events(room_id, state)
         try:
             auth_rules.check_auth_rules(version, provisional, {k: v for k, v in state_events.items() if k in wanted or k == (auth_rules.CREATE, "")})
         except auth_rules.AuthError as e:
@@ -379,21 +395,57 @@ class FederationRooms:
             pdu["auth_events"] = auth_ids
         return {"room_version": version.identifier, "event": pdu}
 
+    async def _membership_of(self, room_id: str, user_id: str) -> Optional[str]:
+        row = await self._store.get_membership(room_id, user_id)
+        return row.membership if row is not None else None
+
+    async def _server_in(self, room_id: str) -> bool:
+        return self.server_name in await self._fed.get_joined_servers(room_id)
+
     async def send_membership(self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str) -> dict[str, Any]:
-        """``PUT /send_join`` and ``/send_leave`` (v2 bodies): accept the signed event, answer the room state."""
+        """``PUT /send_join``, ``/send_knock`` and ``/send_leave`` (v2 bodies): accept the signed event,
+        answer the room state (joins) or its stripped state (knocks)."""
         if not isinstance(pdu, Mapping):
             raise bad_json("body must be a PDU")
+        if await self.loader.room_version(room_id) is None:
+            raise not_found("Unknown room")
         await self._check_acl(origin, room_id)
         return await self._dispatcher.run(
-            SEND_MEMBERSHIP, room_id, {"origin": origin, "event_id": event_id, "pdu": thaw(pdu), "membership": membership}
+            SEND_MEMBERSHIP, room_id,
+            {"origin": origin, "room_id": room_id, "event_id": event_id, "pdu": thaw(pdu), "membership": membership},
         )
+
+    async def _countersign_restricted_join(self, version: RoomVersion, room_id: str, pdu: dict[str, Any]) -> None:
+        """Add our signature to a join naming one of our users as its authoriser, after checking
+        again (the state may have changed since make_join) that the joiner meets a condition
+        and that user may still invite."""
+        content = pdu.get("content")
+        authoriser = content.get(restricted.AUTHORISING_USER) if isinstance(content, Mapping) else None
+        sender = pdu.get("sender")
+        if not version.restricted_join_rule or not isinstance(authoriser, str) or domain_of(authoriser) != self.server_name:
+            return
+        if not isinstance(sender, str):
+            raise bad_json("join without a sender")
+        state_events = await self.loader.state_events(room_id, await self._store.get_current_state_ids(room_id))
+        if restricted.needs_authoriser(version, state_events, sender):
+            await restricted.user_satisfies_conditions(state_events, sender, self._membership_of, self._server_in)
+        if authoriser not in restricted.local_authorisers(version, state_events, self.server_name):
+            raise restricted.unable_to_grant(f"{authoriser} cannot authorise joins any more")
+        ours = sign_json(prune_event_dict(version, pdu), self.server_name, self.events.creator.signing_key)
+        pdu.setdefault("signatures", {})[self.server_name] = ours["signatures"][self.server_name]
 
     async def _cmd_send_membership(self, args: dict[str, Any]) -> dict[str, Any]:
         origin, pdu, membership = args["origin"], args["pdu"], args["membership"]
         room_id = pdu.get("room_id")
+        if room_id != args.get("room_id", room_id):
+            raise bad_json("room ID does not match the path")
         version = await self.loader.room_version(room_id) if isinstance(room_id, str) else None
         if version is None:
             raise not_found("Unknown room")
+        if membership == "join" and isinstance(pdu.get("signatures"), Mapping):
+            pdu["signatures"] = {k: v for k, v in pdu["signatures"].items() if k != self.server_name}
+        if membership == "join":
+            await self._countersign_restricted_join(version, room_id, pdu)
         try:
             event = parse_received_pdu(pdu, version)
         except PduRefused as e:
@@ -414,6 +466,8 @@ class FederationRooms:
         # Every other server of the room learns of the membership from us.
         servers = await self._fed.get_joined_servers(room_id)
         await self._queue.enqueue_pdu(servers - {origin, self.server_name}, stored.event_id, federation_pdu(stored))
+        if membership == "knock":
+            return {"knock_room_state": await self._stripped_state_pdus(room_id)}
         if membership != "join":
             return {}
         state = await self.state_before(stored)
@@ -423,6 +477,14 @@ class FederationRooms:
         answer["event"] = federation_pdu(stored)
         answer["members_omitted"] = False
         return answer
+
+    async def _stripped_state_pdus(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's current create, name, join rules... events, as PDUs (spec v1.16: ``knock_room_state``
+        entries are formatted per the room version and include ``m.room.create``)."""
+        state = await self._store.get_current_state_ids(room_id)
+        wanted = [state[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in state]
+        events = await self.loader.get_events(room_id, wanted)
+        return [federation_pdu(events[e]) for e in wanted if e in events]
 
     # -- joining a remote room ------------------------------------------------------------
 
@@ -464,7 +526,13 @@ class FederationRooms:
         if (pdu.get("room_id") != room_id or pdu.get("type") != auth_rules.MEMBER or pdu.get("sender") != user_id
                 or pdu.get("state_key") != user_id):
             raise bad_json(f"{server} sent a join template for something else")
+        template_content = pdu.get("content") if isinstance(pdu.get("content"), Mapping) else {}
         pdu["content"] = {**thaw(content), "membership": "join"}
+        authoriser = template_content.get(restricted.AUTHORISING_USER)
+        if isinstance(authoriser, str) and version.restricted_join_rule:
+            # A restricted room: the resident server named who authorises the
+            # join; it countersigns in send_join.
+            pdu["content"][restricted.AUTHORISING_USER] = authoriser
         pdu["origin"] = self.server_name
         pdu["origin_server_ts"] = self.now_ms()
         pdu.pop("signatures", None)
@@ -479,6 +547,8 @@ class FederationRooms:
         ))
         if not isinstance(response, Mapping):
             raise bad_json(f"{server} sent a bad send_join response")
+        if isinstance(authoriser, str):
+            join = await self._countersigned_join(server, join, response.get("event"), authoriser)
         state_pdus, chain_pdus = response.get("state"), response.get("auth_chain")
         if not isinstance(state_pdus, list) or not isinstance(chain_pdus, list):
             raise bad_json(f"{server} sent no state or auth chain")
@@ -528,6 +598,119 @@ class FederationRooms:
             creator.forget_head(room_id)
         self.loader.remember(join)
 
+    async def _countersigned_join(self, server: str, join: Event, returned: Any, authoriser: str) -> Event:
+        """Our join with the authorising server's signature from the send_join answer (verified)."""
+        if not isinstance(returned, Mapping):
+            raise bad_json(f"{server} did not return the countersigned join")
+        try:
+            theirs = Event.from_pdu(returned, join.room_version)
+        except Exception as e:
+            raise bad_json(f"{server} returned a bad join event: {e}")
+        signer = domain_of(authoriser)
+        if theirs.event_id != join.event_id or not theirs.signatures.get(signer):
+            raise bad_json(f"{server} did not countersign the join as {signer}")
+        pdu = join.get_pdu_json()
+        pdu["signatures"] = {**thaw(join.signatures), signer: thaw(theirs.signatures[signer])}
+        countersigned = Event.from_pdu(pdu, join.room_version)
+        try:
+            await self.events.check_signatures(countersigned)
+        except PduRefused as e:
+            raise bad_json(f"{server}'s countersignature on the join is not valid: {e}")
+        return countersigned
+
+    # -- knocking on a remote room ----------------------------------------------------------
+
+    async def knock_remote(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> None:
+        """Knock on a room this server is not in, through the first of ``servers`` that accepts.
+
+        Runs on the room's events shard owner: make_knock, sign, send_knock,
+        then record the knock locally with the room's stripped state
+        (``unsigned.knock_room_state``) for the user's /sync ``knock`` section.
+        A refusal of the resident server (403, ``M_INCOMPATIBLE_ROOM_VERSION``)
+        reaches the client; 404 when no server answered.
+        """
+        self.events.creator.allocator_for(room_id)
+        problems = []
+        refusal: Optional[MatrixError] = None
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                await self._knock_via(server, user_id, room_id, content)
+                return
+            except MatrixError as e:
+                problems.append(f"{server}: {e}")
+                if e.code in (400, 403) and refusal is None:
+                    refusal = e
+            except Exception as e:
+                problems.append(f"{server}: {e}")
+        if refusal is not None:
+            raise refusal
+        raise MatrixError(404, Codes.NOT_FOUND, "Could not knock through any server: " + "; ".join(problems))
+
+    async def _knock_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
+        creator = self.events.creator
+        client = self.events.client
+        knock_versions = sorted(v for v, rv in KNOWN_ROOM_VERSIONS.items() if rv.knock_join_rule)
+        template = await _remote(client.get_json(
+            server, f"/_matrix/federation/v1/make_knock/{_q(room_id)}/{_q(user_id)}", args={"ver": knock_versions}
+        ))
+        if not isinstance(template, Mapping) or not isinstance(template.get("event"), Mapping):
+            raise bad_json(f"{server} sent no knock template")
+        version_id = template.get("room_version")
+        if version_id not in knock_versions:
+            raise bad_json(f"{server} sent a knock template for room version {version_id!r}")
+        version = get_room_version(version_id)
+        pdu = thaw(template["event"])
+        template_content = pdu.get("content")
+        if (pdu.get("room_id") != room_id or pdu.get("type") != auth_rules.MEMBER or pdu.get("sender") != user_id
+                or pdu.get("state_key") != user_id or not isinstance(template_content, Mapping)
+                or template_content.get("membership") != "knock"):
+            raise bad_json(f"{server} sent a knock template for something else")
+        pdu["content"] = {**thaw(content), "membership": "knock"}
+        pdu["origin"] = self.server_name
+        pdu["origin_server_ts"] = self.now_ms()
+        for key in ("signatures", "hashes", "unsigned"):
+            pdu.pop(key, None)
+        knock = Event.from_pdu(add_hashes_and_signatures(version, pdu, self.server_name, creator.signing_key), version)
+        response = await _remote(client.put_json(
+            server, f"/_matrix/federation/v1/send_knock/{_q(room_id)}/{_q(knock.event_id)}", federation_pdu(knock)
+        ))
+        entries = response.get("knock_room_state") if isinstance(response, Mapping) else None
+        if not isinstance(entries, list):
+            raise bad_json(f"{server} sent no knock_room_state")
+        stripped = await self._verified_stripped_state(room_id, version, entries)
+        pdu = knock.get_pdu_json()
+        pdu["unsigned"] = {"knock_room_state": stripped}
+        stored = Event.from_pdu(pdu, version)
+        creator_id = next((s["sender"] for s in stripped if s["type"] == auth_rules.CREATE), knock.sender)
+        self.loader.remember_version(room_id, version)
+        await self._record_outside_event(stored, NewRoomRow(room_id, version.identifier, creator_id, False, self.now_ms()))
+
+    async def _verified_stripped_state(self, room_id: str, version: RoomVersion, entries: list[Any]) -> list[dict[str, Any]]:
+        """Stripped state from a ``knock_room_state`` answer: full PDUs (spec v1.16) must be of this room
+        and correctly signed, or are dropped; plain stripped events (what servers
+        sent before v1.16, Synapse among them) are kept as they are."""
+        out = []
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str) or not isinstance(entry.get("state_key"), str):
+                continue
+            if "signatures" in entry:
+                try:
+                    event = parse_received_pdu(entry, version)
+                    if event.room_id != room_id:
+                        continue
+                    await self.events.check_signatures(event)
+                except PduRefused as e:
+                    logger.info("knock on %s: dropping a state event: %s", room_id, e)
+                    continue
+                out.append({"type": event.type, "state_key": event.state_key, "sender": event.sender,
+                            "content": thaw(event.content)})
+            elif isinstance(entry.get("content"), Mapping) and isinstance(entry.get("sender"), str):
+                out.append({"type": entry["type"], "state_key": entry["state_key"], "sender": entry["sender"],
+                            "content": thaw(entry["content"])})
+        return out
+
     async def leave_remote(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> None:
         """Reject an invite (or rescind a knock) to a room we are not in: make_leave/send_leave
         through ``servers``, then record the leave locally."""
@@ -563,8 +746,9 @@ class FederationRooms:
             return
         raise MatrixError(502, Codes.UNKNOWN, "Could not leave through any server: " + "; ".join(problems))
 
-    async def _record_outside_event(self, event: Event) -> None:
-        """Persist a membership event of ours in a room we are not in (it is not in our DAG's continuation)."""
+    async def _record_outside_event(self, event: Event, new_room: Optional[NewRoomRow] = None) -> None:
+        """Persist a membership event of ours in a room we are not in (it is not in our DAG's continuation);
+        ``new_room`` when the room may be unknown here (a knock)."""
         creator = self.events.creator
         room_id = event.room_id
         allocator = creator.allocator_for(room_id)
@@ -576,7 +760,7 @@ class FederationRooms:
             await self._fed.persist_received_event(
                 allocator, event, encode_canonical_json(event.get_pdu_json(), allow_floats=True).decode("utf-8"),
                 expected_extremities=snapshot.extremities if snapshot else (), new_extremities=(event.event_id,),
-                state_group=None, state_to_store=state, current_state=state,
+                state_group=None, state_to_store=state, current_state=state, new_room=new_room,
                 on_position=lambda position: allocator.attach(position, payload),
             )
             creator.forget_head(room_id)
@@ -803,7 +987,17 @@ async def _remote(call: Awaitable[Any]) -> Any:
         body = getattr(e, "response_body", None) or getattr(e, "body", None)
         if isinstance(code, int) and code == 403:
             raise forbidden(f"the resident server refused: {body or e}")
+        errcode = getattr(e, "errcode", None)
+        if isinstance(code, int) and code == 400 and errcode in _PASSED_THROUGH:
+            # Errors the spec says reach the client (make_join / make_knock ver
+            # mismatch) or tell the joining server to try another one.
+            error = body.get("error") if isinstance(body, Mapping) else None
+            extra = {"room_version": body["room_version"]} if isinstance(body, Mapping) and isinstance(body.get("room_version"), str) else {}
+            raise MatrixError(400, errcode, f"the resident server refused: {error or errcode}", **extra)
         raise
+
+
+_PASSED_THROUGH = (Codes.INCOMPATIBLE_ROOM_VERSION, Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN)
 
 
 def _event_id_of(pdu: Any, version: RoomVersion) -> Optional[str]:

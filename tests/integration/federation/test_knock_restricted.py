@@ -1,0 +1,172 @@
+"""Knocking and restricted joins between Estuary servers over TLS on loopback (issue 8).
+
+Uses the whole-server harness of ``test_two_servers`` (each server with its
+own database, client API in memory, federation on a real TLS port).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from tests.integration.federation.test_two_servers import Homeserver
+from tests.utils.wait import wait_until
+
+
+def _join_rules(rule: str, allow: Any = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"join_rule": rule}
+    if allow is not None:
+        content["allow"] = allow
+    return {"type": "m.room.join_rules", "state_key": "", "content": content}
+
+
+class KnockTests(unittest.TestCase):
+    async def wait(self, predicate: Any, what: str) -> None:
+        await wait_until(reactor, predicate, timeout=20, what=what)
+
+    async def servers(self) -> tuple[Homeserver, Homeserver, str, str]:
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        return a, b, await a.register("alice"), await b.register("bob")
+
+    async def room(self, a: Homeserver, token: str, version: str = "10", rule: str = "knock", **extra: Any) -> str:
+        body = {"preset": "private_chat", "room_version": version, "name": "knock knock",
+                "initial_state": [_join_rules(rule)], **extra}
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", body, token=token)
+        self.assertEqual(resp.code, 200, resp.body)
+        return resp.json["room_id"]
+
+    async def knock(self, b: Homeserver, token: str, room_id: str, via: str) -> Any:
+        return await b.request("POST", f"/_matrix/client/v3/knock/{quote(room_id)}?" + urlencode({"server_name": via}),
+                               {"reason": "let me in"}, token=token)
+
+    async def test_knock_then_invite_then_join(self) -> None:
+        """bob@B knocks on alice@A's room: the knock shows in bob's /sync ``knock`` section and on A;
+        alice invites bob (accepting the knock) and bob joins through A."""
+        a, b, alice, bob = await self.servers()
+        room_id = await self.room(a, alice)
+        resp = await self.knock(b, bob, room_id, a.server_name)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual(resp.json, {"room_id": room_id})
+
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        knock = resp.json["rooms"]["knock"].get(room_id)
+        self.assertIsNotNone(knock, resp.json["rooms"])
+        events = knock["knock_state"]["events"]
+        by_type = {e["type"]: e for e in events}
+        self.assertEqual(by_type["m.room.name"]["content"]["name"], "knock knock")
+        self.assertIn("m.room.create", by_type)
+        self.assertEqual(by_type["m.room.join_rules"]["content"]["join_rule"], "knock")
+        self.assertEqual(by_type["m.room.member"]["content"]["membership"], "knock")
+        self.assertEqual(by_type["m.room.member"]["state_key"], b.uid("bob"))
+        self.assertNotIn(room_id, resp.json["rooms"]["join"])
+
+        # The resident side sees the knock in alice's timeline and member list.
+        resp = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/members?membership=knock", token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual([e["state_key"] for e in resp.json["chunk"]], [b.uid("bob")])
+        self.assertEqual(resp.json["chunk"][0]["content"].get("reason"), "let me in")
+
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertIn(room_id, resp.json["rooms"]["invite"])
+        self.assertNotIn(room_id, resp.json["rooms"]["knock"])
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def a_sees_bob() -> bool:
+            r = await a.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", token=alice)
+            return b.uid("bob") in r.json.get("joined", {})
+
+        await self.wait(a_sees_bob, "A sees bob joined")
+
+    async def test_knock_rescinded(self) -> None:
+        """bob@B withdraws his knock by leaving: make_leave/send_leave through A; both sides show leave."""
+        a, b, alice, bob = await self.servers()
+        room_id = await self.room(a, alice)
+        resp = await self.knock(b, bob, room_id, a.server_name)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/leave", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        for server in (a, b):
+            membership = await server.rooms.store.get_membership(room_id, b.uid("bob"))
+            self.assertEqual(membership.membership, "leave", server.server_name)
+
+    async def test_knock_refusals(self) -> None:
+        """A room version without knocking: 400 M_INCOMPATIBLE_ROOM_VERSION; join rule not knock: 403;
+        a banned user: 403; an unknown room: 404. Nothing is recorded on B."""
+        a, b, alice, bob = await self.servers()
+        old = await self.room(a, alice, version="6", rule="invite")
+        resp = await self.knock(b, bob, old, a.server_name)
+        self.assertEqual((resp.code, resp.json["errcode"]), (400, "M_INCOMPATIBLE_ROOM_VERSION"), resp.body)
+        self.assertEqual(resp.json.get("room_version"), "6")
+
+        invite_only = await self.room(a, alice, rule="invite")
+        resp = await self.knock(b, bob, invite_only, a.server_name)
+        self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
+
+        knockable = await self.room(a, alice)
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(knockable)}/ban", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await self.knock(b, bob, knockable, a.server_name)
+        self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
+
+        resp = await self.knock(b, bob, "!nowhere:" + a.server_name, a.server_name)
+        self.assertEqual(resp.code, 404, resp.body)
+        for room_id in (old, invite_only):
+            self.assertIsNone(await b.rooms.store.get_membership(room_id, b.uid("bob")))
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertEqual(resp.json["rooms"]["knock"], {})
+
+    async def test_make_knock_and_send_knock_checks(self) -> None:
+        """The resident endpoints themselves: make_knock needs ``ver``; a user of another server, a
+        mismatched event ID or a non-knock event are refused."""
+        a, b, alice, bob = await self.servers()
+        room_id = await self.room(a, alice)
+        client = b.federation.events.client
+        path = f"/_matrix/federation/v1/make_knock/{quote(room_id)}/{quote(b.uid('bob'))}"
+        with self.assertRaises(Exception) as caught:
+            await client.get_json(a.server_name, path)
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_MISSING_PARAM"))
+        with self.assertRaises(Exception) as caught:
+            await client.get_json(a.server_name, f"/_matrix/federation/v1/make_knock/{quote(room_id)}/{quote(a.uid('mallory'))}",
+                                  args={"ver": ["10"]})
+        self.assertEqual(caught.exception.code, 403)
+        with self.assertRaises(Exception) as caught:
+            await client.get_json(a.server_name, path, args={"ver": ["6"]})
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_INCOMPATIBLE_ROOM_VERSION"))
+        template = await client.get_json(a.server_name, path, args={"ver": ["10"]})
+        self.assertEqual(template["room_version"], "10")
+        self.assertEqual(template["event"]["content"], {"membership": "knock"})
+
+        from homeserver.core.events import Event
+        from homeserver.core.room_versions import get_room_version
+        from homeserver.core.signing import add_hashes_and_signatures
+
+        version = get_room_version("10")
+        signing_key = b.federation.events.creator.signing_key
+        pdu = dict(template["event"], origin=b.server_name)
+        knock = Event.from_pdu(add_hashes_and_signatures(version, dict(pdu), b.server_name, signing_key), version)
+        with self.assertRaises(Exception) as caught:
+            await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/$wrong",
+                                  knock.get_pdu_json())
+        self.assertEqual(caught.exception.code, 400)
+        as_join = dict(pdu, content={"membership": "join"})
+        join = Event.from_pdu(add_hashes_and_signatures(version, as_join, b.server_name, signing_key), version)
+        with self.assertRaises(Exception) as caught:
+            await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/{quote(join.event_id)}",
+                                  join.get_pdu_json())
+        self.assertEqual(caught.exception.code, 400)
+        answer = await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/{quote(knock.event_id)}",
+                                       knock.get_pdu_json())
+        types = {e["type"] for e in answer["knock_room_state"]}
+        self.assertIn("m.room.create", types)
+        self.assertTrue(all("signatures" in e for e in answer["knock_room_state"]))
+        membership = await a.rooms.store.get_membership(room_id, b.uid("bob"))
+        self.assertEqual(membership.membership, "knock")
