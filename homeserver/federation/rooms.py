@@ -500,6 +500,7 @@ class FederationRooms:
         creator = self.events.creator
         creator.allocator_for(room_id)
         problems = []
+        refusal: Optional[MatrixError] = None
         for server in dict.fromkeys(servers):
             if server == self.server_name:
                 continue
@@ -510,8 +511,14 @@ class FederationRooms:
                 problems.append(f"{server}: {e}")
                 if e.code == 403:
                     raise
+                # M_UNABLE_TO_AUTHORISE_JOIN / M_UNABLE_TO_GRANT_JOIN (restricted
+                # rooms): that server cannot vouch for the user; try the next.
+                if e.errcode in _PASSED_THROUGH and refusal is None:
+                    refusal = e
             except Exception as e:
                 problems.append(f"{server}: {e}")
+        if refusal is not None:
+            raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
         raise MatrixError(404, Codes.UNKNOWN, "Could not join the room through any server: " + "; ".join(problems))
 
     async def _join_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:

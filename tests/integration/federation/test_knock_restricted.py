@@ -170,3 +170,129 @@ class KnockTests(unittest.TestCase):
         self.assertTrue(all("signatures" in e for e in answer["knock_room_state"]))
         membership = await a.rooms.store.get_membership(room_id, b.uid("bob"))
         self.assertEqual(membership.membership, "knock")
+
+
+class RestrictedJoinTests(unittest.TestCase):
+    async def wait(self, predicate: Any, what: str) -> None:
+        await wait_until(reactor, predicate, timeout=20, what=what)
+
+    async def create(self, hs: Homeserver, token: str, **body: Any) -> str:
+        resp = await hs.request("POST", "/_matrix/client/v3/createRoom", {"room_version": "10", **body}, token=token)
+        self.assertEqual(resp.code, 200, resp.body)
+        return resp.json["room_id"]
+
+    async def space_and_room(self, a: Homeserver, alice: str, allow_room: Any = None) -> tuple[str, str]:
+        """alice@A's public room S and room R restricted to S's members (invite level 50, alice 100)."""
+        space = await self.create(a, alice, preset="public_chat")
+        allow = [{"type": "m.room_membership", "room_id": allow_room or space}]
+        room = await self.create(a, alice, preset="public_chat", initial_state=[_join_rules("restricted", allow)])
+        return space, room
+
+    async def join(self, hs: Homeserver, token: str, room_id: str, via: list[str]) -> Any:
+        query = "?" + urlencode([("server_name", s) for s in via]) if via else ""
+        return await hs.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}{query}", {}, token=token)
+
+    async def joined(self, hs: Homeserver, room_id: str, user_id: str) -> bool:
+        membership = await hs.rooms.store.get_membership(room_id, user_id)
+        return membership is not None and membership.membership == "join"
+
+    async def test_local_restricted_join(self) -> None:
+        """On one server: a member of the allowed room joins the restricted room (authorised by a
+        local member who may invite); a non-member is refused with 403."""
+        a = await Homeserver().start(self, "a.test")
+        alice = await a.register("alice")
+        dave = await a.register("dave")
+        space, room = await self.space_and_room(a, alice)
+        resp = await self.join(a, dave, room, [])
+        self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
+        self.assertEqual((await self.join(a, dave, space, [])).code, 200)
+        resp = await self.join(a, dave, room, [])
+        self.assertEqual(resp.code, 200, resp.body)
+        member = await a.rooms.store.get_membership(room, a.uid("dave"))
+        event = (await a.rooms.rooms.loader.get_events(room, [member.event_id]))[member.event_id]
+        self.assertEqual(event.content["join_authorised_via_users_server"], a.uid("alice"))
+
+    async def test_restricted_join_over_federation(self) -> None:
+        """bob@B, not in S, is refused (403); once in S he joins R through A: A names alice as the
+        authoriser and countersigns; B stores the join with A's signature."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice, bob = await a.register("alice"), await b.register("bob")
+        space, room = await self.space_and_room(a, alice)
+        resp = await self.join(b, bob, room, [a.server_name])
+        self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
+        self.assertEqual((await self.join(b, bob, space, [a.server_name])).code, 200)
+        resp = await self.join(b, bob, room, [a.server_name])
+        self.assertEqual(resp.code, 200, resp.body)
+        member = await b.rooms.store.get_membership(room, b.uid("bob"))
+        event = (await b.rooms.rooms.loader.get_events(room, [member.event_id]))[member.event_id]
+        self.assertEqual(event.content["join_authorised_via_users_server"], a.uid("alice"))
+        self.assertIn(a.server_name, event.signatures)
+        self.assertIn(b.server_name, event.signatures)
+        await self.wait(lambda: self.joined(a, room, b.uid("bob")), "A sees bob in R")
+        resp = await b.request("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/r1",
+                               {"msgtype": "m.text", "body": "in"}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+    async def test_unable_to_authorise(self) -> None:
+        """R allows a room A is not in: make_join answers 400 M_UNABLE_TO_AUTHORISE_JOIN, which the
+        client's join reports; a send_join naming a user of A without meeting a condition is refused."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice, bob = await a.register("alice"), await b.register("bob")
+        _, room = await self.space_and_room(a, alice, allow_room="!elsewhere:" + b.server_name)
+        client = b.federation.events.client
+        with self.assertRaises(Exception) as caught:
+            await client.get_json(a.server_name, f"/_matrix/federation/v1/make_join/{quote(room)}/{quote(b.uid('bob'))}",
+                                  args={"ver": ["10"]})
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_UNABLE_TO_AUTHORISE_JOIN"))
+        resp = await self.join(b, bob, room, [a.server_name])
+        self.assertEqual((resp.code, resp.json["errcode"]), (400, "M_UNABLE_TO_AUTHORISE_JOIN"), resp.body)
+
+        # A forged join naming alice: A re-checks the conditions before countersigning.
+        from homeserver.core.events import Event
+        from homeserver.core.room_versions import get_room_version
+        from homeserver.core.signing import add_hashes_and_signatures
+
+        version = get_room_version("10")
+        snapshot = await a.rooms.store.get_room_snapshot(room)
+        state = snapshot.current_state
+        pdu = {"room_id": room, "type": "m.room.member", "state_key": b.uid("bob"), "sender": b.uid("bob"),
+               "content": {"membership": "join", "join_authorised_via_users_server": a.uid("alice")},
+               "origin": b.server_name, "origin_server_ts": 1, "depth": snapshot.max_depth + 1,
+               "prev_events": list(snapshot.extremities),
+               "auth_events": sorted(state[k] for k in [("m.room.create", ""), ("m.room.power_levels", ""),
+                                                        ("m.room.join_rules", ""), ("m.room.member", a.uid("alice"))])}
+        join = Event.from_pdu(add_hashes_and_signatures(version, pdu, b.server_name, b.federation.events.creator.signing_key), version)
+        with self.assertRaises(Exception) as caught:
+            await client.put_json(a.server_name, f"/_matrix/federation/v2/send_join/{quote(room)}/{quote(join.event_id)}",
+                                  join.get_pdu_json())
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_UNABLE_TO_AUTHORISE_JOIN"))
+        self.assertFalse(await self.joined(a, room, b.uid("bob")))
+
+    async def test_unable_to_grant_tries_next_server(self) -> None:
+        """C is in S and R but its only user may not invite: C answers M_UNABLE_TO_GRANT_JOIN and
+        bob@B's join, asked through C then A, succeeds through A."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        c = await Homeserver().start(self, "c.test")
+        alice, bob, carol = await a.register("alice"), await b.register("bob"), await c.register("carol")
+        space, room = await self.space_and_room(a, alice)
+        self.assertEqual((await self.join(c, carol, space, [a.server_name])).code, 200)
+        resp = await self.join(c, carol, room, [a.server_name])
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual((await self.join(b, bob, space, [a.server_name])).code, 200)
+        await self.wait(lambda: self.joined(c, space, b.uid("bob")), "C sees bob in S")
+        await self.wait(lambda: self.joined(a, room, c.uid("carol")), "A sees carol in R")
+
+        client = b.federation.events.client
+        with self.assertRaises(Exception) as caught:
+            await client.get_json(c.server_name, f"/_matrix/federation/v1/make_join/{quote(room)}/{quote(b.uid('bob'))}",
+                                  args={"ver": ["10"]})
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_UNABLE_TO_GRANT_JOIN"))
+        resp = await self.join(b, bob, room, [c.server_name, a.server_name])
+        self.assertEqual(resp.code, 200, resp.body)
+        member = await b.rooms.store.get_membership(room, b.uid("bob"))
+        event = (await b.rooms.rooms.loader.get_events(room, [member.event_id]))[member.event_id]
+        self.assertEqual(event.content["join_authorised_via_users_server"], a.uid("alice"))
+        await self.wait(lambda: self.joined(c, room, b.uid("bob")), "C accepts bob's countersigned join")
