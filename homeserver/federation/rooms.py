@@ -376,7 +376,11 @@ class FederationRooms:
             "prev_events": list(snapshot.extremities),
             "auth_events": [],
         }
-        if version.event_format.name == "V1":
+        v1_format = version.event_format.name == "V1"
+        if v1_format:
+            # Rooms v1/v2 reference events as [event_id, hashes] pairs.
+            prev = await self.loader.get_events(room_id, snapshot.extremities)
+            pdu["prev_events"] = [[e, dict(thaw(prev[e].hashes))] for e in snapshot.extremities if e in prev]
             pdu["event_id"] = f"$template:{self.server_name}"
         provisional = Event.from_pdu(pdu, version)
         wanted = auth_rules.auth_types_for_event(version, provisional)
@@ -385,11 +389,9 @@ class FederationRooms:
             auth_rules.check_auth_rules(version, provisional, {k: v for k, v in state_events.items() if k in wanted or k == (auth_rules.CREATE, "")})
         except auth_rules.AuthError as e:
             raise forbidden(f"You are not allowed to {membership} this room: {getattr(e, 'reason', e)}")
-        if version.event_format.name == "V1":
+        if v1_format:
             pdu.pop("event_id")
-            prev = await self.loader.get_events(room_id, snapshot.extremities)
             auth = await self.loader.get_events(room_id, auth_ids)
-            pdu["prev_events"] = [[e, dict(thaw(prev[e].hashes))] for e in snapshot.extremities if e in prev]
             pdu["auth_events"] = [[e, dict(thaw(auth[e].hashes))] for e in auth_ids if e in auth]
         else:
             pdu["auth_events"] = auth_ids
@@ -825,6 +827,23 @@ class FederationRooms:
         args = {"origin": origin, "room_id": room_id, "event_id": event_id, "event": thaw(body["event"]),
                 "room_version": version_id, "invite_room_state": thaw(body.get("invite_room_state") or [])}
         return await self._dispatcher.run(INVITE, room_id, args)
+
+    async def on_invite_v1(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /v1/invite/{roomId}/{eventId}``: the body is the invite itself, its stripped room state in
+        ``unsigned.invite_room_state``; the room version is not sent and the spec says to assume
+        "1" or "2" (one event format: we use the version we know the room by, else "1")."""
+        if not isinstance(body, Mapping):
+            raise bad_json("body must be the invite event")
+        known = await self.loader.room_version(room_id)
+        version_id = known.identifier if known is not None else "1"
+        if version_id not in ("1", "2"):
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"Room version {version_id} needs the v2 invite API", room_version=version_id)
+        unsigned = body.get("unsigned") if isinstance(body.get("unsigned"), Mapping) else {}
+        stripped = unsigned.get("invite_room_state") if isinstance(unsigned.get("invite_room_state"), list) else []
+        event = {k: v for k, v in thaw(body).items() if k != "unsigned"}
+        return await self.on_invite(origin, room_id, event_id,
+                                    {"event": event, "room_version": version_id, "invite_room_state": thaw(stripped)})
 
     async def _cmd_invite(self, args: dict[str, Any]) -> dict[str, Any]:
         origin, room_id = args["origin"], args["room_id"]

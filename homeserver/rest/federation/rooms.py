@@ -103,7 +103,11 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
     async def invite(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
         return 200, await rooms.on_invite(origin, roomId, eventId, parse_json_value(request))
 
+    async def invite_v1(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
+        return 200, [200, await rooms.on_invite_v1(origin, roomId, eventId, parse_json_value(request))]
+
     resource.register("PUT", PREFIX + "/v2/invite/{roomId}/{eventId}", wrap(invite), name="federation_invite_v2")
+    resource.register("PUT", PREFIX + "/v1/invite/{roomId}/{eventId}", wrap(invite_v1), name="federation_invite_v1")
     for version, v1 in (("v1", True), ("v2", False)):
         resource.register("PUT", f"{PREFIX}/{version}/send_join/{{roomId}}/{{eventId}}", wrap(send_membership("join", v1)),
                           name=f"federation_send_join_{version}")

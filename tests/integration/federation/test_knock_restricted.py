@@ -296,3 +296,75 @@ class RestrictedJoinTests(unittest.TestCase):
         event = (await b.rooms.rooms.loader.get_events(room, [member.event_id]))[member.event_id]
         self.assertEqual(event.content["join_authorised_via_users_server"], a.uid("alice"))
         await self.wait(lambda: self.joined(c, room, b.uid("bob")), "C accepts bob's countersigned join")
+
+
+class InviteV1Tests(unittest.TestCase):
+    async def test_v1_invite_countersigned_and_joinable(self) -> None:
+        """alice@A invites bob@B to a version 1 room through PUT /v1/invite: B answers [200, {event}]
+        with its signature, bob sees the invite with its room state and joins through A."""
+        from homeserver.core.events import Event
+        from homeserver.federation.events import federation_pdu
+
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice, bob = await a.register("alice"), await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom",
+                               {"preset": "private_chat", "room_version": "1", "name": "old room"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        room_id = resp.json["room_id"]
+        client = a.federation.events.client
+        answers: list[Any] = []
+
+        async def countersign_v1(event: Event) -> Event:
+            body = federation_pdu(event)
+            body["unsigned"] = {"invite_room_state": [{"type": "m.room.name", "state_key": "", "sender": a.uid("alice"),
+                                                       "content": {"name": "old room"}}]}
+            answer = await client.put_json(b.server_name, f"/_matrix/federation/v1/invite/{quote(room_id)}/{quote(event.event_id)}",
+                                           body)
+            answers.append(answer)
+            return Event.from_pdu(answer[1]["event"], event.room_version)
+
+        await a.rooms.rooms.creator.create_event(room_id, a.uid("alice"), "m.room.member", {"membership": "invite"},
+                                                 state_key=b.uid("bob"), countersign=countersign_v1)
+        self.assertEqual(answers[0][0], 200)
+        self.assertIn(b.server_name, answers[0][1]["event"]["signatures"])
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        invite = resp.json["rooms"]["invite"].get(room_id)
+        self.assertIsNotNone(invite, resp.json["rooms"])
+        self.assertIn("old room", [e["content"].get("name") for e in invite["invite_state"]["events"]])
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}", {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+    async def test_v1_invite_refusals(self) -> None:
+        """Not an invite, an invitee of another server, a body that is not an event, and a room B knows
+        in a version the v1 API cannot carry: refused with 400; nothing is recorded."""
+        from homeserver.core.room_versions import get_room_version
+        from homeserver.core.signing import add_hashes_and_signatures
+
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        client = a.federation.events.client
+        key = a.federation.events.creator.signing_key
+        version = get_room_version("1")
+        room_id = "!old:" + a.server_name
+
+        def event(membership: str, target: str) -> dict[str, Any]:
+            pdu = {"room_id": room_id, "type": "m.room.member", "state_key": target, "sender": a.uid("alice"),
+                   "content": {"membership": membership}, "origin": a.server_name, "origin_server_ts": 1, "depth": 5,
+                   "prev_events": [], "auth_events": [], "event_id": f"${membership}{len(target)}:{a.server_name}"}
+            return add_hashes_and_signatures(version, pdu, a.server_name, key)
+
+        for body in (event("join", b.uid("bob")), event("invite", a.uid("carol")), [1, 2]):
+            event_id = body["event_id"] if isinstance(body, dict) else "$x:" + a.server_name
+            with self.assertRaises(Exception) as caught:
+                await client.put_json(b.server_name, f"/_matrix/federation/v1/invite/{quote(room_id)}/{quote(event_id)}", body)
+            self.assertEqual(caught.exception.code, 400, body)
+        self.assertIsNone(await b.rooms.store.get_membership(room_id, b.uid("bob")))
+
+        bob = await b.register("bob")
+        resp = await b.request("POST", "/_matrix/client/v3/createRoom", {"room_version": "10"}, token=bob)
+        modern = resp.json["room_id"]
+        body = event("invite", b.uid("bob"))
+        with self.assertRaises(Exception) as caught:
+            await client.put_json(b.server_name, f"/_matrix/federation/v1/invite/{quote(modern)}/{quote(body['event_id'])}", body)
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_INCOMPATIBLE_ROOM_VERSION"))
