@@ -105,6 +105,9 @@ def federation_rooms(ctx: "ProcessContext") -> Any:
             fed.keyring, fed.client, fed.queue, ephemeral=ctx.features["rooms"].ephemeral,
         )
         ctx.features["federation_rooms"] = rooms
+        directory = ctx.features.get("directory")
+        if directory is not None:
+            directory.api.directory.remote_public_rooms = rooms.query_public_rooms
     return rooms
 
 

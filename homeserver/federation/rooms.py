@@ -100,6 +100,12 @@ class FederationRooms:
         self.profile_lookup: Optional[Callable[[str], Awaitable[Mapping[str, Any]]]] = None
         #: ``edu_type -> handler(origin, content)`` for inbound EDUs.
         self.edu_handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {}
+        #: ``DirectoryHandler.public_rooms`` (this server's published rooms), for /publicRooms.
+        self.public_rooms: Optional[Callable[..., Awaitable[dict[str, Any]]]] = None
+        #: ``RoomLookupStore`` (events by timestamp), for /timestamp_to_event.
+        self.lookup_store: Any = None
+        #: ``OpenIdHandler``, for /openid/userinfo.
+        self.openid: Any = None
 
     def now_ms(self) -> int:
         """Milliseconds on the injected clock."""
@@ -329,6 +335,67 @@ class FederationRooms:
                 raise not_found(f"Profile has no {field}")
             return {field: profile[field]}
         return dict(profile)
+
+    async def get_public_rooms(self, origin: str, limit: Any, since: Any, search_filter: Any = None,
+                               include_all_networks: Any = False, third_party_instance_id: Any = None) -> dict[str, Any]:
+        """``GET/POST /publicRooms``: this server's published rooms (the client directory's rules and paging)."""
+        if self.public_rooms is None:
+            raise not_found("This server publishes no room directory")
+        if not isinstance(include_all_networks, bool):
+            raise bad_json("'include_all_networks' must be a boolean")
+        if since is not None and not isinstance(since, str):
+            raise bad_json("'since' must be a string")
+        return await self.public_rooms(None, limit, since, search_filter, third_party_instance_id)
+
+    async def query_public_rooms(self, server: str, limit: Optional[int], since: Optional[str], search_filter: Any = None,
+                                 third_party_instance_id: Any = None) -> dict[str, Any]:
+        """A remote server's published rooms, for the client ``/publicRooms?server=`` (POST when filtered)."""
+        client = self.events.client
+        try:
+            if search_filter is None and third_party_instance_id is None:
+                args: dict[str, Any] = {}
+                if limit:
+                    args["limit"] = str(limit)
+                if since is not None:
+                    args["since"] = since
+                answer = await client.get_json(server, "/_matrix/federation/v1/publicRooms", args=args)
+            else:
+                body: dict[str, Any] = {}
+                for key, value in (("limit", limit), ("since", since), ("filter", search_filter),
+                                   ("third_party_instance_id", third_party_instance_id)):
+                    if value is not None:
+                        body[key] = value
+                answer = await client.post_json(server, "/_matrix/federation/v1/publicRooms", body)
+        except MatrixError:
+            raise
+        except Exception as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not fetch the room directory of {server}: {e}")
+        if not isinstance(answer, Mapping) or not isinstance(answer.get("chunk"), list):
+            raise MatrixError(502, Codes.UNKNOWN, f"{server} sent a bad room directory")
+        return dict(answer)
+
+    async def timestamp_to_event(self, origin: str, room_id: str, ts: int, direction: str) -> dict[str, Any]:
+        """``GET /timestamp_to_event/{roomId}?ts=&dir=``: the event nearest ``ts`` in that direction.
+
+        For servers in the room (and allowed by its ACL), like the other
+        room reads; events are not filtered by history visibility, which
+        the room's servers share anyway.
+        """
+        if direction not in ("f", "b"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "dir must be 'f' or 'b'")
+        await self.check_access(origin, room_id)
+        if self.lookup_store is None:
+            raise not_found("Timestamp lookups are not available here")
+        rows = await self.lookup_store.get_events_by_timestamp(room_id, ts, direction == "f", 1)
+        if not rows:
+            raise not_found(f"Unable to find event from {ts} in {'forward' if direction == 'f' else 'backward'} direction")
+        return {"event_id": rows[0].event_id, "origin_server_ts": rows[0].origin_server_ts}
+
+    async def openid_userinfo(self, token: Optional[str]) -> dict[str, Any]:
+        """``GET /openid/userinfo?access_token=`` (not X-Matrix authenticated: the token is the credential)."""
+        if self.openid is None:
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token unknown or expired")
+        return await self.openid.userinfo(token)
 
     # -- joins and leaves as the resident server -----------------------------------
 
