@@ -178,6 +178,10 @@ def build_federation_rooms(
     rooms.public_rooms = DirectoryHandler(server_name, room_api.rooms, room_api.store, DirectoryStore(database)).public_rooms
     rooms.lookup_store = RoomLookupStore(database)
     rooms.openid = OpenIdHandler(reactor, server_name, OpenIdTokenStore(database))
+    hierarchy = getattr(room_api, "hierarchy", None)
+    if hierarchy is not None:
+        rooms.hierarchy = hierarchy
+        hierarchy.remote_hierarchy = rooms.fetch_hierarchy
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
     return rooms

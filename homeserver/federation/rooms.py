@@ -106,6 +106,8 @@ class FederationRooms:
         self.lookup_store: Any = None
         #: ``OpenIdHandler``, for /openid/userinfo.
         self.openid: Any = None
+        #: ``SpaceHierarchyHandler``, for /hierarchy.
+        self.hierarchy: Any = None
 
     def now_ms(self) -> int:
         """Milliseconds on the injected clock."""
@@ -396,6 +398,35 @@ class FederationRooms:
         if self.openid is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token unknown or expired")
         return await self.openid.userinfo(token)
+
+    async def get_hierarchy(self, origin: str, room_id: str, suggested_only: bool) -> dict[str, Any]:
+        """``GET /hierarchy/{roomId}``: a local space and the children ``origin`` may see (ACLs apply)."""
+        if self.hierarchy is None:
+            raise not_found("Unknown room")
+        return await self.hierarchy.federation_hierarchy(origin, room_id, suggested_only, self._acl_allows)
+
+    async def _acl_allows(self, origin: str, room_id: str) -> bool:
+        try:
+            await self._check_acl(origin, room_id)
+        except MatrixError:
+            return False
+        return True
+
+    async def fetch_hierarchy(self, servers: Sequence[str], room_id: str, suggested_only: bool) -> Optional[dict[str, Any]]:
+        """A remote space's ``/hierarchy`` answer from the first of ``servers`` that gives one (None if none)."""
+        client = self.events.client
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                answer = await client.get_json(server, f"/_matrix/federation/v1/hierarchy/{_q(room_id)}",
+                                               args={"suggested_only": "true" if suggested_only else "false"})
+            except Exception as e:
+                logger.info("hierarchy of %s from %s failed: %s", room_id, server, e)
+                continue
+            if isinstance(answer, Mapping):
+                return dict(answer)
+        return None
 
     # -- joins and leaves as the resident server -----------------------------------
 

@@ -1,5 +1,6 @@
-"""Server-server directory-like endpoints: ``/publicRooms``, ``/timestamp_to_event`` and
-``/openid/userinfo`` (spec: data/api/server-server public_rooms.yaml, events.yaml, openid.yaml).
+"""Server-server directory-like endpoints: ``/publicRooms``, ``/hierarchy``, ``/timestamp_to_event``
+and ``/openid/userinfo`` (spec: data/api/server-server public_rooms.yaml, space_hierarchy.yaml,
+events.yaml, openid.yaml).
 
 Thin edge over :class:`homeserver.federation.rooms.FederationRooms`. Every
 endpoint but ``/openid/userinfo`` (whose credential is the OpenID token)
@@ -52,6 +53,10 @@ def register_federation_directory(resource: JsonResource, rooms: Any, authentica
     async def openid_userinfo(request: Any) -> tuple[int, Any]:
         return 200, await rooms.openid_userinfo(query_arg(request, "access_token"))
 
+    async def hierarchy(request: Any, origin: str, roomId: str) -> tuple[int, Any]:
+        return 200, await rooms.get_hierarchy(origin, roomId, _query_bool(request, "suggested_only"))
+
+    resource.register("GET", PREFIX + "/v1/hierarchy/{roomId}", wrap(hierarchy), name="federation_hierarchy")
     resource.register("GET", PREFIX + "/v1/publicRooms", wrap(get_public_rooms), name="federation_public_rooms")
     resource.register("POST", PREFIX + "/v1/publicRooms", wrap(post_public_rooms), name="federation_public_rooms_filtered")
     resource.register("GET", PREFIX + "/v1/timestamp_to_event/{roomId}", wrap(timestamp_to_event),
