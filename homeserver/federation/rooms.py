@@ -27,7 +27,7 @@ from homeserver.core.rooms import NewRoomRow
 from homeserver.core.redaction import prune_event_dict
 from homeserver.core.signing import add_hashes_and_signatures, compute_event_id, sign_json
 from homeserver.core.events import Event, thaw
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.federation.acl import server_allowed
 from homeserver.handlers.rooms import restricted
 from homeserver.federation.events import (
@@ -542,6 +542,8 @@ class FederationRooms:
         version = await self.loader.room_version(room_id) if isinstance(room_id, str) else None
         if version is None:
             raise not_found("Unknown room")
+        # send_knock (like invites) SHOULD answer M_INVALID_PARAM for a bad event.
+        refuse = invalid_param if membership == "knock" else bad_json
         if membership == "join" and isinstance(pdu.get("signatures"), Mapping):
             pdu["signatures"] = {k: v for k, v in pdu["signatures"].items() if k != self.server_name}
         if membership == "join":
@@ -549,16 +551,16 @@ class FederationRooms:
         try:
             event = parse_received_pdu(pdu, version)
         except PduRefused as e:
-            raise bad_json(str(e))
+            raise refuse(str(e))
         if event.event_id != args["event_id"]:
-            raise bad_json("event ID does not match the path")
+            raise refuse("event ID does not match the path")
         if (event.type != auth_rules.MEMBER or event.membership != membership or event.state_key != event.sender
                 or domain_of(event.sender) != origin):
-            raise bad_json(f"not a {membership} event of a user of {origin}")
+            raise refuse(f"not a {membership} event of a user of {origin}")
         try:
             await self.events.check_signatures(event)
         except PduRefused as e:
-            raise forbidden(str(e))
+            raise (invalid_param if membership == "knock" else forbidden)(str(e))
         result = await self.events.receive_validated(origin, event, fetch_missing=False)
         if result.get("error"):
             raise forbidden(str(result["error"]))
@@ -949,12 +951,12 @@ class FederationRooms:
         try:
             event = parse_received_pdu(args["event"], version)
         except PduRefused as e:
-            raise bad_json(str(e))
+            raise invalid_param(str(e))
         if event.event_id != args["event_id"] or event.room_id != room_id:
-            raise bad_json("event ID or room does not match the path")
+            raise invalid_param("event ID or room does not match the path")
         if (event.type != auth_rules.MEMBER or event.membership != "invite" or event.state_key is None
                 or domain_of(event.state_key) != self.server_name or domain_of(event.sender) != origin):
-            raise bad_json(f"not an invite of a user of {self.server_name} by a user of {origin}")
+            raise invalid_param(f"not an invite of a user of {self.server_name} by a user of {origin}")
         await self.events.check_signatures(event)
         known = await self.loader.room_version(room_id)
         if known is not None:

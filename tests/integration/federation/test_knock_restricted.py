@@ -117,9 +117,16 @@ class KnockTests(unittest.TestCase):
         resp = await self.knock(b, bob, knockable, a.server_name)
         self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
 
+        denied = await self.room(a, alice)
+        resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(denied)}/state/m.room.server_acl/",
+                               {"allow": ["*"], "deny": ["b.test"]}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await self.knock(b, bob, denied, a.server_name)
+        self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
+
         resp = await self.knock(b, bob, "!nowhere:" + a.server_name, a.server_name)
         self.assertEqual(resp.code, 404, resp.body)
-        for room_id in (old, invite_only):
+        for room_id in (old, invite_only, denied):
             self.assertIsNone(await b.rooms.store.get_membership(room_id, b.uid("bob")))
         resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
         self.assertEqual(resp.json["rooms"]["knock"], {})
@@ -156,13 +163,19 @@ class KnockTests(unittest.TestCase):
         with self.assertRaises(Exception) as caught:
             await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/$wrong",
                                   knock.get_pdu_json())
-        self.assertEqual(caught.exception.code, 400)
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_INVALID_PARAM"))
+        forged = knock.get_pdu_json()
+        forged["signatures"] = {b.server_name: {k: "A" * 86 for k in forged["signatures"][b.server_name]}}
+        with self.assertRaises(Exception) as caught:
+            await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/{quote(knock.event_id)}",
+                                  forged)
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_INVALID_PARAM"))
         as_join = dict(pdu, content={"membership": "join"})
         join = Event.from_pdu(add_hashes_and_signatures(version, as_join, b.server_name, signing_key), version)
         with self.assertRaises(Exception) as caught:
             await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/{quote(join.event_id)}",
                                   join.get_pdu_json())
-        self.assertEqual(caught.exception.code, 400)
+        self.assertEqual((caught.exception.code, caught.exception.errcode), (400, "M_INVALID_PARAM"))
         answer = await client.put_json(a.server_name, f"/_matrix/federation/v1/send_knock/{quote(room_id)}/{quote(knock.event_id)}",
                                        knock.get_pdu_json())
         types = {e["type"] for e in answer["knock_room_state"]}
@@ -358,7 +371,8 @@ class InviteV1Tests(unittest.TestCase):
             event_id = body["event_id"] if isinstance(body, dict) else "$x:" + a.server_name
             with self.assertRaises(Exception) as caught:
                 await client.put_json(b.server_name, f"/_matrix/federation/v1/invite/{quote(room_id)}/{quote(event_id)}", body)
-            self.assertEqual(caught.exception.code, 400, body)
+            expected = "M_INVALID_PARAM" if isinstance(body, dict) else "M_BAD_JSON"
+            self.assertEqual((caught.exception.code, caught.exception.errcode), (400, expected), body)
         self.assertIsNone(await b.rooms.store.get_membership(room_id, b.uid("bob")))
 
         bob = await b.register("bob")
