@@ -165,6 +165,7 @@ def build_federation_rooms(
     room_api.rooms.remote_invite = rooms.invite_remote
     room_api.rooms.remote_leave = rooms.leave_remote
     room_api.rooms.remote_knock = rooms.knock_remote
+    room_api.rooms.remote_restricted_join = rooms.join_authorised_remotely
     room_api.rooms.remote_backfill = lambda room_id, limit: handler.backfill(room_id, server_name, limit)
     rooms.profile_lookup = getattr(room_api.rooms, "_profile", None)
     # /publicRooms, /timestamp_to_event and /openid/userinfo read shared tables:

@@ -623,7 +623,49 @@ class FederationRooms:
             raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
         raise MatrixError(404, Codes.UNKNOWN, "Could not join the room through any server: " + "; ".join(problems))
 
+    async def join_authorised_remotely(self, user_id: str, room_id: str, servers: Sequence[str],
+                                       content: Mapping[str, Any]) -> None:
+        """Join a local user to a restricted room this server is in but where none of its users may
+        authorise joins: make_join/send_join through another resident server (whose user
+        authorises and countersigns), then take the join in like any received event."""
+        problems = []
+        refusal: Optional[MatrixError] = None
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                join, _, _ = await self._handshake_join(server, user_id, room_id, content)
+                result = await self.events.receive_validated(server, join, fetch_missing=True)
+                if result.get("error"):
+                    raise forbidden(f"the join was not accepted here: {result['error']}")
+                return
+            except MatrixError as e:
+                problems.append(f"{server}: {e}")
+                if e.code == 403:
+                    raise
+                if e.errcode in _PASSED_THROUGH and refusal is None:
+                    refusal = e
+            except Exception as e:
+                problems.append(f"{server}: {e}")
+        if refusal is not None:
+            raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
+        raise forbidden("No server of the room could authorise the join: " + "; ".join(problems))
+
     async def _join_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
+        join, version, response = await self._handshake_join(server, user_id, room_id, content)
+        self._check_join_response(server, response)
+        state_pdus, chain_pdus = response.get("state"), response.get("auth_chain")
+        await self._finish_join(server, user_id, room_id, join, version, state_pdus, chain_pdus)
+
+    @staticmethod
+    def _check_join_response(server: str, response: Any) -> None:
+        if not isinstance(response.get("state"), list) or not isinstance(response.get("auth_chain"), list):
+            raise bad_json(f"{server} sent no state or auth chain")
+
+    async def _handshake_join(self, server: str, user_id: str, room_id: str,
+                              content: Mapping[str, Any]) -> tuple[Event, RoomVersion, Mapping[str, Any]]:
+        """make_join, sign, send_join (v2) through ``server``: our join (countersigned for restricted
+        rooms), the room version and the send_join answer."""
         creator = self.events.creator
         client = self.events.client
         path = f"/_matrix/federation/v1/make_join/{_q(room_id)}/{_q(user_id)}"
@@ -658,9 +700,12 @@ class FederationRooms:
             raise bad_json(f"{server} sent a bad send_join response")
         if isinstance(authoriser, str):
             join = await self._countersigned_join(server, join, response.get("event"), authoriser)
-        state_pdus, chain_pdus = response.get("state"), response.get("auth_chain")
-        if not isinstance(state_pdus, list) or not isinstance(chain_pdus, list):
-            raise bad_json(f"{server} sent no state or auth chain")
+        return join, version, response
+
+    async def _finish_join(self, server: str, user_id: str, room_id: str, join: Event, version: RoomVersion,
+                           state_pdus: list[Any], chain_pdus: list[Any]) -> None:
+        """Verify the room state of a send_join answer and persist our join with it."""
+        creator = self.events.creator
         events: dict[str, Event] = {}
         for raw in list(chain_pdus) + list(state_pdus):
             try:

@@ -121,6 +121,9 @@ class RoomHandler:
         # Federation backfill: ``remote_backfill(room_id, limit)`` fetches one
         # round of history older than the room's oldest event (count stored).
         self.remote_backfill: Optional[Callable[[str, int], Awaitable[int]]] = None
+        #: A restricted join authorised by another resident server when none of our members may
+        #: (``remote_restricted_join(user_id, room_id, servers, content)``).
+        self.remote_restricted_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
         #: Knocks on rooms this server is not in over federation (``remote_knock(user_id, room_id, servers, content)``).
         self.remote_knock: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
         #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
@@ -349,7 +352,19 @@ class RoomHandler:
             return room_id
         await self._rate_limit(requester, room_id, "join")
         content = await self._member_content(requester.user_id, "join", reason)
-        authoriser = await self._restricted_authoriser(room_id, requester.user_id)
+        try:
+            authoriser = await self._restricted_authoriser(room_id, requester.user_id)
+        except MatrixError as e:
+            if e.errcode not in (Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN):
+                raise
+            servers = await self._other_joined_servers(room_id)
+            if e.errcode != Codes.UNABLE_TO_GRANT_JOIN or self.remote_restricted_join is None or not servers:
+                # A local join has no other server to try.
+                raise forbidden(f"You may not join this room: {e.msg}")
+            # The user qualifies but none of our members may invite: a resident
+            # server whose member can authorise the join does it.
+            await self.remote_restricted_join(requester.user_id, room_id, servers, content)
+            return room_id
         if authoriser is not None:
             content[restricted.AUTHORISING_USER] = authoriser
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
@@ -358,8 +373,7 @@ class RoomHandler:
     async def _restricted_authoriser(self, room_id: str, user_id: str) -> Optional[str]:
         """For a join of a restricted room the user is not invited to: a local member able to
         invite, once the user is found joined to an allowed room (refusals as
-        :func:`restricted.choose_authoriser`, whose 400s become 403 here: a local join has
-        no other server to try)."""
+        :func:`restricted.choose_authoriser`)."""
         version = await self.loader.room_version(room_id)
         if version is None or not restricted.restricted_rules(version):
             return None
@@ -377,12 +391,13 @@ class RoomHandler:
             # The user is ours: our view of their membership is authoritative in any room we know.
             return await self.loader.room_version(other_room) is not None
 
-        try:
-            return await restricted.choose_authoriser(version, state, user_id, self.server_name, membership_of, known)
-        except MatrixError as e:
-            if e.errcode in (Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN):
-                raise forbidden(f"You may not join this room: {e.msg}")
-            raise
+        return await restricted.choose_authoriser(version, state, user_id, self.server_name, membership_of, known)
+
+    async def _other_joined_servers(self, room_id: str) -> list[str]:
+        members = await self._store.get_room_members(room_id)
+        servers = {m.user_id.split(":", 1)[1] for m in members if m.membership == "join" and ":" in m.user_id}
+        servers.discard(self.server_name)
+        return sorted(servers)
 
     async def _server_in_room(self, room_id: str) -> bool:
         """False when no user of ours is joined but users of other servers are, or when the room is

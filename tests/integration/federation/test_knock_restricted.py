@@ -310,6 +310,26 @@ class RestrictedJoinTests(unittest.TestCase):
         self.assertEqual(event.content["join_authorised_via_users_server"], a.uid("alice"))
         await self.wait(lambda: self.joined(c, room, b.uid("bob")), "C accepts bob's countersigned join")
 
+        # dave@C, in S, joins R, which C is in: no user of C may authorise it, so
+        # C asks A (a resident whose member can) and takes the countersigned join in.
+        dave = await c.register("dave")
+        self.assertEqual((await self.join(c, dave, space, [])).code, 200)
+        resp = await self.join(c, dave, room, [])
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertTrue(await self.joined(c, room, c.uid("dave")))
+        member = await c.rooms.store.get_membership(room, c.uid("dave"))
+        event = (await c.rooms.rooms.loader.get_events(room, [member.event_id]))[member.event_id]
+        self.assertEqual(event.content["join_authorised_via_users_server"], a.uid("alice"))
+        await self.wait(lambda: self.joined(a, room, c.uid("dave")), "A has dave's join")
+        await self.wait(lambda: self.joined(b, room, c.uid("dave")), "B has dave's join")
+        resp = await c.request("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/d1",
+                               {"msgtype": "m.text", "body": "dave here"}, token=dave)
+        self.assertEqual(resp.code, 200, resp.body)
+        # erin@C is in no allowed room: refused without asking anyone.
+        erin = await c.register("erin")
+        resp = await self.join(c, erin, room, [])
+        self.assertEqual((resp.code, resp.json["errcode"]), (403, "M_FORBIDDEN"), resp.body)
+
 
 class InviteV1Tests(unittest.TestCase):
     async def test_v1_invite_countersigned_and_joinable(self) -> None:
