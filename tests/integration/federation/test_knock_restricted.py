@@ -314,6 +314,7 @@ class RestrictedJoinTests(unittest.TestCase):
         # C asks A (a resident whose member can) and takes the countersigned join in.
         dave = await c.register("dave")
         self.assertEqual((await self.join(c, dave, space, [])).code, 200)
+        await self.wait(lambda: self.joined(a, space, c.uid("dave")), "A sees dave in S")
         resp = await self.join(c, dave, room, [])
         self.assertEqual(resp.code, 200, resp.body)
         self.assertTrue(await self.joined(c, room, c.uid("dave")))
