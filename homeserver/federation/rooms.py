@@ -47,6 +47,7 @@ StateKey = tuple[str, str]
 RECEIVE_PDU = "federation_receive_pdu"
 SEND_MEMBERSHIP = "federation_send_membership"
 INVITE = "federation_invite"
+OUTSIDE_MEMBERSHIP = "federation_outside_membership"
 TYPING = "federation_typing"
 RECEIPT = "federation_receipt"
 
@@ -118,6 +119,7 @@ class FederationRooms:
         self._dispatcher.register(RECEIVE_PDU, "events", self._cmd_receive_pdu)
         self._dispatcher.register(SEND_MEMBERSHIP, "events", self._cmd_send_membership)
         self._dispatcher.register(INVITE, "events", self._cmd_invite)
+        self._dispatcher.register(OUTSIDE_MEMBERSHIP, "events", self._cmd_outside_membership)
 
     # -- access ---------------------------------------------------------------
 
@@ -176,6 +178,12 @@ class FederationRooms:
         try:
             await self.check_access(origin, room_id)
         except MatrixError as e:
+            if await self._is_outside_membership(origin, event):
+                try:
+                    await self._dispatcher.run(OUTSIDE_MEMBERSHIP, room_id, {"origin": origin, "pdu": thaw(pdu)})
+                    return event.event_id, {}
+                except MatrixError as refused:
+                    return event.event_id, {"error": refused.msg}
             return event.event_id, {"error": e.msg if hasattr(e, "msg") else str(e)}
         try:
             result = await self._dispatcher.run(RECEIVE_PDU, room_id, {"origin": origin, "pdu": thaw(pdu)})
@@ -185,6 +193,37 @@ class FederationRooms:
             logger.exception("processing %s from %s failed", event.event_id, origin)
             result = {"error": f"internal error: {type(e).__name__}"}
         return event.event_id, result
+
+    async def _is_outside_membership(self, origin: str, event: Event) -> bool:
+        """A leave or ban by a user of ``origin`` of one of our users who is only invited or knocking,
+        in a room we are not in: the rejection of a knock or the withdrawal of an invite (Synapse's
+        "out-of-band membership"). Without the room's state we cannot run the auth rules; the
+        sender's server vouches for it with its signature, and it only ends an invite or knock."""
+        if (event.type != auth_rules.MEMBER or event.membership not in ("leave", "ban") or event.state_key is None
+                or domain_of(event.state_key) != self.server_name or domain_of(event.sender) != origin):
+            return False
+        if self.server_name in await self._fed.get_joined_servers(event.room_id):
+            return False
+        return await self._membership_of(event.room_id, event.state_key) in ("invite", "knock")
+
+    async def _cmd_outside_membership(self, args: dict[str, Any]) -> dict[str, Any]:
+        origin, pdu = args["origin"], args["pdu"]
+        room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
+        version = await self.loader.room_version(room_id) if isinstance(room_id, str) else None
+        if version is None:
+            raise not_found("Unknown room")
+        try:
+            event = parse_received_pdu(pdu, version)
+            await self.events.check_signatures(event)
+        except PduRefused as e:
+            raise forbidden(str(e))
+        await self._check_acl(origin, room_id)
+        # Checked again on the owner, under no race with a join being recorded.
+        if not await self._is_outside_membership(origin, event):
+            raise forbidden(f"{origin} is not in room {room_id}")
+        if event.event_id not in await self._store.get_events(room_id, [event.event_id]):
+            await self._record_outside_event(event)
+        return {}
 
     async def _cmd_receive_pdu(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self.events.receive_pdu(args["origin"], args["pdu"])

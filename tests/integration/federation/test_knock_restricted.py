@@ -97,6 +97,25 @@ class KnockTests(unittest.TestCase):
             membership = await server.rooms.store.get_membership(room_id, b.uid("bob"))
             self.assertEqual(membership.membership, "leave", server.server_name)
 
+    async def test_knock_denied(self) -> None:
+        """alice@A denies bob@B's knock (kicks him): B, not in the room, takes the signed leave in
+        and bob's knock leaves his /sync."""
+        a, b, alice, bob = await self.servers()
+        room_id = await self.room(a, alice)
+        resp = await self.knock(b, bob, room_id, a.server_name)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick",
+                               {"user_id": b.uid("bob"), "reason": "not today"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def b_sees_denial() -> bool:
+            membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
+            return membership is not None and membership.membership == "leave"
+
+        await self.wait(b_sees_denial, "the denial reaches B")
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertNotIn(room_id, resp.json["rooms"]["knock"])
+
     async def test_knock_refusals(self) -> None:
         """A room version without knocking: 400 M_INCOMPATIBLE_ROOM_VERSION; join rule not knock: 403;
         a banned user: 403; an unknown room: 404. Nothing is recorded on B."""
