@@ -116,6 +116,26 @@ class KnockTests(unittest.TestCase):
         resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
         self.assertNotIn(room_id, resp.json["rooms"]["knock"])
 
+    async def test_invite_withdrawn(self) -> None:
+        """alice@A withdraws her invite of bob@B (kicks him before he joins): B records the leave and
+        the invite leaves bob's /sync."""
+        a, b, alice, bob = await self.servers()
+        room_id = await self.room(a, alice, rule="invite")
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await a.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick", {"user_id": b.uid("bob")},
+                               token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        async def b_sees_withdrawal() -> bool:
+            membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
+            return membership is not None and membership.membership == "leave"
+
+        await self.wait(b_sees_withdrawal, "the withdrawal reaches B")
+        resp = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+        self.assertNotIn(room_id, resp.json["rooms"]["invite"])
+
     async def test_knock_refusals(self) -> None:
         """A room version without knocking: 400 M_INCOMPATIBLE_ROOM_VERSION; join rule not knock: 403;
         a banned user: 403; an unknown room: 404. Nothing is recorded on B."""
