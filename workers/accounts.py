@@ -18,6 +18,7 @@ from homeserver.handlers.account_data import AccountDataHandler, FilterHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.devices import DeviceHandler
 from homeserver.handlers.discovery import client_well_known
+from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.passwords import PasswordHasher, PasswordVerifier
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.ratelimit import RateLimiter
@@ -28,6 +29,7 @@ from homeserver.handlers.uia import UserInteractiveAuth
 from homeserver.rest.client._common import request_credentials
 from storage.stores.account_data import AccountDataStore
 from storage.stores.accounts import AccountStore
+from storage.stores.openid import OpenIdTokenStore
 from storage.stores.profiles import ProfileStore
 from storage.stores.registration import RegistrationStore
 
@@ -53,6 +55,8 @@ class AccountApi:
     account_data: AccountDataHandler
     filters: FilterHandler
     token_admin: RegistrationTokenAdmin
+    #: OpenID tokens for third parties (client request_token; federation openid/userinfo).
+    openid: Any = None
 
 
 def build_account_api(
@@ -110,4 +114,5 @@ def build_account_api(
         account_data=AccountDataHandler(account_data_store),
         filters=FilterHandler(account_data_store),
         token_admin=RegistrationTokenAdmin(reactor, registration_store),
+        openid=OpenIdHandler(reactor, config.server_name, OpenIdTokenStore(database)),
     )

@@ -177,12 +177,29 @@ def build_federation_rooms(
     room_api.rooms.remote_join = rooms.join_remote
     room_api.rooms.remote_invite = rooms.invite_remote
     room_api.rooms.remote_leave = rooms.leave_remote
+    room_api.rooms.remote_knock = rooms.knock_remote
+    room_api.rooms.remote_restricted_join = rooms.join_authorised_remotely
     room_api.rooms.remote_backfill = lambda room_id, limit: handler.backfill(room_id, server_name, limit)
     rooms.profile_lookup = getattr(room_api.rooms, "_profile", None)
     queries = RemoteQueries(reactor, client)
     room_api.rooms.remote_alias = queries.alias
     if profiles is not None:
         profiles.remote = queries
+    # /publicRooms, /timestamp_to_event and /openid/userinfo read shared tables:
+    # stateless handlers over this process's database.
+    from homeserver.handlers.directory import DirectoryHandler
+    from homeserver.handlers.openid import OpenIdHandler
+    from storage.stores.directory import DirectoryStore
+    from storage.stores.openid import OpenIdTokenStore
+    from storage.stores.room_lookups import RoomLookupStore
+
+    rooms.public_rooms = DirectoryHandler(server_name, room_api.rooms, room_api.store, DirectoryStore(database)).public_rooms
+    rooms.lookup_store = RoomLookupStore(database)
+    rooms.openid = OpenIdHandler(reactor, server_name, OpenIdTokenStore(database))
+    hierarchy = getattr(room_api, "hierarchy", None)
+    if hierarchy is not None:
+        rooms.hierarchy = hierarchy
+        hierarchy.remote_hierarchy = rooms.fetch_hierarchy
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
         writer = getattr(ephemeral, "presence_writer", None)
@@ -203,4 +220,7 @@ def mount_federation_rooms(resource: JsonResource, rooms: Any, authenticator: An
     """Mount the authenticated room endpoints (``/send``, state, backfill, joins...)."""
     from homeserver.rest.federation.rooms import register_federation_rooms
 
+    from homeserver.rest.federation.directory import register_federation_directory
+
     register_federation_rooms(resource, rooms, authenticator)
+    register_federation_directory(resource, rooms, authenticator)

@@ -106,6 +106,9 @@ def federation_rooms(ctx: "ProcessContext") -> Any:
             profiles=account_api(ctx).profiles, instance_name=ctx.instance.name,
         )
         ctx.features["federation_rooms"] = rooms
+        directory = ctx.features.get("directory")
+        if directory is not None:
+            directory.api.directory.remote_public_rooms = rooms.query_public_rooms
     return rooms
 
 

@@ -68,6 +68,8 @@ class RoomApi:
     lookups: Any = None
     #: Local aliases and directory listing moved by room upgrades (``RoomAddressStore``).
     addresses: Any = None
+    #: Space hierarchies (``SpaceHierarchyHandler``; remote spaces once federation is wired).
+    hierarchy: Any = None
 
 
 async def build_room_api(
@@ -98,8 +100,10 @@ async def build_room_api(
     lookups = build_room_lookups(database, rooms, store)
     from storage.stores.room_upgrades import RoomAddressStore
 
+    from homeserver.handlers.rooms.hierarchy import SpaceHierarchyHandler
+
     return RoomApi(store=store, loader=loader, creator=creator, rooms=rooms, allocators=allocators, lookups=lookups,
-                   addresses=RoomAddressStore(database))
+                   addresses=RoomAddressStore(database), hierarchy=SpaceHierarchyHandler(server_name, rooms, store))
 
 
 def build_room_lookups(database: Any, rooms: RoomHandler, store: EventStore) -> Any:
@@ -144,6 +148,10 @@ def register_room_api(resource: Any, api: RoomApi, commands: Any, authenticator:
         from homeserver.rest.client import room_lookups
 
         room_lookups.register(resource, api.lookups, authenticator)
+    if api.hierarchy is not None:
+        from homeserver.rest.client import room_lookups
+
+        room_lookups.register_hierarchy(resource, api.hierarchy, authenticator)
     if api.addresses is not None:
         from homeserver.handlers.rooms.upgrade import RoomUpgrader
         from homeserver.rest.client import room_lookups

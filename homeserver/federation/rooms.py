@@ -28,8 +28,9 @@ from homeserver.core.rooms import NewRoomRow, OutboundPdu
 from homeserver.core.redaction import prune_event_dict
 from homeserver.core.signing import add_hashes_and_signatures, compute_event_id, sign_json
 from homeserver.core.events import Event, thaw
-from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.federation.acl import server_allowed
+from homeserver.handlers.rooms import restricted
 from homeserver.federation.events import (
     FederationEventHandler,
     PduRefused,
@@ -47,6 +48,7 @@ StateKey = tuple[str, str]
 RECEIVE_PDU = "federation_receive_pdu"
 SEND_MEMBERSHIP = "federation_send_membership"
 INVITE = "federation_invite"
+OUTSIDE_MEMBERSHIP = "federation_outside_membership"
 TYPING = "federation_typing"
 RECEIPT = "federation_receipt"
 
@@ -104,6 +106,14 @@ class FederationRooms:
         #: ``InboundStagingStore``), wired by ``workers.federation``.
         self.inbound: Any = None
         self.inbound_store: Any = None
+        #: ``DirectoryHandler.public_rooms`` (this server's published rooms), for /publicRooms.
+        self.public_rooms: Optional[Callable[..., Awaitable[dict[str, Any]]]] = None
+        #: ``RoomLookupStore`` (events by timestamp), for /timestamp_to_event.
+        self.lookup_store: Any = None
+        #: ``OpenIdHandler``, for /openid/userinfo.
+        self.openid: Any = None
+        #: ``SpaceHierarchyHandler``, for /hierarchy.
+        self.hierarchy: Any = None
 
     def now_ms(self) -> int:
         """Milliseconds on the injected clock."""
@@ -114,6 +124,7 @@ class FederationRooms:
         self._dispatcher.register(RECEIVE_PDU, "events", self._cmd_receive_pdu)
         self._dispatcher.register(SEND_MEMBERSHIP, "events", self._cmd_send_membership)
         self._dispatcher.register(INVITE, "events", self._cmd_invite)
+        self._dispatcher.register(OUTSIDE_MEMBERSHIP, "events", self._cmd_outside_membership)
 
     # -- access ---------------------------------------------------------------
 
@@ -216,6 +227,14 @@ class FederationRooms:
         except MatrixError as e:
             if e.code >= 500:
                 raise
+            if await self._is_outside_membership(origin, event):
+                try:
+                    await self._dispatcher.run(OUTSIDE_MEMBERSHIP, room_id, {"origin": origin, "pdu": pdu})
+                    return {}
+                except MatrixError as refused:
+                    if refused.code >= 500:
+                        raise
+                    return {"error": refused.msg}
             return {"error": e.msg if hasattr(e, "msg") else str(e)}
         try:
             return await self._dispatcher.run(RECEIVE_PDU, room_id, {"origin": origin, "pdu": pdu})
@@ -224,6 +243,37 @@ class FederationRooms:
                 raise
             logger.info("%s from %s refused: %s", event.event_id, origin, e)
             return {"error": str(e)}
+
+    async def _is_outside_membership(self, origin: str, event: Event) -> bool:
+        """A leave or ban by a user of ``origin`` of one of our users who is only invited or knocking,
+        in a room we are not in: the rejection of a knock or the withdrawal of an invite (Synapse's
+        "out-of-band membership"). Without the room's state we cannot run the auth rules; the
+        sender's server vouches for it with its signature, and it only ends an invite or knock."""
+        if (event.type != auth_rules.MEMBER or event.membership not in ("leave", "ban") or event.state_key is None
+                or domain_of(event.state_key) != self.server_name or domain_of(event.sender) != origin):
+            return False
+        if self.server_name in await self._fed.get_joined_servers(event.room_id):
+            return False
+        return await self._membership_of(event.room_id, event.state_key) in ("invite", "knock")
+
+    async def _cmd_outside_membership(self, args: dict[str, Any]) -> dict[str, Any]:
+        origin, pdu = args["origin"], args["pdu"]
+        room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
+        version = await self.loader.room_version(room_id) if isinstance(room_id, str) else None
+        if version is None:
+            raise not_found("Unknown room")
+        try:
+            event = parse_received_pdu(pdu, version)
+            await self.events.check_signatures(event)
+        except PduRefused as e:
+            raise forbidden(str(e))
+        await self._check_acl(origin, room_id)
+        # Checked again on the owner, under no race with a join being recorded.
+        if not await self._is_outside_membership(origin, event):
+            raise forbidden(f"{origin} is not in room {room_id}")
+        if event.event_id not in await self._store.get_events(room_id, [event.event_id]):
+            await self._record_outside_event(event)
+        return {}
 
     async def _cmd_receive_pdu(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self.events.receive_pdu(args["origin"], args["pdu"])
@@ -377,84 +427,229 @@ class FederationRooms:
             return {field: profile[field]}
         return dict(profile)
 
+    async def get_public_rooms(self, origin: str, limit: Any, since: Any, search_filter: Any = None,
+                               include_all_networks: Any = False, third_party_instance_id: Any = None) -> dict[str, Any]:
+        """``GET/POST /publicRooms``: this server's published rooms (the client directory's rules and paging)."""
+        if self.public_rooms is None:
+            raise not_found("This server publishes no room directory")
+        if not isinstance(include_all_networks, bool):
+            raise bad_json("'include_all_networks' must be a boolean")
+        if since is not None and not isinstance(since, str):
+            raise bad_json("'since' must be a string")
+        return await self.public_rooms(None, limit, since, search_filter, third_party_instance_id)
+
+    async def query_public_rooms(self, server: str, limit: Optional[int], since: Optional[str], search_filter: Any = None,
+                                 third_party_instance_id: Any = None) -> dict[str, Any]:
+        """A remote server's published rooms, for the client ``/publicRooms?server=`` (POST when filtered)."""
+        client = self.events.client
+        try:
+            if search_filter is None and third_party_instance_id is None:
+                args: dict[str, Any] = {}
+                if limit:
+                    args["limit"] = str(limit)
+                if since is not None:
+                    args["since"] = since
+                answer = await client.get_json(server, "/_matrix/federation/v1/publicRooms", args=args)
+            else:
+                body: dict[str, Any] = {}
+                for key, value in (("limit", limit), ("since", since), ("filter", search_filter),
+                                   ("third_party_instance_id", third_party_instance_id)):
+                    if value is not None:
+                        body[key] = value
+                answer = await client.post_json(server, "/_matrix/federation/v1/publicRooms", body)
+        except MatrixError:
+            raise
+        except Exception as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not fetch the room directory of {server}: {e}")
+        if not isinstance(answer, Mapping) or not isinstance(answer.get("chunk"), list):
+            raise MatrixError(502, Codes.UNKNOWN, f"{server} sent a bad room directory")
+        return dict(answer)
+
+    async def timestamp_to_event(self, origin: str, room_id: str, ts: int, direction: str) -> dict[str, Any]:
+        """``GET /timestamp_to_event/{roomId}?ts=&dir=``: the event nearest ``ts`` in that direction.
+
+        For servers in the room (and allowed by its ACL), like the other
+        room reads; events are not filtered by history visibility, which
+        the room's servers share anyway.
+        """
+        if direction not in ("f", "b"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "dir must be 'f' or 'b'")
+        await self.check_access(origin, room_id)
+        if self.lookup_store is None:
+            raise not_found("Timestamp lookups are not available here")
+        rows = await self.lookup_store.get_events_by_timestamp(room_id, ts, direction == "f", 1)
+        if not rows:
+            raise not_found(f"Unable to find event from {ts} in {'forward' if direction == 'f' else 'backward'} direction")
+        return {"event_id": rows[0].event_id, "origin_server_ts": rows[0].origin_server_ts}
+
+    async def openid_userinfo(self, token: Optional[str]) -> dict[str, Any]:
+        """``GET /openid/userinfo?access_token=`` (not X-Matrix authenticated: the token is the credential)."""
+        if self.openid is None:
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token unknown or expired")
+        return await self.openid.userinfo(token)
+
+    async def get_hierarchy(self, origin: str, room_id: str, suggested_only: bool) -> dict[str, Any]:
+        """``GET /hierarchy/{roomId}``: a local space and the children ``origin`` may see (ACLs apply)."""
+        if self.hierarchy is None:
+            raise not_found("Unknown room")
+        return await self.hierarchy.federation_hierarchy(origin, room_id, suggested_only, self._acl_allows)
+
+    async def _acl_allows(self, origin: str, room_id: str) -> bool:
+        try:
+            await self._check_acl(origin, room_id)
+        except MatrixError:
+            return False
+        return True
+
+    async def fetch_hierarchy(self, servers: Sequence[str], room_id: str, suggested_only: bool) -> Optional[dict[str, Any]]:
+        """A remote space's ``/hierarchy`` answer from the first of ``servers`` that gives one (None if none)."""
+        client = self.events.client
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                answer = await client.get_json(server, f"/_matrix/federation/v1/hierarchy/{_q(room_id)}",
+                                               args={"suggested_only": "true" if suggested_only else "false"})
+            except Exception as e:
+                logger.info("hierarchy of %s from %s failed: %s", room_id, server, e)
+                continue
+            if isinstance(answer, Mapping):
+                return dict(answer)
+        return None
+
     # -- joins and leaves as the resident server -----------------------------------
 
     async def make_membership(self, origin: str, room_id: str, user_id: str, membership: str,
                               supported_versions: Optional[list[str]]) -> dict[str, Any]:
-        """``GET /make_join`` and ``/make_leave``: an event template for ``user_id`` to sign."""
+        """``GET /make_join``, ``/make_knock`` and ``/make_leave``: an event template for ``user_id`` to sign.
+
+        Joins of a restricted room the user is not invited to name one of our
+        members able to invite in ``join_authorised_via_users_server``
+        (:func:`restricted.choose_authoriser`; its refusals are the spec's
+        403 / ``M_UNABLE_TO_AUTHORISE_JOIN`` / ``M_UNABLE_TO_GRANT_JOIN``).
+        """
         if domain_of(user_id) != origin:
             raise forbidden("The user is not of the requesting server")
         version = await self.loader.room_version(room_id)
         if version is None:
             raise not_found("Unknown room")
         await self._check_acl(origin, room_id)
-        if membership == "join" and version.identifier not in (supported_versions or ["1"]):
+        if membership in ("join", "knock") and version.identifier not in (supported_versions or ["1"]):
             raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION, f"Room version {version.identifier} is not supported",
                               room_version=version.identifier)
+        if membership == "knock" and not version.knock_join_rule:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"Room version {version.identifier} does not support knocking", room_version=version.identifier)
         snapshot = await self._store.get_room_snapshot(room_id)
         if snapshot is None or not snapshot.extremities:
             raise not_found("Unknown room")
         state = dict(snapshot.current_state)
+        state_events = await self.loader.state_events(room_id, state)
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            authoriser = await restricted.choose_authoriser(version, state_events, user_id, self.server_name,
+                                                           self._membership_of, self._server_in)
+            if authoriser is not None:
+                content[restricted.AUTHORISING_USER] = authoriser
         pdu: dict[str, Any] = {
             "room_id": room_id,
             "type": auth_rules.MEMBER,
             "state_key": user_id,
             "sender": user_id,
-            "content": {"membership": membership},
+            "content": content,
             "origin": origin,
             "origin_server_ts": self.now_ms(),
             "depth": snapshot.max_depth + 1,
             "prev_events": list(snapshot.extremities),
             "auth_events": [],
         }
-        if version.event_format.name == "V1":
+        v1_format = version.event_format.name == "V1"
+        if v1_format:
+            # Rooms v1/v2 reference events as [event_id, hashes] pairs.
+            prev = await self.loader.get_events(room_id, snapshot.extremities)
+            pdu["prev_events"] = [[e, dict(thaw(prev[e].hashes))] for e in snapshot.extremities if e in prev]
             pdu["event_id"] = f"$template:{self.server_name}"
         provisional = Event.from_pdu(pdu, version)
         wanted = auth_rules.auth_types_for_event(version, provisional)
         auth_ids = sorted(state[k] for k in wanted if k in state)
-        state_events = await self.loader.state_events(room_id, state)
         try:
             auth_rules.check_auth_rules(version, provisional, {k: v for k, v in state_events.items() if k in wanted or k == (auth_rules.CREATE, "")})
         except auth_rules.AuthError as e:
             raise forbidden(f"You are not allowed to {membership} this room: {getattr(e, 'reason', e)}")
-        if version.event_format.name == "V1":
+        if v1_format:
             pdu.pop("event_id")
-            prev = await self.loader.get_events(room_id, snapshot.extremities)
             auth = await self.loader.get_events(room_id, auth_ids)
-            pdu["prev_events"] = [[e, dict(thaw(prev[e].hashes))] for e in snapshot.extremities if e in prev]
             pdu["auth_events"] = [[e, dict(thaw(auth[e].hashes))] for e in auth_ids if e in auth]
         else:
             pdu["auth_events"] = auth_ids
         return {"room_version": version.identifier, "event": pdu}
 
+    async def _membership_of(self, room_id: str, user_id: str) -> Optional[str]:
+        row = await self._store.get_membership(room_id, user_id)
+        return row.membership if row is not None else None
+
+    async def _server_in(self, room_id: str) -> bool:
+        return self.server_name in await self._fed.get_joined_servers(room_id)
+
     async def send_membership(self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str) -> dict[str, Any]:
-        """``PUT /send_join`` and ``/send_leave`` (v2 bodies): accept the signed event, answer the room state."""
+        """``PUT /send_join``, ``/send_knock`` and ``/send_leave`` (v2 bodies): accept the signed event,
+        answer the room state (joins) or its stripped state (knocks)."""
         if not isinstance(pdu, Mapping):
             raise bad_json("body must be a PDU")
+        if await self.loader.room_version(room_id) is None:
+            raise not_found("Unknown room")
         await self._check_acl(origin, room_id)
         return await self._dispatcher.run(
-            SEND_MEMBERSHIP, room_id, {"origin": origin, "event_id": event_id, "pdu": thaw(pdu), "membership": membership}
+            SEND_MEMBERSHIP, room_id,
+            {"origin": origin, "room_id": room_id, "event_id": event_id, "pdu": thaw(pdu), "membership": membership},
         )
+
+    async def _countersign_restricted_join(self, version: RoomVersion, room_id: str, pdu: dict[str, Any]) -> None:
+        """Add our signature to a join naming one of our users as its authoriser, after checking
+        again (the state may have changed since make_join) that the joiner meets a condition
+        and that user may still invite."""
+        content = pdu.get("content")
+        authoriser = content.get(restricted.AUTHORISING_USER) if isinstance(content, Mapping) else None
+        sender = pdu.get("sender")
+        if not version.restricted_join_rule or not isinstance(authoriser, str) or domain_of(authoriser) != self.server_name:
+            return
+        if not isinstance(sender, str):
+            raise bad_json("join without a sender")
+        state_events = await self.loader.state_events(room_id, await self._store.get_current_state_ids(room_id))
+        if restricted.needs_authoriser(version, state_events, sender):
+            await restricted.user_satisfies_conditions(state_events, sender, self._membership_of, self._server_in)
+        if authoriser not in restricted.local_authorisers(version, state_events, self.server_name):
+            raise restricted.unable_to_grant(f"{authoriser} cannot authorise joins any more")
+        ours = sign_json(prune_event_dict(version, pdu), self.server_name, self.events.creator.signing_key)
+        pdu.setdefault("signatures", {})[self.server_name] = ours["signatures"][self.server_name]
 
     async def _cmd_send_membership(self, args: dict[str, Any]) -> dict[str, Any]:
         origin, pdu, membership = args["origin"], args["pdu"], args["membership"]
         room_id = pdu.get("room_id")
+        if room_id != args.get("room_id", room_id):
+            raise bad_json("room ID does not match the path")
         version = await self.loader.room_version(room_id) if isinstance(room_id, str) else None
         if version is None:
             raise not_found("Unknown room")
+        # send_knock (like invites) SHOULD answer M_INVALID_PARAM for a bad event.
+        refuse = invalid_param if membership == "knock" else bad_json
+        if membership == "join" and isinstance(pdu.get("signatures"), Mapping):
+            pdu["signatures"] = {k: v for k, v in pdu["signatures"].items() if k != self.server_name}
+        if membership == "join":
+            await self._countersign_restricted_join(version, room_id, pdu)
         try:
             event = parse_received_pdu(pdu, version)
         except PduRefused as e:
-            raise bad_json(str(e))
+            raise refuse(str(e))
         if event.event_id != args["event_id"]:
-            raise bad_json("event ID does not match the path")
+            raise refuse("event ID does not match the path")
         if (event.type != auth_rules.MEMBER or event.membership != membership or event.state_key != event.sender
                 or domain_of(event.sender) != origin):
-            raise bad_json(f"not a {membership} event of a user of {origin}")
+            raise refuse(f"not a {membership} event of a user of {origin}")
         try:
             await self.events.check_signatures(event)
         except PduRefused as e:
-            raise forbidden(str(e))
+            raise (invalid_param if membership == "knock" else forbidden)(str(e))
         # Every other server of the room learns of the membership from us:
         # queued in the transaction that persists it.
         relay = OutboundPdu(encode_canonical_json(federation_pdu(event), allow_floats=True).decode("utf-8"),
@@ -464,6 +659,8 @@ class FederationRooms:
             raise forbidden(str(result["error"]))
         stored = await self._event_in_room(room_id, event.event_id)
         self._queue.notify((await self._fed.get_joined_servers(room_id)) - {origin, self.server_name})
+        if membership == "knock":
+            return {"knock_room_state": await self._stripped_state_pdus(room_id)}
         if membership != "join":
             return {}
         state = await self.state_before(stored)
@@ -473,6 +670,14 @@ class FederationRooms:
         answer["event"] = federation_pdu(stored)
         answer["members_omitted"] = False
         return answer
+
+    async def _stripped_state_pdus(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's current create, name, join rules... events, as PDUs (spec v1.16: ``knock_room_state``
+        entries are formatted per the room version and include ``m.room.create``)."""
+        state = await self._store.get_current_state_ids(room_id)
+        wanted = [state[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in state]
+        events = await self.loader.get_events(room_id, wanted)
+        return [federation_pdu(events[e]) for e in wanted if e in events]
 
     # -- joining a remote room ------------------------------------------------------------
 
@@ -488,6 +693,7 @@ class FederationRooms:
         creator = self.events.creator
         creator.allocator_for(room_id)
         problems = []
+        refusal: Optional[MatrixError] = None
         for server in dict.fromkeys(servers):
             if server == self.server_name:
                 continue
@@ -498,11 +704,59 @@ class FederationRooms:
                 problems.append(f"{server}: {e}")
                 if e.code == 403:
                     raise
+                # M_UNABLE_TO_AUTHORISE_JOIN / M_UNABLE_TO_GRANT_JOIN (restricted
+                # rooms): that server cannot vouch for the user; try the next.
+                if e.errcode in _PASSED_THROUGH and refusal is None:
+                    refusal = e
             except Exception as e:
                 problems.append(f"{server}: {e}")
+        if refusal is not None:
+            raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
         raise MatrixError(404, Codes.UNKNOWN, "Could not join the room through any server: " + "; ".join(problems))
 
+    async def join_authorised_remotely(self, user_id: str, room_id: str, servers: Sequence[str],
+                                       content: Mapping[str, Any]) -> None:
+        """Join a local user to a restricted room this server is in but where none of its users may
+        authorise joins: make_join/send_join through another resident server (whose user
+        authorises and countersigns), then take the join in like any received event."""
+        problems = []
+        refusal: Optional[MatrixError] = None
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                join, _, _ = await self._handshake_join(server, user_id, room_id, content)
+                result = await self.events.receive_validated(server, join, fetch_missing=True)
+                if result.get("error"):
+                    raise forbidden(f"the join was not accepted here: {result['error']}")
+                return
+            except MatrixError as e:
+                problems.append(f"{server}: {e}")
+                if e.code == 403:
+                    raise
+                if e.errcode in _PASSED_THROUGH and refusal is None:
+                    refusal = e
+            except Exception as e:
+                problems.append(f"{server}: {e}")
+        if refusal is not None:
+            raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
+        raise forbidden("No server of the room could authorise the join: " + "; ".join(problems))
+
     async def _join_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
+        join, version, response = await self._handshake_join(server, user_id, room_id, content)
+        self._check_join_response(server, response)
+        state_pdus, chain_pdus = response.get("state"), response.get("auth_chain")
+        await self._finish_join(server, user_id, room_id, join, version, state_pdus, chain_pdus)
+
+    @staticmethod
+    def _check_join_response(server: str, response: Any) -> None:
+        if not isinstance(response.get("state"), list) or not isinstance(response.get("auth_chain"), list):
+            raise bad_json(f"{server} sent no state or auth chain")
+
+    async def _handshake_join(self, server: str, user_id: str, room_id: str,
+                              content: Mapping[str, Any]) -> tuple[Event, RoomVersion, Mapping[str, Any]]:
+        """make_join, sign, send_join (v2) through ``server``: our join (countersigned for restricted
+        rooms), the room version and the send_join answer."""
         creator = self.events.creator
         client = self.events.client
         path = f"/_matrix/federation/v1/make_join/{_q(room_id)}/{_q(user_id)}"
@@ -514,7 +768,13 @@ class FederationRooms:
         if (pdu.get("room_id") != room_id or pdu.get("type") != auth_rules.MEMBER or pdu.get("sender") != user_id
                 or pdu.get("state_key") != user_id):
             raise bad_json(f"{server} sent a join template for something else")
+        template_content = pdu.get("content") if isinstance(pdu.get("content"), Mapping) else {}
         pdu["content"] = {**thaw(content), "membership": "join"}
+        authoriser = template_content.get(restricted.AUTHORISING_USER)
+        if isinstance(authoriser, str) and version.restricted_join_rule:
+            # A restricted room: the resident server named who authorises the
+            # join; it countersigns in send_join.
+            pdu["content"][restricted.AUTHORISING_USER] = authoriser
         pdu["origin"] = self.server_name
         pdu["origin_server_ts"] = self.now_ms()
         pdu.pop("signatures", None)
@@ -529,9 +789,14 @@ class FederationRooms:
         ))
         if not isinstance(response, Mapping):
             raise bad_json(f"{server} sent a bad send_join response")
-        state_pdus, chain_pdus = response.get("state"), response.get("auth_chain")
-        if not isinstance(state_pdus, list) or not isinstance(chain_pdus, list):
-            raise bad_json(f"{server} sent no state or auth chain")
+        if isinstance(authoriser, str):
+            join = await self._countersigned_join(server, join, response.get("event"), authoriser)
+        return join, version, response
+
+    async def _finish_join(self, server: str, user_id: str, room_id: str, join: Event, version: RoomVersion,
+                           state_pdus: list[Any], chain_pdus: list[Any]) -> None:
+        """Verify the room state of a send_join answer and persist our join with it."""
+        creator = self.events.creator
         events: dict[str, Event] = {}
         for raw in list(chain_pdus) + list(state_pdus):
             try:
@@ -578,6 +843,119 @@ class FederationRooms:
             creator.forget_head(room_id)
         self.loader.remember(join)
 
+    async def _countersigned_join(self, server: str, join: Event, returned: Any, authoriser: str) -> Event:
+        """Our join with the authorising server's signature from the send_join answer (verified)."""
+        if not isinstance(returned, Mapping):
+            raise bad_json(f"{server} did not return the countersigned join")
+        try:
+            theirs = Event.from_pdu(returned, join.room_version)
+        except Exception as e:
+            raise bad_json(f"{server} returned a bad join event: {e}")
+        signer = domain_of(authoriser)
+        if theirs.event_id != join.event_id or not theirs.signatures.get(signer):
+            raise bad_json(f"{server} did not countersign the join as {signer}")
+        pdu = join.get_pdu_json()
+        pdu["signatures"] = {**thaw(join.signatures), signer: thaw(theirs.signatures[signer])}
+        countersigned = Event.from_pdu(pdu, join.room_version)
+        try:
+            await self.events.check_signatures(countersigned)
+        except PduRefused as e:
+            raise bad_json(f"{server}'s countersignature on the join is not valid: {e}")
+        return countersigned
+
+    # -- knocking on a remote room ----------------------------------------------------------
+
+    async def knock_remote(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> None:
+        """Knock on a room this server is not in, through the first of ``servers`` that accepts.
+
+        Runs on the room's events shard owner: make_knock, sign, send_knock,
+        then record the knock locally with the room's stripped state
+        (``unsigned.knock_room_state``) for the user's /sync ``knock`` section.
+        A refusal of the resident server (403, ``M_INCOMPATIBLE_ROOM_VERSION``)
+        reaches the client; 404 when no server answered.
+        """
+        self.events.creator.allocator_for(room_id)
+        problems = []
+        refusal: Optional[MatrixError] = None
+        for server in dict.fromkeys(servers):
+            if server == self.server_name:
+                continue
+            try:
+                await self._knock_via(server, user_id, room_id, content)
+                return
+            except MatrixError as e:
+                problems.append(f"{server}: {e}")
+                if e.code in (400, 403) and refusal is None:
+                    refusal = e
+            except Exception as e:
+                problems.append(f"{server}: {e}")
+        if refusal is not None:
+            raise refusal
+        raise MatrixError(404, Codes.NOT_FOUND, "Could not knock through any server: " + "; ".join(problems))
+
+    async def _knock_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
+        creator = self.events.creator
+        client = self.events.client
+        knock_versions = sorted(v for v, rv in KNOWN_ROOM_VERSIONS.items() if rv.knock_join_rule)
+        template = await _remote(client.get_json(
+            server, f"/_matrix/federation/v1/make_knock/{_q(room_id)}/{_q(user_id)}", args={"ver": knock_versions}
+        ))
+        if not isinstance(template, Mapping) or not isinstance(template.get("event"), Mapping):
+            raise bad_json(f"{server} sent no knock template")
+        version_id = template.get("room_version")
+        if version_id not in knock_versions:
+            raise bad_json(f"{server} sent a knock template for room version {version_id!r}")
+        version = get_room_version(version_id)
+        pdu = thaw(template["event"])
+        template_content = pdu.get("content")
+        if (pdu.get("room_id") != room_id or pdu.get("type") != auth_rules.MEMBER or pdu.get("sender") != user_id
+                or pdu.get("state_key") != user_id or not isinstance(template_content, Mapping)
+                or template_content.get("membership") != "knock"):
+            raise bad_json(f"{server} sent a knock template for something else")
+        pdu["content"] = {**thaw(content), "membership": "knock"}
+        pdu["origin"] = self.server_name
+        pdu["origin_server_ts"] = self.now_ms()
+        for key in ("signatures", "hashes", "unsigned"):
+            pdu.pop(key, None)
+        knock = Event.from_pdu(add_hashes_and_signatures(version, pdu, self.server_name, creator.signing_key), version)
+        response = await _remote(client.put_json(
+            server, f"/_matrix/federation/v1/send_knock/{_q(room_id)}/{_q(knock.event_id)}", federation_pdu(knock)
+        ))
+        entries = response.get("knock_room_state") if isinstance(response, Mapping) else None
+        if not isinstance(entries, list):
+            raise bad_json(f"{server} sent no knock_room_state")
+        stripped = await self._verified_stripped_state(room_id, version, entries)
+        pdu = knock.get_pdu_json()
+        pdu["unsigned"] = {"knock_room_state": stripped}
+        stored = Event.from_pdu(pdu, version)
+        creator_id = next((s["sender"] for s in stripped if s["type"] == auth_rules.CREATE), knock.sender)
+        self.loader.remember_version(room_id, version)
+        await self._record_outside_event(stored, NewRoomRow(room_id, version.identifier, creator_id, False, self.now_ms()))
+
+    async def _verified_stripped_state(self, room_id: str, version: RoomVersion, entries: list[Any]) -> list[dict[str, Any]]:
+        """Stripped state from a ``knock_room_state`` answer: full PDUs (spec v1.16) must be of this room
+        and correctly signed, or are dropped; plain stripped events (what servers
+        sent before v1.16, Synapse among them) are kept as they are."""
+        out = []
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str) or not isinstance(entry.get("state_key"), str):
+                continue
+            if "signatures" in entry:
+                try:
+                    event = parse_received_pdu(entry, version)
+                    if event.room_id != room_id:
+                        continue
+                    await self.events.check_signatures(event)
+                except PduRefused as e:
+                    logger.info("knock on %s: dropping a state event: %s", room_id, e)
+                    continue
+                out.append({"type": event.type, "state_key": event.state_key, "sender": event.sender,
+                            "content": thaw(event.content)})
+            elif isinstance(entry.get("content"), Mapping) and isinstance(entry.get("sender"), str):
+                out.append({"type": entry["type"], "state_key": entry["state_key"], "sender": entry["sender"],
+                            "content": thaw(entry["content"])})
+        return out
+
     async def leave_remote(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> None:
         """Reject an invite (or rescind a knock) to a room we are not in: make_leave/send_leave
         through ``servers``, then record the leave locally."""
@@ -613,8 +991,9 @@ class FederationRooms:
             return
         raise MatrixError(502, Codes.UNKNOWN, "Could not leave through any server: " + "; ".join(problems))
 
-    async def _record_outside_event(self, event: Event) -> None:
-        """Persist a membership event of ours in a room we are not in (it is not in our DAG's continuation)."""
+    async def _record_outside_event(self, event: Event, new_room: Optional[NewRoomRow] = None) -> None:
+        """Persist a membership event of ours in a room we are not in (it is not in our DAG's continuation);
+        ``new_room`` when the room may be unknown here (a knock)."""
         creator = self.events.creator
         room_id = event.room_id
         allocator = creator.allocator_for(room_id)
@@ -626,7 +1005,7 @@ class FederationRooms:
             await self._fed.persist_received_event(
                 allocator, event, encode_canonical_json(event.get_pdu_json(), allow_floats=True).decode("utf-8"),
                 expected_extremities=snapshot.extremities if snapshot else (), new_extremities=(event.event_id,),
-                state_group=None, state_to_store=state, current_state=state,
+                state_group=None, state_to_store=state, current_state=state, new_room=new_room,
                 on_position=lambda position: allocator.attach(position, payload),
             )
             creator.forget_head(room_id)
@@ -685,18 +1064,35 @@ class FederationRooms:
                 "room_version": version_id, "invite_room_state": thaw(body.get("invite_room_state") or [])}
         return await self._dispatcher.run(INVITE, room_id, args)
 
+    async def on_invite_v1(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /v1/invite/{roomId}/{eventId}``: the body is the invite itself, its stripped room state in
+        ``unsigned.invite_room_state``; the room version is not sent and the spec says to assume
+        "1" or "2" (one event format: we use the version we know the room by, else "1")."""
+        if not isinstance(body, Mapping):
+            raise bad_json("body must be the invite event")
+        known = await self.loader.room_version(room_id)
+        version_id = known.identifier if known is not None else "1"
+        if version_id not in ("1", "2"):
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"Room version {version_id} needs the v2 invite API", room_version=version_id)
+        unsigned = body.get("unsigned") if isinstance(body.get("unsigned"), Mapping) else {}
+        stripped = unsigned.get("invite_room_state") if isinstance(unsigned.get("invite_room_state"), list) else []
+        event = {k: v for k, v in thaw(body).items() if k != "unsigned"}
+        return await self.on_invite(origin, room_id, event_id,
+                                    {"event": event, "room_version": version_id, "invite_room_state": thaw(stripped)})
+
     async def _cmd_invite(self, args: dict[str, Any]) -> dict[str, Any]:
         origin, room_id = args["origin"], args["room_id"]
         version = get_room_version(args["room_version"])
         try:
             event = parse_received_pdu(args["event"], version)
         except PduRefused as e:
-            raise bad_json(str(e))
+            raise invalid_param(str(e))
         if event.event_id != args["event_id"] or event.room_id != room_id:
-            raise bad_json("event ID or room does not match the path")
+            raise invalid_param("event ID or room does not match the path")
         if (event.type != auth_rules.MEMBER or event.membership != "invite" or event.state_key is None
                 or domain_of(event.state_key) != self.server_name or domain_of(event.sender) != origin):
-            raise bad_json(f"not an invite of a user of {self.server_name} by a user of {origin}")
+            raise invalid_param(f"not an invite of a user of {self.server_name} by a user of {origin}")
         await self.events.check_signatures(event)
         known = await self.loader.room_version(room_id)
         if known is not None:
@@ -920,7 +1316,17 @@ async def _remote(call: Awaitable[Any]) -> Any:
         body = getattr(e, "response_body", None) or getattr(e, "body", None)
         if isinstance(code, int) and code == 403:
             raise forbidden(f"the resident server refused: {body or e}")
+        errcode = getattr(e, "errcode", None)
+        if isinstance(code, int) and code == 400 and errcode in _PASSED_THROUGH:
+            # Errors the spec says reach the client (make_join / make_knock ver
+            # mismatch) or tell the joining server to try another one.
+            error = body.get("error") if isinstance(body, Mapping) else None
+            extra = {"room_version": body["room_version"]} if isinstance(body, Mapping) and isinstance(body.get("room_version"), str) else {}
+            raise MatrixError(400, errcode, f"the resident server refused: {error or errcode}", **extra)
         raise
+
+
+_PASSED_THROUGH = (Codes.INCOMPATIBLE_ROOM_VERSION, Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN)
 
 
 def _event_id_of(pdu: Any, version: RoomVersion) -> Optional[str]:

@@ -1,7 +1,7 @@
 """Room aliases, canonical alias validation and the published room directory.
 
-Aliases are local only until federation exists: a remote alias resolves
-to 404 and a remote ``server`` for ``/publicRooms`` is unknown (404).
+A remote ``server`` for ``/publicRooms`` is asked over federation when
+:attr:`DirectoryHandler.remote_public_rooms` is set (404 otherwise).
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ class DirectoryHandler:
         self._events = events_store
         self._store = store
         self._loader = rooms.loader
+        #: ``remote_public_rooms(server, limit, since, filter, third_party_instance_id)``: another
+        #: server's directory over federation (set by the federation wiring).
+        self.remote_public_rooms: Optional[Any] = None
 
     def _local(self, alias: str) -> ids.RoomAlias:
         parsed = parse_alias(alias)
@@ -211,10 +214,14 @@ class DirectoryHandler:
         """
         if third_party_instance_id is not None and not isinstance(third_party_instance_id, str):
             raise bad_json("'third_party_instance_id' must be a string")
-        if server is not None and server != self.server_name:
-            raise not_found(f"Unknown server {server} (federation is not available)")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise bad_json("'limit' must be a non-negative integer")
+        if server is not None and server != self.server_name:
+            if self.remote_public_rooms is None or not ids.is_valid_server_name(server):
+                raise not_found(f"Unknown server {server}")
+            if since is not None and not isinstance(since, str):
+                raise bad_json("'since' must be a string")
+            return await self.remote_public_rooms(server, limit, since, search_filter, third_party_instance_id)
         limit = DEFAULT_PUBLIC_ROOMS_LIMIT if not limit else min(limit, MAX_PUBLIC_ROOMS_LIMIT)
         offset = 0
         if since is not None:

@@ -158,10 +158,10 @@ class RoomCommands:
         result = await self._run("rooms.join", room_id, requester, room_id=room_id, reason=reason, servers=via)
         return result["room_id"]
 
-    async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str]) -> str:
-        """POST /knock."""
+    async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str], servers: Sequence[str] = ()) -> str:
+        """POST /knock (over federation through ``servers`` when this server is not in the room)."""
         room_id = await self._rooms.resolve_room(room_id_or_alias)
-        result = await self._run("rooms.knock", room_id, requester, room_id=room_id, reason=reason)
+        result = await self._run("rooms.knock", room_id, requester, room_id=room_id, reason=reason, servers=list(servers))
         return result["room_id"]
 
     async def leave(self, requester: Any, room_id: str, reason: Optional[str]) -> None:
@@ -213,7 +213,8 @@ class RoomCommands:
         return {"room_id": room_id}
 
     async def _knock(self, args: dict[str, Any]) -> dict[str, Any]:
-        room_id = await self._rooms.knock(requester_from_json(args.get("requester")), args["room_id"], args.get("reason"))
+        room_id = await self._rooms.knock(requester_from_json(args.get("requester")), args["room_id"], args.get("reason"),
+                                          servers=[s for s in args.get("servers") or () if isinstance(s, str)])
         return {"room_id": room_id}
 
     async def _leave(self, args: dict[str, Any]) -> dict[str, Any]:

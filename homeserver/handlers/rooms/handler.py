@@ -17,6 +17,7 @@ from homeserver.core.power_levels import get_named_level, get_user_power_level
 from homeserver.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.core.rooms import AliasInUseError, TxnKey
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.handlers.rooms import restricted
 from homeserver.handlers.rooms.creation import CreatedEvent, EventCreator, NewRoom
 from homeserver.handlers.rooms.events import EventLoader
 from homeserver.handlers.rooms.filters import EventFilter
@@ -122,6 +123,11 @@ class RoomHandler:
         self.remote_backfill: Optional[Callable[[str, int], Awaitable[int]]] = None
         #: Resolves an alias of another server over federation (``remote_alias(alias) -> (room_id, servers)``).
         self.remote_alias: Optional[Callable[[str], Awaitable[tuple[str, list[str]]]]] = None
+        #: A restricted join authorised by another resident server when none of our members may
+        #: (``remote_restricted_join(user_id, room_id, servers, content)``).
+        self.remote_restricted_join: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
+        #: Knocks on rooms this server is not in over federation (``remote_knock(user_id, room_id, servers, content)``).
+        self.remote_knock: Optional[Callable[[str, str, Sequence[str], Mapping[str, Any]], Awaitable[Any]]] = None
         #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
         self.remote_invite: Optional[Callable[[Event], Awaitable[Event]]] = None
 
@@ -360,8 +366,52 @@ class RoomHandler:
             return room_id
         await self._rate_limit(requester, room_id, "join")
         content = await self._member_content(requester.user_id, "join", reason)
+        try:
+            authoriser = await self._restricted_authoriser(room_id, requester.user_id)
+        except MatrixError as e:
+            if e.errcode not in (Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN):
+                raise
+            servers = await self._other_joined_servers(room_id)
+            if e.errcode != Codes.UNABLE_TO_GRANT_JOIN or self.remote_restricted_join is None or not servers:
+                # A local join has no other server to try.
+                raise forbidden(f"You may not join this room: {e.msg}")
+            # The user qualifies but none of our members may invite: a resident
+            # server whose member can authorise the join does it.
+            await self.remote_restricted_join(requester.user_id, room_id, servers, content)
+            return room_id
+        if authoriser is not None:
+            content[restricted.AUTHORISING_USER] = authoriser
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
         return room_id
+
+    async def _restricted_authoriser(self, room_id: str, user_id: str) -> Optional[str]:
+        """For a join of a restricted room the user is not invited to: a local member able to
+        invite, once the user is found joined to an allowed room (refusals as
+        :func:`restricted.choose_authoriser`)."""
+        version = await self.loader.room_version(room_id)
+        if version is None or not restricted.restricted_rules(version):
+            return None
+        state_ids = await self._store.get_current_state_ids(room_id)
+        wanted = {k: state_ids[k] for k in (("m.room.join_rules", ""), ("m.room.member", user_id)) if k in state_ids}
+        if not restricted.needs_authoriser(version, await self.loader.state_events(room_id, wanted), user_id):
+            return None
+        state = await self.loader.state_events(room_id, state_ids)
+
+        async def membership_of(other_room: str, user: str) -> Optional[str]:
+            row = await self._store.get_membership(other_room, user)
+            return row.membership if row is not None else None
+
+        async def known(other_room: str) -> bool:
+            # The user is ours: our view of their membership is authoritative in any room we know.
+            return await self.loader.room_version(other_room) is not None
+
+        return await restricted.choose_authoriser(version, state, user_id, self.server_name, membership_of, known)
+
+    async def _other_joined_servers(self, room_id: str) -> list[str]:
+        members = await self._store.get_room_members(room_id)
+        servers = {m.user_id.split(":", 1)[1] for m in members if m.membership == "join" and ":" in m.user_id}
+        servers.discard(self.server_name)
+        return sorted(servers)
 
     async def _server_in_room(self, room_id: str) -> bool:
         """False when no user of ours is joined but users of other servers are, or when the room is
@@ -372,12 +422,33 @@ class RoomHandler:
             return True
         remote_joined = any(m.membership == "join" for m in members)
         remote_invite = any(m.membership == "invite" and not m.sender.endswith(local) for m in members)
-        return not (remote_joined or remote_invite)
+        # A knock of ours recorded after a remote send_knock (nobody joined here).
+        outside_knock = any(m.membership == "knock" and m.user_id.endswith(local) for m in members)
+        return not (remote_joined or remote_invite or outside_knock)
 
-    async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None) -> str:
-        """POST /knock/{roomIdOrAlias}: ask to join a room whose join rule allows knocking."""
+    async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None,
+                    servers: Sequence[str] = ()) -> str:
+        """POST /knock/{roomIdOrAlias}: ask to join a room whose join rule allows knocking.
+
+        A room this server is not in is knocked on over federation through
+        ``servers`` (``server_name`` / ``via``, else the room ID's server) by
+        :attr:`remote_knock` (``remote_knock(user_id, room_id, servers, content)``).
+        """
         room_id = await self.resolve_room(room_id_or_alias)
         version = await self.loader.room_version(room_id)
+        if self.remote_knock is not None and (version is None or not await self._server_in_room(room_id)):
+            current = await self._store.get_membership(room_id, requester.user_id) if version is not None else None
+            if current is not None and current.membership in ("join", "ban"):
+                raise forbidden(f"You cannot knock while your membership is {current.membership}")
+            candidates = [s for s in servers if s]
+            if ":" in room_id and room_id.split(":", 1)[1] not in candidates:
+                candidates.append(room_id.split(":", 1)[1])
+            candidates = [s for s in dict.fromkeys(candidates) if s != self.server_name]
+            if not candidates:
+                raise not_found("No known servers for this room")
+            content = await self._member_content(requester.user_id, "knock", reason)
+            await self.remote_knock(requester.user_id, room_id, candidates, content)
+            return room_id
         if version is None:
             raise not_found("No known servers for this room")
         if not version.knock_join_rule:
@@ -406,10 +477,29 @@ class RoomHandler:
             content["reason"] = reason
         if (self.remote_leave is not None and current.membership in ("invite", "knock") and ":" in current.sender
                 and not await self._server_in_room(room_id)):
-            # Rejecting an invite to a room we are not in: through the inviting server.
-            await self.remote_leave(requester.user_id, room_id, [current.sender.split(":", 1)[1]], content)
+            # Rejecting an invite to a room we are not in (through the inviting
+            # server), or rescinding a knock (through the servers of the room
+            # state the resident server answered the knock with).
+            await self.remote_leave(requester.user_id, room_id, await self._outside_servers(room_id, current), content)
             return
         await self.creator.create_event(room_id, requester.user_id, "m.room.member", content, state_key=requester.user_id)
+
+    async def _outside_servers(self, room_id: str, membership: Any) -> list[str]:
+        """Servers to leave through a room known here only from a remote invite or our remote knock."""
+        servers = []
+        if membership.membership == "invite" and ":" in membership.sender:
+            servers.append(membership.sender.split(":", 1)[1])
+        events = await self.loader.get_events(room_id, [membership.event_id])
+        event = events.get(membership.event_id)
+        for key in ("knock_room_state", "invite_room_state"):
+            stripped = event.unsigned.get(key) if event is not None else None
+            for entry in stripped if isinstance(stripped, (list, tuple)) else ():
+                sender = entry.get("sender") if isinstance(entry, Mapping) else None
+                if isinstance(sender, str) and ":" in sender:
+                    servers.append(sender.split(":", 1)[1])
+        if ":" in room_id:
+            servers.append(room_id.split(":", 1)[1])
+        return [s for s in dict.fromkeys(servers) if s != self.server_name]
 
     async def change_membership(self, requester: Any, room_id: str, target: str, action: str, reason: Optional[str] = None,
                                 extra: Optional[Mapping[str, Any]] = None) -> None:

@@ -472,10 +472,15 @@ class SyncHandler:
         wanted.append(invite_event_id)
         events = await self.d.loader.get_events(room_id, wanted)
         invite = events.get(invite_event_id)
-        received = invite.unsigned.get("invite_room_state") if invite is not None else None
+        received = None
+        if invite is not None:
+            received = invite.unsigned.get("invite_room_state")
+            if received is None:
+                received = invite.unsigned.get("knock_room_state")
         if isinstance(received, (list, tuple)) and len(state) <= 1:
-            # An invite from another server to a room we are not in: the
-            # inviting server's stripped state is all we know of the room.
+            # An invite from another server to a room we are not in (or our
+            # knock through another server): the stripped state that server
+            # sent is all we know of the room.
             from homeserver.core.events import thaw
 
             return [thaw(s) for s in received if isinstance(s, Mapping)] + [stripped_state(invite)]

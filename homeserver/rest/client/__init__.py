@@ -27,5 +27,9 @@ def register_account_api(resource: JsonResource, api: Any, admin: bool = True) -
     devices.register(resource, api.devices, api.authenticator)
     profile.register(resource, api.profiles, api.authenticator, api.config.profiles.require_auth_for_profile_requests)
     account_data.register(resource, api.account_data, api.filters, api.authenticator)
+    if getattr(api, "openid", None) is not None:
+        from homeserver.rest.client import openid
+
+        openid.register(resource, api.openid, api.authenticator)
     if admin:
         admin_register.register(resource, api.registration, api.token_admin, api.authenticator)

@@ -48,3 +48,21 @@ def register_upgrade(resource: JsonResource, upgrader: Any, authenticator: Any) 
         return 200, await upgrader.upgrade(requester, roomId, json_body(request))
 
     route(resource, "POST", paths("/rooms/{roomId}/upgrade"), upgrade, name="room_upgrade")
+
+
+def register_hierarchy(resource: JsonResource, hierarchy: Any, authenticator: Any) -> None:
+    """Mount ``GET /v1/rooms/{roomId}/hierarchy`` (a ``SpaceHierarchyHandler``)."""
+    from homeserver.http.server import query_int
+
+    async def get_hierarchy(request: Any, roomId: str) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request, allow_guest=True)
+        suggested = query_text(request, "suggested_only")
+        if suggested not in (None, "true", "false"):
+            raise invalid_param("suggested_only must be 'true' or 'false'")
+        return 200, await hierarchy.get_hierarchy(
+            requester, roomId, suggested_only=suggested == "true",
+            max_depth=query_int(request, "max_depth", None), limit=query_int(request, "limit", None),
+            from_token=query_text(request, "from"),
+        )
+
+    route(resource, "GET", [V1 + "/rooms/{roomId}/hierarchy"], get_hierarchy, name="room_hierarchy")

@@ -80,7 +80,8 @@ def register(resource: JsonResource, rooms: Any, commands: Any, authenticator: A
     async def knock(request: Any, roomIdOrAlias: str) -> tuple[int, Any]:
         requester = await authenticator.get_user_by_req(request)
         body = parse_json_object(request, allow_empty=True)
-        room_id = await commands.knock(requester, roomIdOrAlias, _reason(body))
+        servers = query_args(request, "server_name") + query_args(request, "via")
+        room_id = await commands.knock(requester, roomIdOrAlias, _reason(body), servers=servers)
         return 200, {"room_id": room_id}
 
     async def room_join(request: Any, roomId: str) -> tuple[int, Any]:

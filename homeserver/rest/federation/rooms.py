@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.errors import bad_json
+from homeserver.errors import Codes, MatrixError, bad_json
 from homeserver.http.server import JsonResource, parse_json_object, parse_json_value, query_arg, query_args, query_int
 
 PREFIX = "/_matrix/federation"
@@ -54,6 +54,15 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
         versions = query_args(request, "ver")
         return 200, await rooms.make_membership(origin, roomId, userId, "join", versions or None)
 
+    async def make_knock(request: Any, origin: str, roomId: str, userId: str) -> tuple[int, Any]:
+        versions = query_args(request, "ver")
+        if not versions:
+            raise MatrixError(400, Codes.MISSING_PARAM, "ver is required")
+        return 200, await rooms.make_membership(origin, roomId, userId, "knock", versions)
+
+    async def send_knock(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
+        return 200, await rooms.send_membership(origin, roomId, eventId, parse_json_value(request), "knock")
+
     async def make_leave(request: Any, origin: str, roomId: str, userId: str) -> tuple[int, Any]:
         return 200, await rooms.make_membership(origin, roomId, userId, "leave", None)
 
@@ -74,6 +83,8 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
     resource.register("POST", PREFIX + "/v1/get_missing_events/{roomId}", wrap(missing_events), name="federation_missing")
     resource.register("GET", PREFIX + "/v1/make_join/{roomId}/{userId}", wrap(make_join), name="federation_make_join")
     resource.register("GET", PREFIX + "/v1/make_leave/{roomId}/{userId}", wrap(make_leave), name="federation_make_leave")
+    resource.register("GET", PREFIX + "/v1/make_knock/{roomId}/{userId}", wrap(make_knock), name="federation_make_knock")
+    resource.register("PUT", PREFIX + "/v1/send_knock/{roomId}/{eventId}", wrap(send_knock), name="federation_send_knock")
     async def query_directory(request: Any, origin: str) -> tuple[int, Any]:
         alias = query_arg(request, "room_alias")
         if not alias:
@@ -92,7 +103,11 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
     async def invite(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
         return 200, await rooms.on_invite(origin, roomId, eventId, parse_json_value(request))
 
+    async def invite_v1(request: Any, origin: str, roomId: str, eventId: str) -> tuple[int, Any]:
+        return 200, [200, await rooms.on_invite_v1(origin, roomId, eventId, parse_json_value(request))]
+
     resource.register("PUT", PREFIX + "/v2/invite/{roomId}/{eventId}", wrap(invite), name="federation_invite_v2")
+    resource.register("PUT", PREFIX + "/v1/invite/{roomId}/{eventId}", wrap(invite_v1), name="federation_invite_v1")
     for version, v1 in (("v1", True), ("v2", False)):
         resource.register("PUT", f"{PREFIX}/{version}/send_join/{{roomId}}/{{eventId}}", wrap(send_membership("join", v1)),
                           name=f"federation_send_join_{version}")

@@ -58,6 +58,24 @@ class RouteTableTests(unittest.TestCase):
             self.assertEqual((m.rule.name, m.key), (rule, key), (method, path))
         self.assertIsNone(match_route("GET", "/somewhere/else"))
 
+    def test_issue8_federation_endpoints(self):
+        """The knock, restricted-join, invite, directory, OpenID and hierarchy surfaces reach the right role."""
+        cases = {
+            ("POST", "/_matrix/client/v3/knock/!r:hs"): ("join", "!r:hs"),
+            ("POST", "/_matrix/client/v3/user/@u:hs/openid/request_token"): ("client_write", None),
+            ("GET", "/_matrix/client/v1/rooms/!r:hs/hierarchy"): ("client_read", None),
+            ("GET", "/_matrix/federation/v1/make_knock/!r:hs/@u:o"): ("federation", None),
+            ("PUT", "/_matrix/federation/v1/send_knock/!r:hs/$e"): ("federation", None),
+            ("PUT", "/_matrix/federation/v1/invite/!r:hs/$e"): ("federation", None),
+            ("POST", "/_matrix/federation/v1/publicRooms"): ("federation", None),
+            ("GET", "/_matrix/federation/v1/timestamp_to_event/!r:hs"): ("federation", None),
+            ("GET", "/_matrix/federation/v1/openid/userinfo"): ("federation", None),
+            ("GET", "/_matrix/federation/v1/hierarchy/!r:hs"): ("federation", None),
+        }
+        for (method, path), (rule, key) in cases.items():
+            m = match_route(method, path)
+            self.assertEqual((m.rule.name, m.key), (rule, key), (method, path))
+
     def test_rule_names_unique(self):
         """Rule names are unique (nginx maps key on them)."""
         names = [r.name for r in ROUTES]
