@@ -49,6 +49,7 @@ def device_list_delta(user_id: str, list_changed: Iterable[str], member_changes:
             lost.discard(member)
         elif membership in ("leave", "ban"):
             lost.add(member)
+    newly.discard(user_id)
     changed = (set(list_changed) & mates) | (newly & mates)
     left = (lost - mates) - changed
     return sorted(changed), sorted(left)

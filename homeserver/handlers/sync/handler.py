@@ -353,9 +353,9 @@ class SyncHandler:
         if self.d.device_lists is not None:
             source = self.d.device_lists
             if since is not None and since.device_lists:
+                # Only rooms with events in the range can hold membership changes.
                 changed_users, left_users = await source.changes(
-                    user_id, [m.room_id for m in memberships], since.events, now.events, since.device_lists,
-                    now.device_lists)
+                    user_id, sorted(changed), since.events, now.events, since.device_lists, now.device_lists)
                 device_lists = {"changed": changed_users, "left": left_users}
             otk_counts, fallback_types = await source.key_counts(user_id, requester.device_id)
         response = {

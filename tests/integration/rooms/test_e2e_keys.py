@@ -368,3 +368,9 @@ class CrossSigningTests(E2EKeysTestCase):
         self.assertIn(me, mine["master_keys"][self.uid("bob")]["signatures"])
         theirs = (await self.request("POST", f"{V3}/keys/query", {"device_keys": {self.uid("bob"): []}}, token=bob)).json
         self.assertNotIn(me, theirs["master_keys"][self.uid("bob")].get("signatures", {}))
+
+
+class RedisDeviceListSyncTests(DeviceListSyncTests):
+    """The device list sync tests with the bus on real Redis (writer and syncer on separate connections)."""
+
+    use_redis = True
