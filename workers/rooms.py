@@ -507,11 +507,21 @@ async def _device_list_source(reactor: Any, database: Any, bus: Any, count: int,
     return source, subscription
 
 
+@attrs.define
+class KeysApi:
+    """End-to-end encryption: the key handler (``E2EKeysHandler``) and the key backup (``KeyBackupHandler``)."""
+
+    keys: Any
+    backup: Any
+
+
 async def build_keys_api(reactor: Any, server_name: str, database: Any, bus: Any, shard_counts: Mapping[str, int],
-                         owned: frozenset[int], dispatcher: Any, uia: Any = None) -> Any:
-    """The E2E keys handler: allocators of the owned ``device_lists`` shards (published on the bus after
-    commit), its commands registered with ``dispatcher``."""
+                         owned: frozenset[int], dispatcher: Any, uia: Any = None) -> KeysApi:
+    """The E2E keys handler (allocators of the owned ``device_lists`` shards, published on the bus after
+    commit; its commands registered with ``dispatcher``) and the key backup handler."""
     from homeserver.handlers.e2e_keys import E2EKeysHandler
+    from homeserver.handlers.key_backup import KeyBackupHandler
+    from storage.stores.key_backup import KeyBackupStore
     from homeserver.handlers.sync.device_lists import DeviceListSource
     from storage.stores.e2e_keys import E2EKeyStore
 
@@ -527,21 +537,22 @@ async def build_keys_api(reactor: Any, server_name: str, database: Any, bus: Any
     keys = E2EKeysHandler(reactor, server_name, store, dispatcher, allocators, lambda user_id: shard_for(user_id, count),
                           uia=uia, device_lists=changes, shard_counts=shard_counts)
     keys.register()
-    return keys
+    return KeysApi(keys=keys, backup=KeyBackupHandler(KeyBackupStore(database)))
 
 
-def watch_devices(account_api: Any, keys: Any) -> None:
+def watch_devices(account_api: Any, keys: KeysApi) -> None:
     """Announce device creations and deletions of the accounts area on the device list stream."""
-    account_api.sessions.device_observers.append(keys.on_devices_changed)
-    account_api.devices.observers.append(keys.on_devices_changed)
-    account_api.account.device_observers.append(keys.on_devices_changed)
+    for observers in (account_api.sessions.device_observers, account_api.devices.observers,
+                      account_api.account.device_observers):
+        observers.append(keys.keys.on_devices_changed)
 
 
-def register_keys_api(resource: Any, keys: Any, authenticator: Any) -> None:
-    """Mount the /keys endpoints."""
-    from homeserver.rest.client.keys import register_keys
+def register_keys_api(resource: Any, keys: "KeysApi", authenticator: Any) -> None:
+    """Mount the /keys endpoints and the server-side key backup (/room_keys)."""
+    from homeserver.rest.client.keys import register_key_backup, register_keys
 
-    register_keys(resource, keys, authenticator)
+    register_keys(resource, keys.keys, authenticator)
+    register_key_backup(resource, keys.backup, authenticator)
 
 
 async def _bus_head(bus: Any, stream: str, shard: int) -> Optional[int]:
@@ -633,7 +644,7 @@ class RoomsProcess:
     ephemeral: EphemeralApi
     sync: Optional[SyncApi]
     commands: Any
-    #: The E2E keys handler (``E2EKeysHandler``), None when the install has no ``device_lists`` stream.
+    #: E2E keys and key backup (``KeysApi``), None when the install has no ``device_lists`` stream.
     keys: Any = None
 
     def mount(self, resource: Any, authenticator: Any, roles: frozenset[str]) -> None:

@@ -68,3 +68,28 @@ CREATE TABLE device_lists_stream (
 );
 CREATE INDEX device_lists_stream_position ON device_lists_stream (stream_shard, stream_position);
 CREATE INDEX device_lists_stream_user ON device_lists_stream (user_id, stream_shard, stream_position);
+
+-- Server-side key backup (client-server API, "Server-side key backups").
+-- Version numbers are per user and never reused: a deleted version stays
+-- as a row marked ``deleted``. ``etag`` moves whenever the version's keys change.
+CREATE TABLE e2e_room_keys_versions (
+    user_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    algorithm TEXT NOT NULL,
+    auth_data TEXT NOT NULL,
+    etag BIGINT NOT NULL DEFAULT 0,
+    deleted BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (user_id, version)
+);
+
+CREATE TABLE e2e_room_keys (
+    user_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    first_message_index BIGINT NOT NULL,
+    forwarded_count BIGINT NOT NULL,
+    is_verified BOOLEAN NOT NULL,
+    session_data TEXT NOT NULL,
+    PRIMARY KEY (user_id, version, room_id, session_id)
+);

@@ -58,3 +58,50 @@ def register_keys(resource: JsonResource, keys: Any, authenticator: Any) -> None
           device_signing, name="keys_device_signing")
     route(resource, "POST", paths("/keys/signatures/upload", ("/_matrix/client/v3", "/_matrix/client/unstable")),
           signatures, name="keys_signatures")
+
+
+def register_key_backup(resource: JsonResource, backup: Any, authenticator: Any) -> None:
+    """Mount ``/room_keys/version[/{version}]`` and ``/room_keys/keys[/{roomId}[/{sessionId}]]``
+    (``backup``: a ``homeserver.handlers.key_backup.KeyBackupHandler``)."""
+
+    async def create_version(request: Any) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        return 200, await backup.create_version(requester, json_body(request))
+
+    async def current_version(request: Any) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        return 200, await backup.get_version(requester, None)
+
+    async def get_version(request: Any, version: str) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        return 200, await backup.get_version(requester, version)
+
+    async def put_version(request: Any, version: str) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        return 200, await backup.update_version(requester, version, json_body(request))
+
+    async def delete_version(request: Any, version: str) -> tuple[int, Any]:
+        requester = await authenticator.get_user_by_req(request)
+        return 200, await backup.delete_version(requester, version)
+
+    def keys_route(method: str, suffix: str, name: str) -> None:
+        async def handler(request: Any, roomId: Any = None, sessionId: Any = None) -> tuple[int, Any]:
+            requester = await authenticator.get_user_by_req(request)
+            version = query_text(request, "version")
+            if method == "PUT":
+                return 200, await backup.put_keys(requester, version, json_body(request), roomId, sessionId)
+            if method == "GET":
+                return 200, await backup.get_keys(requester, version, roomId, sessionId)
+            return 200, await backup.delete_keys(requester, version, roomId, sessionId)
+
+        route(resource, method, paths(suffix), handler, name=name)
+
+    route(resource, "POST", paths("/room_keys/version"), create_version, name="room_keys_version_create")
+    route(resource, "GET", paths("/room_keys/version"), current_version, name="room_keys_version_current")
+    route(resource, "GET", paths("/room_keys/version/{version}"), get_version, name="room_keys_version_get")
+    route(resource, "PUT", paths("/room_keys/version/{version}"), put_version, name="room_keys_version_put")
+    route(resource, "DELETE", paths("/room_keys/version/{version}"), delete_version, name="room_keys_version_delete")
+    for method in ("PUT", "GET", "DELETE"):
+        keys_route(method, "/room_keys/keys", f"room_keys_{method.lower()}_all")
+        keys_route(method, "/room_keys/keys/{roomId}", f"room_keys_{method.lower()}_room")
+        keys_route(method, "/room_keys/keys/{roomId}/{sessionId}", f"room_keys_{method.lower()}_session")

@@ -374,3 +374,90 @@ class RedisDeviceListSyncTests(DeviceListSyncTests):
     """The device list sync tests with the bus on real Redis (writer and syncer on separate connections)."""
 
     use_redis = True
+
+
+def backup_key(index: int, forwarded: int = 0, verified: bool = False, data: str = "x") -> dict[str, Any]:
+    return {"first_message_index": index, "forwarded_count": forwarded, "is_verified": verified,
+            "session_data": {"ciphertext": data, "ephemeral": "e", "mac": "m"}}
+
+
+class KeyBackupTests(E2EKeysTestCase):
+    """/room_keys/version and /room_keys/keys."""
+
+    ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
+
+    async def test_versions(self) -> None:
+        """Create, read (current and by number), update auth_data, delete; numbers are never reused."""
+        token, _ = await self.user("alice")
+        self.assertError(await self.get(token, "/room_keys/version"), 404, "M_NOT_FOUND")
+        body = {"algorithm": self.ALGORITHM, "auth_data": {"public_key": "abc"}}
+        first = await self.post(token, "/room_keys/version", body)
+        self.assertEqual(first.code, 200, first.body)
+        version = first.json["version"]
+        got = await self.get(token, "/room_keys/version")
+        self.assertEqual(got.json, {**body, "count": 0, "etag": "0", "version": version})
+        self.assertEqual((await self.get(token, f"/room_keys/version/{version}")).json["version"], version)
+        update = {"algorithm": self.ALGORITHM, "auth_data": {"public_key": "def"}, "version": version}
+        resp = await self.request("PUT", f"{V3}/room_keys/version/{version}", update, token=token)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual((await self.get(token, "/room_keys/version")).json["auth_data"], {"public_key": "def"})
+        # Refusals: algorithm change, version mismatch, unknown versions, other users' versions.
+        resp = await self.request("PUT", f"{V3}/room_keys/version/{version}", {**update, "algorithm": "other"}, token=token)
+        self.assertError(resp, 400, "M_INVALID_PARAM")
+        resp = await self.request("PUT", f"{V3}/room_keys/version/{version}", {**update, "version": "99"}, token=token)
+        self.assertError(resp, 400, "M_INVALID_PARAM")
+        self.assertError(await self.get(token, "/room_keys/version/99"), 404, "M_NOT_FOUND")
+        self.assertError(await self.get(token, "/room_keys/version/abc"), 404, "M_NOT_FOUND")
+        self.assertError(await self.post(token, "/room_keys/version", {"algorithm": self.ALGORITHM}), 400, "M_BAD_JSON")
+        bob, _ = await self.user("bob")
+        self.assertError(await self.get(bob, f"/room_keys/version/{version}"), 404, "M_NOT_FOUND")
+        self.assertError(await self.request("GET", f"{V3}/room_keys/version"), 401, "M_MISSING_TOKEN")
+        resp = await self.request("DELETE", f"{V3}/room_keys/version/{version}", token=token)
+        self.assertEqual(resp.code, 200)
+        self.assertError(await self.get(token, "/room_keys/version"), 404, "M_NOT_FOUND")
+        second = await self.post(token, "/room_keys/version", body)
+        self.assertNotEqual(second.json["version"], version)
+
+    async def test_keys(self) -> None:
+        """Upload at the three levels; a worse key does not replace a better one; etag and count move;
+        writing to an old version is refused with the current one; deletes."""
+        token, _ = await self.user("alice")
+        body = {"algorithm": self.ALGORITHM, "auth_data": {"public_key": "abc"}}
+        old = (await self.post(token, "/room_keys/version", body)).json["version"]
+        version = (await self.post(token, "/room_keys/version", body)).json["version"]
+        url = f"{V3}/room_keys/keys"
+        resp = await self.request("PUT", f"{url}?version={version}",
+                                  {"rooms": {"!r:hs": {"sessions": {"s1": backup_key(5), "s2": backup_key(0)}}}}, token=token)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual(resp.json, {"etag": "1", "count": 2})
+        # Worse (higher index) does not replace; better (verified) does.
+        resp = await self.request("PUT", f"{url}/!r:hs/s1?version={version}", backup_key(9, data="worse"), token=token)
+        self.assertEqual(resp.json, {"etag": "1", "count": 2})
+        resp = await self.request("PUT", f"{url}/!r:hs/s1?version={version}", backup_key(7, verified=True, data="good"),
+                                  token=token)
+        self.assertEqual(resp.json, {"etag": "2", "count": 2})
+        resp = await self.request("PUT", f"{url}/!q:hs?version={version}", {"sessions": {"s3": backup_key(1)}}, token=token)
+        self.assertEqual(resp.json, {"etag": "3", "count": 3})
+        got = await self.request("GET", f"{url}/!r:hs/s1?version={version}", token=token)
+        self.assertEqual(got.json["session_data"]["ciphertext"], "good")
+        everything = await self.request("GET", f"{url}?version={version}", token=token)
+        self.assertEqual(sorted(everything.json["rooms"]), ["!q:hs", "!r:hs"])
+        room = await self.request("GET", f"{url}/!r:hs?version={version}", token=token)
+        self.assertEqual(sorted(room.json["sessions"]), ["s1", "s2"])
+        self.assertEqual((await self.request("GET", f"{url}/!none:hs?version={version}", token=token)).json,
+                         {"sessions": {}})
+        self.assertError(await self.request("GET", f"{url}/!r:hs/nope?version={version}", token=token), 404, "M_NOT_FOUND")
+        # Refusals.
+        resp = await self.request("PUT", f"{url}/!r:hs/s9?version={old}", backup_key(0), token=token)
+        self.assertError(resp, 403, "M_WRONG_ROOM_KEYS_VERSION")
+        self.assertEqual(resp.json["current_version"], version)
+        self.assertError(await self.request("PUT", f"{url}/!r:hs/s9", backup_key(0), token=token), 400, "M_MISSING_PARAM")
+        bad = {**backup_key(0), "is_verified": "yes"}
+        self.assertError(await self.request("PUT", f"{url}/!r:hs/s9?version={version}", bad, token=token), 400, "M_BAD_JSON")
+        self.assertError(await self.request("GET", f"{url}?version=77", token=token), 404, "M_NOT_FOUND")
+        # Deletes move the etag and the count.
+        resp = await self.request("DELETE", f"{url}/!r:hs/s2?version={version}", token=token)
+        self.assertEqual(resp.json, {"etag": "4", "count": 2})
+        resp = await self.request("DELETE", f"{url}?version={version}", token=token)
+        self.assertEqual(resp.json, {"etag": "5", "count": 0})
+        self.assertEqual((await self.get(token, "/room_keys/version")).json["count"], 0)
