@@ -276,7 +276,13 @@ class E2EKeysHandler:
     # -- /keys/upload -----------------------------------------------------------------
 
     async def upload(self, requester: Any, body: Any) -> dict[str, Any]:
-        """POST /keys/upload: store the device's keys; the response carries its one-time key counts."""
+        """POST /keys/upload: store the device's keys; the response carries its one-time key counts.
+
+        Device keys different from those stored replace them and are announced
+        (the spec does not forbid it and Synapse does the same; clients pin the
+        identity keys they first saw and warn when they change). A one-time key
+        ID re-uploaded with other contents is refused, as Synapse does.
+        """
         device_keys, one_time, fallback = parse_upload(body, requester.user_id, requester.device_id)
         result = await self._dispatcher.run("e2e.upload", requester.user_id, {
             "user_id": requester.user_id, "device_id": requester.device_id, "device_keys": device_keys,
