@@ -252,12 +252,16 @@ class E2EKeysHandler:
         #: A ``DeviceListSource`` (GET /keys/changes); None where it is not served.
         self._device_lists = device_lists
         self._shard_counts = shard_counts or {}
+        #: Set by :meth:`attach_federation` where this process talks to other servers.
+        self._federation: Any = None
+        self._queue: Any = None
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
     def register(self) -> None:
         """Register the write commands (run on the owner of the user's ``device_lists`` shard)."""
+        self._dispatcher.register("e2e.remote_changed", "device_lists", self._remote_changed)
         self._dispatcher.register("e2e.upload", "device_lists", self._upload)
         self._dispatcher.register("e2e.devices_changed", "device_lists", self._devices_changed)
         self._dispatcher.register("e2e.cross_signing", "device_lists", self._cross_signing)
@@ -304,6 +308,8 @@ class E2EKeysHandler:
         except OneTimeKeyConflict as e:
             # Synapse answers 400 too; the spec names no errcode.
             raise invalid_param(f"One-time key {e.key_id} already exists with other contents")
+        if result.row is not None:
+            self._announce_remote(user_id, [device_id], result.row.stream_position)
         return {"one_time_key_counts": result.counts,
                 "position": result.row.stream_position if result.row is not None else None}
 
@@ -323,6 +329,7 @@ class E2EKeysHandler:
             raise bad_json("'device_ids' must be a list of strings")
         allocator = self._allocator(user_id)
         row = await self._store.devices_changed(allocator, user_id, device_ids, on_row=self._on_row(allocator))
+        self._announce_remote(user_id, device_ids, row.stream_position)
         return {"position": row.stream_position}
 
     # -- /keys/query ----------------------------------------------------------------------
@@ -331,15 +338,16 @@ class E2EKeysHandler:
         """POST /keys/query for local users; remote servers are listed in ``failures``."""
         wanted = parse_query(body)
         local = {u: d for u, d in wanted.items() if _server_of(u) == self._server_name}
-        failures = {}
-        for user_id in wanted:
-            server = _server_of(user_id)
-            if server != self._server_name:
-                # Key federation (/_matrix/federation/v1/user/keys/query) is not implemented yet.
-                failures[server] = {"status": 503, "message": "Querying keys of other servers is not supported yet"}
+        response = await self._local_query(requester.user_id, local)
+        response["failures"] = {}
+        await self._remote_query(wanted, response)
+        return response
+
+    async def _local_query(self, viewer: Optional[str], local: Mapping[str, list[str]]) -> dict[str, Any]:
+        """Device and cross-signing keys of local users (``user_signing_keys`` only for ``viewer`` themself)."""
         stored = await self._store.get_device_keys(local) if local else {}
         cross = await self._store.get_cross_signing_keys(local) if local else {}
-        signatures = await self._store.get_signatures(local, requester.user_id) if local else {}
+        signatures = await self._store.get_signatures(local, viewer or "") if local else {}
         device_keys: dict[str, dict[str, Any]] = {}
         for user_id, devices in local.items():
             found = stored.get(user_id, {})
@@ -354,8 +362,7 @@ class E2EKeysHandler:
                     keys["unsigned"] = {"device_display_name": display_name}
                 out[device_id] = keys
             device_keys[user_id] = out
-        response: dict[str, Any] = {"device_keys": device_keys, "failures": failures,
-                                    "master_keys": {}, "self_signing_keys": {}}
+        response: dict[str, Any] = {"device_keys": device_keys, "master_keys": {}, "self_signing_keys": {}}
         for user_id in local:
             keys = cross.get(user_id, {})
             if "master" in keys:
@@ -364,9 +371,168 @@ class E2EKeysHandler:
                     master, signatures.get((user_id, cross_signing_public_key(master))))
             if "self_signing" in keys:
                 response["self_signing_keys"][user_id] = keys["self_signing"]
-            if user_id == requester.user_id and "user_signing" in keys:
+            if user_id == viewer and "user_signing" in keys:
                 response["user_signing_keys"] = {user_id: keys["user_signing"]}
         return response
+
+    async def _remote_query(self, wanted: Mapping[str, list[str]], response: dict[str, Any]) -> None:
+        """Ask each other server for its users' keys (``/user/keys/query``); unreachable ones go to ``failures``."""
+        by_server: dict[str, dict[str, list[str]]] = {}
+        for user_id, devices in wanted.items():
+            if _server_of(user_id) != self._server_name:
+                by_server.setdefault(_server_of(user_id), {})[user_id] = devices
+        if not by_server:
+            return
+
+        async def ask(server: str, users: dict[str, list[str]]) -> None:
+            if self._federation is None:
+                response["failures"][server] = {"status": 503, "message": "Federation is not available here"}
+                return
+            try:
+                answer = await self._federation.post_json(server, "/_matrix/federation/v1/user/keys/query",
+                                                          {"device_keys": users})
+            except Exception as e:
+                logger.info("keys query to %s failed: %r", server, e)
+                response["failures"][server] = _failure(e)
+                return
+            if not isinstance(answer, dict):
+                response["failures"][server] = {"status": 502, "message": "Malformed answer"}
+                return
+            for field in ("device_keys", "master_keys", "self_signing_keys"):
+                got = answer.get(field)
+                if not isinstance(got, dict):
+                    continue
+                for user_id, value in got.items():
+                    # Only the answering server speaks for its users.
+                    if user_id in users and isinstance(value, dict):
+                        response.setdefault(field, {})[user_id] = value
+            for user_id in users:
+                response["device_keys"].setdefault(user_id, {})
+
+        await _gather([ask(server, users) for server, users in sorted(by_server.items())])
+
+    # -- federation: the other servers ask ---------------------------------------------------
+
+    async def federation_query(self, origin: str, body: Any) -> dict[str, Any]:
+        """``POST /_matrix/federation/v1/user/keys/query``: keys of our users."""
+        wanted = parse_query(body)
+        local = {u: d for u, d in wanted.items() if _server_of(u) == self._server_name}
+        return await self._local_query(None, local)
+
+    async def federation_claim(self, origin: str, body: Any) -> dict[str, Any]:
+        """``POST /_matrix/federation/v1/user/keys/claim``: one key per device of our users."""
+        wanted = [w for w in parse_claim(body) if _server_of(w[0]) == self._server_name]
+        claimed = await self._store.claim_keys(wanted) if wanted else {}
+        out: dict[str, dict[str, Any]] = {}
+        for (user_id, device_id), keys in claimed.items():
+            out.setdefault(user_id, {})[device_id] = keys
+        return {"one_time_keys": out}
+
+    async def federation_devices(self, origin: str, user_id: str) -> dict[str, Any]:
+        """``GET /_matrix/federation/v1/user/devices/{userId}``: every device of a local user."""
+        _check_user_id(user_id)
+        if _server_of(user_id) != self._server_name:
+            raise invalid_param("Not a user of this server")
+        devices = await self._store.get_all_devices(user_id)
+        cross = (await self._store.get_cross_signing_keys([user_id])).get(user_id, {})
+        signatures = await self._store.get_signatures([user_id], user_id)
+        out: dict[str, Any] = {"user_id": user_id, "stream_id": await self._store.get_user_stream_id(user_id),
+                               "devices": []}
+        for device_id, keys, display_name in devices:
+            entry: dict[str, Any] = {"device_id": device_id}
+            if keys is not None:
+                entry["keys"] = _with_signatures(keys, signatures.get((user_id, device_id)))
+            if display_name is not None:
+                entry["device_display_name"] = display_name
+            out["devices"].append(entry)
+        if "master" in cross:
+            master = cross["master"]
+            out["master_key"] = _with_signatures(master, signatures.get((user_id, cross_signing_public_key(master))))
+        if "self_signing" in cross:
+            out["self_signing_key"] = cross["self_signing"]
+        return out
+
+    # -- federation: device list updates ---------------------------------------------------------
+
+    def attach_federation(self, client: Any, queue: Any, edu_handlers: dict[str, Any]) -> None:
+        """Query and claim remote keys through ``client``, send device list EDUs through ``queue``
+        and receive the other servers' (``edu_handlers``: the federation room logic's table)."""
+        self._federation = client
+        self._queue = queue
+        edu_handlers["m.device_list_update"] = self._on_device_list_edu
+        edu_handlers["m.signing_key_update"] = self._on_signing_key_edu
+        edu_handlers["org.matrix.signing_key_update"] = self._on_signing_key_edu
+
+    async def _on_device_list_edu(self, origin: str, content: Any) -> None:
+        user_id = content.get("user_id") if isinstance(content, dict) else None
+        if not isinstance(user_id, str) or not _USER_ID.match(user_id) or _server_of(user_id) != origin:
+            raise bad_json("m.device_list_update for a user of another server")
+        # No remote keys are cached here: announcing the change makes our clients
+        # query again, and each query reaches the user's server.
+        await self._dispatcher.run("e2e.remote_changed", user_id, {"user_id": user_id})
+
+    async def _on_signing_key_edu(self, origin: str, content: Any) -> None:
+        await self._on_device_list_edu(origin, content)
+
+    async def _remote_changed(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = str(args["user_id"])
+        if _server_of(user_id) == self._server_name:
+            raise invalid_param("Not a remote user")
+        allocator = self._allocator(user_id)
+        row = await self._store.announce(allocator, user_id, on_row=self._on_row(allocator))
+        return {"position": row.stream_position}
+
+    def _announce_remote(self, user_id: str, device_ids: Sequence[str], position: int) -> None:
+        """Queue ``m.device_list_update`` EDUs for the servers sharing a room with the user (best effort:
+        a lost EDU is caught up by the next one, whose ``prev_id`` the receiver does not know)."""
+        if self._queue is None:
+            return
+        self._background(self._send_device_updates(user_id, list(device_ids), position))
+
+    def _announce_signing_keys(self, user_id: str) -> None:
+        if self._queue is None:
+            return
+        self._background(self._send_signing_keys(user_id))
+
+    def _background(self, coro: Any) -> None:
+        from twisted.internet import defer
+
+        d = defer.ensureDeferred(coro)
+        d.addErrback(lambda f: logger.warning("device list EDU not queued: %s", f.getErrorMessage()))
+
+    async def _send_device_updates(self, user_id: str, device_ids: list[str], position: int) -> None:
+        servers = await self._store.get_remote_servers_sharing(user_id, self._server_name)
+        if not servers:
+            return
+        devices = {d: (k, n) for d, k, n in await self._store.get_all_devices(user_id)}
+        for device_id in device_ids:
+            content: dict[str, Any] = {"user_id": user_id, "device_id": device_id, "stream_id": position,
+                                       # A predecessor the receiver never saw: Synapse then re-reads the whole
+                                       # list with GET /user/devices instead of trusting this one update.
+                                       "prev_id": [position - 1] if position > 1 else []}
+            if device_id not in devices:
+                content["deleted"] = True
+            else:
+                keys, display_name = devices[device_id]
+                if keys is not None:
+                    content["keys"] = keys
+                if display_name is not None:
+                    content["device_display_name"] = display_name
+            for server in servers:
+                await self._queue.enqueue_edu(server, {"edu_type": "m.device_list_update", "content": content})
+
+    async def _send_signing_keys(self, user_id: str) -> None:
+        servers = await self._store.get_remote_servers_sharing(user_id, self._server_name)
+        if not servers:
+            return
+        cross = (await self._store.get_cross_signing_keys([user_id])).get(user_id, {})
+        content: dict[str, Any] = {"user_id": user_id}
+        if "master" in cross:
+            content["master_key"] = cross["master"]
+        if "self_signing" in cross:
+            content["self_signing_key"] = cross["self_signing"]
+        for server in servers:
+            await self._queue.enqueue_edu(server, {"edu_type": "m.signing_key_update", "content": content})
 
     # -- /keys/claim ----------------------------------------------------------------------
 
@@ -374,15 +540,36 @@ class E2EKeysHandler:
         """POST /keys/claim: one key per local device asked for (each one-time key handed out once)."""
         wanted = parse_claim(body)
         local = [w for w in wanted if _server_of(w[0]) == self._server_name]
-        failures = {}
-        for user_id, _, _ in wanted:
-            server = _server_of(user_id)
-            if server != self._server_name:
-                failures[server] = {"status": 503, "message": "Claiming keys of other servers is not supported yet"}
+        failures: dict[str, Any] = {}
         claimed = await self._store.claim_keys(local) if local else {}
         out: dict[str, dict[str, Any]] = {}
         for (user_id, device_id), keys in claimed.items():
             out.setdefault(user_id, {})[device_id] = keys
+        by_server: dict[str, dict[str, dict[str, str]]] = {}
+        for user_id, device_id, algorithm in wanted:
+            if _server_of(user_id) != self._server_name:
+                by_server.setdefault(_server_of(user_id), {}).setdefault(user_id, {})[device_id] = algorithm
+
+        async def ask(server: str, users: dict[str, dict[str, str]]) -> None:
+            if self._federation is None:
+                failures[server] = {"status": 503, "message": "Federation is not available here"}
+                return
+            try:
+                answer = await self._federation.post_json(server, "/_matrix/federation/v1/user/keys/claim",
+                                                          {"one_time_keys": users})
+            except Exception as e:
+                logger.info("keys claim to %s failed: %r", server, e)
+                failures[server] = _failure(e)
+                return
+            got = answer.get("one_time_keys") if isinstance(answer, dict) else None
+            if not isinstance(got, dict):
+                failures[server] = {"status": 502, "message": "Malformed answer"}
+                return
+            for user_id, devices in got.items():
+                if user_id in users and isinstance(devices, dict):
+                    out[user_id] = {d: k for d, k in devices.items() if d in users[user_id] and isinstance(k, dict)}
+
+        await _gather([ask(server, users) for server, users in sorted(by_server.items())])
         return {"one_time_keys": out, "failures": failures}
 
     # -- /keys/changes ------------------------------------------------------------------------
@@ -448,6 +635,8 @@ class E2EKeysHandler:
         allocator = self._allocator(user_id)
         row = await self._store.set_cross_signing_keys(allocator, user_id, keys, self._now_ms(),
                                                        on_row=self._on_row(allocator))
+        if row is not None:
+            self._announce_signing_keys(user_id)
         return {"position": row.stream_position if row is not None else None}
 
     async def upload_signatures(self, requester: Any, body: Any) -> dict[str, Any]:
@@ -545,6 +734,19 @@ class E2EKeysHandler:
         await self._store.add_signatures(allocator, signer, [tuple(s) for s in signatures],
                                          on_row=self._on_row(allocator))
         return {}
+
+
+def _failure(e: Exception) -> dict[str, Any]:
+    """A ``failures`` entry for a server that did not answer usefully."""
+    code = getattr(e, "code", None)
+    return {"status": code if isinstance(code, int) else 503, "message": str(e)[:200] or type(e).__name__}
+
+
+async def _gather(coros: list[Any]) -> None:
+    from twisted.internet import defer
+
+    if coros:
+        await defer.gatherResults([defer.ensureDeferred(c) for c in coros], consumeErrors=True)
 
 
 def _with_signatures(key: Mapping[str, Any], extra: Optional[Mapping[str, Mapping[str, str]]]) -> dict[str, Any]:

@@ -422,3 +422,47 @@ class E2EKeyStore:
             return [r[0] for r in txn.fetchall()]
 
         return self._db.run_interaction("get_user_room_ids_e2e", txn_fn)
+
+    # -- federation ----------------------------------------------------------------------------
+
+    def announce(self, allocator: Any, user_id: str,
+                 on_row: Optional[Callable[[DeviceListRow], None]] = None) -> "defer.Deferred[DeviceListRow]":
+        """A ``device_lists`` position saying only that ``user_id``'s list changed (a remote user's EDU)."""
+        return self._db.run_interaction("announce_device_list", self._announce_txn, allocator, user_id, [], on_row)
+
+    def get_all_devices(self, user_id: str) -> "defer.Deferred[list[tuple[str, Optional[dict[str, Any]], Optional[str]]]]":
+        """``(device_id, device_keys or None, display name)`` of every device of a local user."""
+
+        def txn_fn(txn: Any) -> list[tuple[str, Optional[dict[str, Any]], Optional[str]]]:
+            txn.execute(
+                "SELECT d.device_id, k.key_json, d.display_name FROM devices d LEFT JOIN e2e_device_keys k"
+                " ON k.user_id = d.user_id AND k.device_id = d.device_id WHERE d.user_id = %s ORDER BY d.device_id",
+                (user_id,),
+            )
+            return [(r[0], json.loads(r[1]) if r[1] is not None else None, r[2]) for r in txn.fetchall()]
+
+        return self._db.run_interaction("get_all_devices_e2e", txn_fn)
+
+    def get_user_stream_id(self, user_id: str) -> "defer.Deferred[int]":
+        """The latest ``device_lists`` position of the user (0 when none)."""
+
+        def txn_fn(txn: Any) -> int:
+            txn.execute("SELECT COALESCE(MAX(stream_position), 0) FROM device_lists_stream WHERE user_id = %s",
+                        (user_id,))
+            return int(txn.fetchone()[0])
+
+        return self._db.run_interaction("get_user_device_stream_id", txn_fn)
+
+    def get_remote_servers_sharing(self, user_id: str, own_server: str) -> "defer.Deferred[list[str]]":
+        """The other servers with a member joined to a room the user is joined to."""
+
+        def txn_fn(txn: Any) -> list[str]:
+            txn.execute(
+                "SELECT DISTINCT substring(o.user_id FROM position(':' IN o.user_id) + 1)"
+                " FROM room_memberships m JOIN room_memberships o ON o.room_id = m.room_id"
+                " WHERE m.user_id = %s AND m.membership = 'join' AND o.membership = 'join'",
+                (user_id,),
+            )
+            return sorted(s for (s,) in txn.fetchall() if s and s != own_server)
+
+        return self._db.run_interaction("get_remote_servers_sharing", txn_fn)
