@@ -223,10 +223,11 @@ def parse_cross_signing_key(value: Any, user_id: str, key_type: str) -> dict[str
     return value
 
 
-def verify_by(obj: Mapping[str, Any], signer: str, public: str) -> bool:
-    """Whether ``obj`` carries a valid signature by ``signer`` with the ed25519 key ``public``."""
+def verify_by(obj: Mapping[str, Any], signer: str, public: str, key_id: Optional[str] = None) -> bool:
+    """Whether ``obj`` carries a valid signature by ``signer`` with the ed25519 key ``public``, under
+    ``key_id`` (default ``ed25519:<public>``, as cross-signing keys are named; devices use their ID)."""
     try:
-        verify_signed_json(obj, signer, verify_key_from_base64(f"ed25519:{public}", public))
+        verify_signed_json(obj, signer, verify_key_from_base64(key_id or f"ed25519:{public}", public))
         return True
     except (SignatureVerifyError, ValueError):
         return False
@@ -717,7 +718,8 @@ class E2EKeysHandler:
                 public = device[0].get("keys", {}).get(signing_key_id) if device is not None else None
                 if algorithm != "ed25519" or not isinstance(public, str):
                     continue
-            if not verify_by({**stored, "signatures": {user_id: {signing_key_id: signature}}}, user_id, public):
+            if not verify_by({**stored, "signatures": {user_id: {signing_key_id: signature}}}, user_id, public,
+                             signing_key_id):
                 return Codes.INVALID_SIGNATURE, f"Invalid signature by {signing_key_id}"
             good.append((signing_key_id, signature))
         if not good:

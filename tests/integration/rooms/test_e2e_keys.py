@@ -361,8 +361,20 @@ class CrossSigningTests(E2EKeysTestCase):
         self.assertEqual(resp.json["failures"], {})
         resp = await self.request("POST", f"{V3}/keys/signatures/upload", {me: {self.device: forged}}, token=self.token)
         self.assertEqual(resp.json["failures"][me][self.device]["errcode"], "M_INVALID_SIGNATURE")
+        # The device signs its user's master key (what a client does when it trusts the master key).
+        master_signed = signed_by(self.bodies["master_key"], me, self.device_key, self.device)
+        resp = await self.request("POST", f"{V3}/keys/signatures/upload", {me: {self.master_pub: master_signed}},
+                                  token=self.token)
+        self.assertEqual(resp.json["failures"], {})
+        # Unknown keys and objects that differ from the stored key are failures too.
+        resp = await self.request("POST", f"{V3}/keys/signatures/upload", {
+            me: {"NOPE": signed_device, self.master_pub: {**master_signed, "usage": ["other"]}}}, token=self.token)
+        self.assertEqual(resp.json["failures"][me]["NOPE"]["errcode"], "M_NOT_FOUND")
+        self.assertEqual(resp.json["failures"][me][self.master_pub]["errcode"], "M_INVALID_PARAM")
         mine = (await self.request("POST", f"{V3}/keys/query", {"device_keys": {me: [], self.uid("bob"): []}},
                                    token=self.token)).json
+        self.assertEqual(mine["master_keys"][me]["signatures"][me][f"ed25519:{self.device}"],
+                         master_signed["signatures"][me][f"ed25519:{self.device}"])
         self.assertEqual(mine["device_keys"][me][self.device]["signatures"][me][f"ed25519:{ssk_pub}"],
                          signed_device["signatures"][me][f"ed25519:{ssk_pub}"])
         self.assertIn(me, mine["master_keys"][self.uid("bob")]["signatures"])
