@@ -180,6 +180,7 @@ class SyncHandler:
         deadline = self._clock.seconds() + timeout
         await self._await_positions(requester.user_id, since_token, deadline)
         while True:
+            generation = self.d.notifier.generation(requester.user_id)
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
             empty = (not any(response["rooms"].values()) and not response["account_data"]["events"]
@@ -189,6 +190,9 @@ class SyncHandler:
             if since_token is None or full_state or not empty or remaining <= 0:
                 return response
             if self._relevant_after(requester.user_id, rooms, now):
+                continue
+            if self.d.notifier.generation(requester.user_id) != generation:
+                # Woken while building (account data, to-device, device lists...): look again.
                 continue
             woken = await self.d.notifier.wait(requester.user_id, rooms, remaining)
             if not woken:
