@@ -307,3 +307,22 @@ class ShardPositionAllocator:
                 stream=self.stream,
                 shard=self.shard,
             )
+
+
+def raise_sequence_above(db: Database, stream: str, shard: int, floor: int) -> "defer.Deferred[None]":
+    """Make the shard's next position exceed ``floor``.
+
+    For a stream whose positions used to come from elsewhere (one global
+    sequence): the first position drawn from the shard must be above every
+    position already stored. Call before the shard's allocator exists.
+    """
+    sequence = shard_sequence_name(stream, shard)
+
+    def run(txn: Transaction) -> None:
+        txn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(sequence)))
+        last_value, is_called = txn.fetchone()
+        current = last_value if is_called else last_value - 1
+        if floor > current:
+            txn.execute("SELECT setval(%s::regclass, %s, true)", (sequence, floor))
+
+    return db.run_interaction("raise_sequence_above", run)

@@ -218,6 +218,8 @@ class EstuaryProcess:
 
         host, port = self.instance.listen
         self.sites = [draining_site(main, self.reactor), draining_site(replication, self.reactor)]
+        for site in self.sites:
+            site.trusted_proxies = self.config.router.trusted_proxies  # type: ignore[attr-defined]
         self.ports.append(self.reactor.listenTCP(port, self.sites[0], interface=host))
         rhost, rport = self.instance.replication_listen
         self.ports.append(self.reactor.listenTCP(rport, self.sites[1], interface=rhost))

@@ -143,15 +143,17 @@ def start_federation_sender(federation: Federation, on_stop: Any) -> None:
 
 def build_federation_rooms(
     reactor: Any, server_name: str, database: Any, room_api: Any, dispatcher: Any, keyring: Any, client: Any, queue: Any,
-    ephemeral: Any = None,
+    ephemeral: Any = None, profiles: Any = None,
 ) -> Any:
     """The room side of federation for one process (``FederationRooms``).
 
     Registers the shard-owner commands on ``dispatcher`` (received PDUs and
     send_join/send_leave run on the room's events writer) and makes every
     event created locally by ``room_api.creator`` go out to the other
-    servers of its room through ``queue``.
+    servers of its room through ``queue``. Aliases and (with ``profiles``,
+    the ``ProfileHandler``) profiles of other servers are asked of them.
     """
+    from homeserver.federation.queries import RemoteQueries
     from homeserver.federation.events import FederationEventHandler
     from homeserver.federation.rooms import FederationRooms
     from storage.stores.federation_events import FederationEventStore
@@ -166,8 +168,17 @@ def build_federation_rooms(
     room_api.rooms.remote_leave = rooms.leave_remote
     room_api.rooms.remote_backfill = lambda room_id, limit: handler.backfill(room_id, server_name, limit)
     rooms.profile_lookup = getattr(room_api.rooms, "_profile", None)
+    queries = RemoteQueries(reactor, client)
+    room_api.rooms.remote_alias = queries.alias
+    if profiles is not None:
+        profiles.remote = queries
     if ephemeral is not None:
         rooms.attach_ephemeral(ephemeral.typing, ephemeral.receipts)
+        writer = getattr(ephemeral, "presence_writer", None)
+        if writer is not None and writer.enabled and getattr(ephemeral, "presence_commands", None) is not None:
+            rooms.attach_presence(writer, ephemeral.presence_store)
+        if getattr(ephemeral, "to_device_commands", None) is not None:
+            rooms.attach_to_device(ephemeral.to_device_commands)
     return rooms
 
 

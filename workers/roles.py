@@ -103,6 +103,7 @@ def federation_rooms(ctx: "ProcessContext") -> Any:
         rooms = build_federation_rooms(
             ctx.reactor, ctx.config.server_name, ctx.database, ctx.features["rooms"].rooms, ctx.dispatcher,
             fed.keyring, fed.client, fed.queue, ephemeral=ctx.features["rooms"].ephemeral,
+            profiles=account_api(ctx).profiles,
         )
         ctx.features["federation_rooms"] = rooms
     return rooms

@@ -19,7 +19,7 @@ from homeserver.handlers.rooms.events import EventLoader
 from homeserver.handlers.rooms.handler import RoomHandler
 from homeserver.sharding import shard_for
 from storage.stores.events import EventStore
-from storage.streams import Published, ShardPositionAllocator
+from storage.streams import Published, ShardPositionAllocator, raise_sequence_above
 
 logger = logging.getLogger(__name__)
 
@@ -678,6 +678,34 @@ def _presence_enabled(config: Any) -> bool:
     return True if section is None else bool(section.enabled)
 
 
+async def wire_account_data(ctx: Any, account_api: Any, counts: Mapping[str, int], owned: frozenset[int]) -> Any:
+    """Account data writes on the owner of each user's ``account_data`` shard; returns the writer.
+
+    The owned shards get allocators (their sequences first raised above any
+    position already stored, so a token from before never hides a new
+    write) publishing on the bus, which wakes the user's long-polls on every
+    sync worker; other instances forward their writes to the owner.
+    """
+    from homeserver.handlers.account_data import AccountDataCommands
+
+    store = account_api.account_data_store
+    if "account_data" not in counts:
+        return store
+    count = counts["account_data"]
+    allocators: dict[int, ShardPositionAllocator] = {}
+    floor = await store.max_stream_id() if owned else 0
+    for shard in sorted(owned):
+        await raise_sequence_above(ctx.database, "account_data", shard, floor)
+        allocator = await ShardPositionAllocator.create(ctx.database, "account_data", shard)
+        allocator.on_publish(publish_on_bus(ctx.bus, "account_data", shard))
+        allocators[shard] = allocator
+    store.use_allocators(lambda user_id: allocators.get(shard_for(user_id, count)))
+    commands = AccountDataCommands(ctx.dispatcher, store)
+    commands.register()
+    account_api.account_data.use_writer(commands)
+    return commands
+
+
 async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     """Everything of issue 6 for the process described by ``ctx`` (a ``workers.app.ProcessContext``).
 
@@ -700,8 +728,9 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
         ctx.reactor, config.server_name, ctx.database, ctx.bus, signing_key, counts, owned["events"],
         profile_lookup=account_api.profile_store.get_profile, ratelimiter=account_api.ratelimiter,
     )
+    account_data = await wire_account_data(ctx, account_api, counts, owned.get("account_data", frozenset()))
     ephemeral = await build_ephemeral_api(
-        ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_api.account_data_store,
+        ctx.reactor, ctx.database, ctx.bus, counts, owned, rooms.store, account_data,
         presence_enabled=_presence_enabled(config),
     )
     others = [i for i in config.instances.values() if i.name != instance.name]

@@ -92,6 +92,9 @@ class RouterConfig:
 
     listen: tuple[str, int]
     health_interval_seconds: float
+    #: Networks of the reverse proxies (this router, nginx) whose ``X-Forwarded-For`` the
+    #: instances believe for a client's address (rate limits, devices' last seen IP).
+    trusted_proxies: tuple[Any, ...] = ()
 
 
 @attrs.frozen
@@ -129,6 +132,18 @@ class HomeserverConfig:
             if shard in inst.shards.get(stream, ()):
                 return inst
         raise LookupError(f"no owner for {stream}:{shard}")
+
+
+def _trusted_proxies(rt: Reader) -> tuple[Any, ...]:
+    from homeserver.http.server import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
+
+    values = rt.string_list("trusted_proxies", None)
+    if values is None:
+        return DEFAULT_TRUSTED_PROXIES
+    try:
+        return parse_trusted_proxies(values)
+    except ValueError as e:
+        raise ConfigError("router.trusted_proxies", f"must be IP addresses or CIDR networks ({e})")
 
 
 #: Feature sections (registration, rate limits, media...) add a parser
@@ -243,6 +258,7 @@ def load_config(data: Any, path: Optional[str] = None, env: Optional[Mapping[str
     router = RouterConfig(
         listen=rt.listen("listen", ("127.0.0.1", 8008)),
         health_interval_seconds=rt.number("health_interval_seconds", 2.0, minimum=0.1),
+        trusted_proxies=_trusted_proxies(rt),
     )
     rt.finish()
 

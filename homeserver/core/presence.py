@@ -101,3 +101,31 @@ def to_client(presence: UserPresence, now: int) -> dict[str, Any]:
     if presence.state == ONLINE:
         content["currently_active"] = now - presence.last_active_ts < CURRENTLY_ACTIVE_MS
     return content
+
+
+def to_federation(presence: UserPresence, now: int) -> dict[str, Any]:
+    """One entry of an ``m.presence`` EDU's ``push`` list (server-server API, "Presence")."""
+    entry = {"user_id": presence.user_id, **to_client(presence, now)}
+    entry.setdefault("last_active_ago", max(0, now - presence.last_active_ts) if presence.last_active_ts else 0)
+    entry.setdefault("currently_active", False)
+    return entry
+
+
+def from_federation(entry: Any, now: int) -> Optional[UserPresence]:
+    """A remote user's presence from a ``push`` entry, or None when it is malformed.
+
+    ``last_active_ago`` is relative to when the EDU arrived; the remote server
+    keeps its users' timeouts, so the user counts as seen now.
+    """
+    if not isinstance(entry, dict):
+        return None
+    user_id, state = entry.get("user_id"), entry.get("presence")
+    ago, status_msg = entry.get("last_active_ago", 0), entry.get("status_msg")
+    if not isinstance(user_id, str) or state not in STATES:
+        return None
+    if not isinstance(ago, int) or isinstance(ago, bool) or ago < 0:
+        return None
+    if status_msg is not None and not isinstance(status_msg, str):
+        return None
+    last_active = max(0, now - ago) if ago or state == ONLINE else 0
+    return UserPresence(user_id, state, status_msg, last_active, now)

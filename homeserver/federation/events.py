@@ -219,8 +219,59 @@ class FederationEventHandler:
                 passing = check_auth_chain(version, {**chain, **batch})
                 accepted = [(e, j) for e, j in accepted if e.event_id in passing]
             if accepted:
-                return await self._fed.persist_backfilled(room_id, accepted)
+                placed = await self._backfill_states(server, version, room_id, [e for e, _ in accepted])
+                rows = [(e, j, placed[e.event_id]) for e, j in accepted if e.event_id in placed]
+                if rows:
+                    return await self._fed.persist_backfilled(room_id, rows)
         return 0
+
+    async def _backfill_states(self, server: str, version: RoomVersion, room_id: str,
+                               events: list[Event]) -> dict[str, dict[StateKey, str]]:
+        """The state after each backfilled event (those whose state cannot be known are left out).
+
+        In depth order: the state before an event is the state after its prev
+        events (from this batch or held here), resolved when they differ; when
+        a prev event is neither, ``server`` is asked for the state before the
+        event (``/state_ids``, usually once per batch: for its oldest events).
+        A message shares its predecessor's state mapping, so it shares its
+        state group too.
+        """
+        batch = {e.event_id: e for e in events}
+        outside = {p for e in events for p in e.prev_event_ids if p not in batch}
+        held = await self._fed.get_state_after(room_id, sorted(outside)) if outside else {}
+        after: dict[str, dict[StateKey, str]] = {}
+        for event in sorted(events, key=lambda e: (e.depth, e.event_id)):
+            prev_states = []
+            complete = True
+            for prev in event.prev_event_ids:
+                state = after.get(prev, held.get(prev))
+                if state is None:
+                    complete = False
+                    break
+                prev_states.append(state)
+            before: Optional[Mapping[StateKey, str]]
+            if not event.prev_event_ids:
+                before = {}  # the create event: nothing before it
+            elif not complete:
+                before = await self._state_from_remote(server, event)
+            elif len(prev_states) == 1 or all(s is prev_states[0] for s in prev_states):
+                before = prev_states[0]
+            else:
+                try:
+                    before = await self.resolve(version, room_id, prev_states, extra_events=batch)
+                except ValueError as e:
+                    logger.info("backfill: state before %s unresolvable: %s", event.event_id, e)
+                    before = await self._state_from_remote(server, event)
+            if before is None:
+                logger.info("backfill: no state for %s from %s; not stored", event.event_id, server)
+                continue
+            if event.state_key is not None:
+                state_after = dict(before)
+                state_after[(event.type, event.state_key)] = event.event_id
+            else:
+                state_after = before  # type: ignore[assignment]
+            after[event.event_id] = state_after  # type: ignore[assignment]
+        return after
 
     async def _known(self, room_id: str, event_ids: Iterable[str]) -> tuple[set[str], dict[str, tuple[str, str]]]:
         ids = list(event_ids)

@@ -703,6 +703,65 @@ class FederationRooms:
         self.edu_handlers["m.typing"] = self._on_typing_edu
         self.edu_handlers["m.receipt"] = self._on_receipt_edu
 
+    def attach_presence(self, writer: Any, store: Any) -> None:
+        """Exchange presence with the servers sharing rooms with each user (``m.presence`` EDUs).
+
+        ``writer`` is the instance's ``PresenceWriter``: its stored changes
+        (only shard owners store any) of local users are queued, one
+        coalesced EDU per user and destination, for every server sharing a
+        room with the user. Received updates run on the owner of the user's
+        presence shard (``presence.remote``); they are taken only for users
+        of the origin server who are joined to a room here.
+        """
+        from homeserver.core.presence import to_federation
+
+        self._presence_store = store
+
+        def on_change(presence: Any) -> None:
+            if domain_of(presence.user_id) != self.server_name:
+                return
+            entry = to_federation(presence, self.now_ms())
+            self._background("m.presence", self._send_presence(presence.user_id, entry))
+
+        writer.observers.append(on_change)
+        self.edu_handlers["m.presence"] = self._on_presence_edu
+
+    async def _send_presence(self, user_id: str, entry: dict[str, Any]) -> None:
+        servers = await self._presence_store.get_servers_sharing_rooms(user_id)
+        for server in sorted(servers - {self.server_name, ""}):
+            await self._queue.enqueue_edu(server, {"edu_type": "m.presence", "content": {"push": [entry]}},
+                                          coalesce_key=f"m.presence:{user_id}")
+
+    async def _on_presence_edu(self, origin: str, content: Any) -> None:
+        push = content.get("push") if isinstance(content, Mapping) else None
+        if not isinstance(push, list):
+            raise bad_json("m.presence content must have a 'push' list")
+        for entry in push:
+            user_id = entry.get("user_id") if isinstance(entry, Mapping) else None
+            if not isinstance(user_id, str) or domain_of(user_id) != origin:
+                continue
+            if not await self._presence_store.is_joined_anywhere(user_id):
+                continue
+            try:
+                await self._dispatcher.run("presence.remote", user_id, {"entry": thaw(entry)})
+            except MatrixError as e:
+                logger.info("presence of %s from %s refused: %s", user_id, origin, e)
+
+    def attach_to_device(self, commands: Any) -> None:
+        """Exchange send-to-device messages with other servers (``m.direct_to_device`` EDUs).
+
+        ``commands`` is the instance's ``ToDeviceCommands``: messages for remote
+        users are queued for their server; received ones are delivered by the
+        owner of each recipient's ``to_device`` shard.
+        """
+        from homeserver.handlers.to_device import DIRECT_TO_DEVICE
+
+        async def send_remote(destination: str, edu: dict[str, Any]) -> None:
+            await self._queue.enqueue_edu(destination, edu)
+
+        commands.send_remote = send_remote
+        self.edu_handlers[DIRECT_TO_DEVICE] = commands.receive_remote
+
     def _background(self, what: str, coro: Awaitable[Any]) -> None:
         from twisted.internet import defer
 

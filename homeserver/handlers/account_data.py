@@ -38,6 +38,10 @@ class AccountDataHandler:
     def __init__(self, store: Any) -> None:
         self._store = store
 
+    def use_writer(self, writer: "AccountDataCommands") -> None:
+        """Send writes through ``writer`` (to the owner of each user's shard)."""
+        self._store = writer
+
     @staticmethod
     def _own(requester: Requester, user_id: str, what: str) -> None:
         if requester.user_id != user_id:
@@ -171,3 +175,55 @@ class FilterHandler:
         if found is None:
             raise not_found("Filter not found")
         return found
+
+
+class AccountDataCommands:
+    """Account data writes, run on the owner of the user's ``account_data`` shard.
+
+    Stands in for the store where writes happen (the account data handler,
+    read markers, server notices): ``set_account_data`` and ``update_tags``
+    become the ``account_data.set`` / ``account_data.tags`` commands of the
+    dispatcher; reads go to the store. Retries are harmless: both writes
+    set a value rather than add to one.
+    """
+
+    def __init__(self, dispatcher: Any, store: Any) -> None:
+        self._dispatcher = dispatcher
+        self._store = store
+        self.observers = store.observers
+
+    def register(self) -> None:
+        self._dispatcher.register("account_data.set", "account_data", self._set)
+        self._dispatcher.register("account_data.tags", "account_data", self._tags)
+
+    async def set_account_data(self, user_id: str, room_id: Optional[str], data_type: str, content: dict[str, Any]) -> int:
+        result = await self._dispatcher.run("account_data.set", user_id, {
+            "user_id": user_id, "room_id": room_id, "type": data_type, "content": content})
+        return int(result["stream_id"])
+
+    async def update_tags(self, user_id: str, room_id: str, tag: str, content: Optional[dict[str, Any]]) -> int:
+        result = await self._dispatcher.run("account_data.tags", user_id, {
+            "user_id": user_id, "room_id": room_id, "tag": tag, "content": content})
+        return int(result["stream_id"])
+
+    def get_account_data(self, user_id: str, room_id: Optional[str], data_type: str) -> Any:
+        return self._store.get_account_data(user_id, room_id, data_type)
+
+    def get_changes_since(self, user_id: str, since: int) -> Any:
+        return self._store.get_changes_since(user_id, since)
+
+    async def _set(self, args: dict[str, Any]) -> dict[str, Any]:
+        content = args.get("content")
+        if not isinstance(content, dict):
+            raise bad_json("content must be an object")
+        room_id = args.get("room_id")
+        stream_id = await self._store.set_account_data(str(args["user_id"]), room_id if isinstance(room_id, str) else None,
+                                                       str(args["type"]), content)
+        return {"stream_id": stream_id}
+
+    async def _tags(self, args: dict[str, Any]) -> dict[str, Any]:
+        content = args.get("content")
+        if content is not None and not isinstance(content, dict):
+            raise bad_json("content must be an object")
+        stream_id = await self._store.update_tags(str(args["user_id"]), str(args["room_id"]), str(args["tag"]), content)
+        return {"stream_id": stream_id}

@@ -96,6 +96,9 @@ class DirectoryHandler:
     async def resolve_alias(self, alias: str) -> dict[str, Any]:
         """GET /directory/room/{roomAlias}."""
         parsed = parse_alias(alias)
+        if parsed.domain != self.server_name and self._rooms.remote_alias is not None:
+            room_id, servers = await self._rooms.remote_alias(alias)
+            return {"room_id": room_id, "servers": servers}
         record = await self._store.get_alias_record(alias) if parsed.domain == self.server_name else None
         if record is None:
             raise not_found(f"Room alias {alias} not found.")

@@ -46,20 +46,29 @@ class ProfileHandler:
         self._profiles = profiles
         self._config = config
         self.observers: list[ProfileObserver] = []
+        #: Asks a user's server for its profile (``homeserver.federation.queries.RemoteQueries``);
+        #: without it, users of other servers have no profile here.
+        self.remote: Any = None
 
     async def _require_local_user(self, user_id: str) -> None:
-        # Remote profiles come over federation (a later issue): unknown here.
         if server_of(user_id) != self._server_name or await self._accounts.get_user(user_id) is None:
             raise not_found("Profile not found")
 
+    def _is_remote(self, user_id: str) -> bool:
+        return self.remote is not None and server_of(user_id) not in ("", self._server_name)
+
     async def get_profile(self, user_id: str) -> dict[str, Any]:
-        """``GET /profile/{userId}``."""
+        """``GET /profile/{userId}`` (a remote user's is asked of their server)."""
+        if self._is_remote(user_id):
+            return await self.remote.profile(user_id)
         await self._require_local_user(user_id)
         return await self._profiles.get_profile(user_id)
 
     async def get_field(self, user_id: str, key: str) -> dict[str, Any]:
         """``GET /profile/{userId}/{keyName}``."""
         check_profile_key(key)
+        if self._is_remote(user_id):
+            return await self.remote.profile(user_id, key)
         await self._require_local_user(user_id)
         found = await self._profiles.get_field(user_id, key)
         if found is None:

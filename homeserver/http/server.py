@@ -14,6 +14,7 @@ read headers/arguments through the helpers below.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -359,13 +360,51 @@ def access_token(request: IRequest) -> Optional[str]:
     return None
 
 
+#: Proxies whose ``X-Forwarded-For`` is believed when a site sets none (``router.trusted_proxies``).
+DEFAULT_TRUSTED_PROXIES: tuple[Any, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def parse_trusted_proxies(values: Any) -> tuple[Any, ...]:
+    """IP networks from addresses or CIDR strings (ValueError for anything else)."""
+    return tuple(ipaddress.ip_network(str(v).strip(), strict=False) for v in values)
+
+
+def _address(text: str) -> Optional[Any]:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
 def client_ip(request: IRequest) -> str:
-    """The client's address, honouring the router's ``X-Forwarded-For``."""
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the
+    right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy.
+
+    Entries left of it were written by the client and prove nothing; a peer
+    that is not a trusted proxy (``site.trusted_proxies``, loopback by
+    default) cannot claim any address but its own.
+    """
+    peer = getattr(request.getClientAddress(), "host", None) or "unknown"
+    site = getattr(request, "site", None) or getattr(getattr(request, "channel", None), "site", None)
+    trusted = getattr(site, "trusted_proxies", DEFAULT_TRUSTED_PROXIES)
+
+    def is_trusted(address: Optional[Any]) -> bool:
+        return address is not None and any(address in net for net in trusted)
+
+    if not is_trusted(_address(peer)):
+        return peer
     fwd = header(request, "X-Forwarded-For")
-    if fwd:
-        return fwd.split(",")[0].strip()
-    peer = request.getClientAddress()
-    return getattr(peer, "host", "unknown")
+    if not fwd:
+        return peer
+    client = peer
+    for entry in reversed(fwd.split(",")):
+        address = _address(entry)
+        if address is None:
+            break  # garbage: believe nothing further left
+        client = str(address)
+        if not is_trusted(address):
+            break
+    return client
 
 
 class NotFoundResource(resource.Resource):

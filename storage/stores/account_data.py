@@ -11,11 +11,19 @@ Where positions come from is the ``allocator_for`` hook:
   allocator of the user's shard of the ``account_data`` stream
   (``shard = stable hash(user_id) mod shard count``, owned by this writer).
   Positions are then per shard, which is all a user's readers need since a
-  user never changes shard. The :class:`AccountDataChange` is attached to
+  user never changes shard. ``{user_id, room_id, type}`` is attached to
   the position, so the allocator's ``on_publish`` callback (the bus
   publisher) receives it after commit, in position order. A process that
   does not own the user's shard must not call the write methods: it
-  forwards the command to the owner.
+  forwards the command to the owner (``AccountDataCommands``); the hook
+  returns None for such a user and the write is refused.
+
+/sync reads a user's changes as ``stream_id > since`` and moves its token
+to the largest it saw, so a user's positions must commit in position
+order, or a change committing late under a smaller position would never be
+reported. Every write therefore takes a per-user transaction lock before it
+draws its position: the writes of one user are serialised, across
+processes too.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ class AccountDataStore:
     def __init__(self, database: Any, allocator_for: Optional[Callable[[str], Any]] = None) -> None:
         self._db = database
         self._allocator_for = allocator_for
+        self.sharded = allocator_for is not None
         #: Called with an :class:`AccountDataChange` after each committed write.
         self.observers: list[Callable[[AccountDataChange], None]] = []
 
@@ -74,11 +83,19 @@ class AccountDataStore:
 
         return self._db.run_interaction("set_account_data", txn_fn)
 
+    def use_allocators(self, allocator_for: Callable[[str], Any]) -> None:
+        """Draw positions from the owned shards' allocators from now on (see the module docstring)."""
+        self._allocator_for = allocator_for
+        self.sharded = True
+
     def _set_txn(self, txn: Any, user_id: str, room_id: Optional[str], data_type: str, content: Any) -> int:
-        allocator = self._allocator_for(user_id) if self._allocator_for is not None else None
-        if allocator is not None:
+        txn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"account_data:{user_id}",))
+        if self._allocator_for is not None:
+            allocator = self._allocator_for(user_id)
+            if allocator is None:
+                raise RuntimeError(f"the account_data shard of {user_id} is not owned here")
             stream_id = allocator.allocate(txn)
-            allocator.attach(stream_id, AccountDataChange(stream_id, user_id, room_id, data_type))
+            allocator.attach(stream_id, {"user_id": user_id, "room_id": room_id, "type": data_type})
         else:
             txn.execute("SELECT nextval('account_data_stream_seq')")
             (stream_id,) = txn.fetchone()
@@ -116,6 +133,15 @@ class AccountDataStore:
             return self._set_txn(txn, user_id, room_id, "m.tag", {"tags": tags})
 
         return self._db.run_interaction("update_tags", txn_fn)
+
+    def max_stream_id(self) -> "defer.Deferred[int]":
+        """The largest position any account data row has (0 when there is none)."""
+
+        def txn_fn(txn: Any) -> int:
+            txn.execute("SELECT COALESCE(MAX(stream_id), 0) FROM account_data")
+            return int(txn.fetchone()[0])
+
+        return self._db.run_interaction("account_data_max_stream_id", txn_fn)
 
     def get_changes_since(self, user_id: str, since_stream_id: int) -> "defer.Deferred[list[tuple[Optional[str], str, dict, int]]]":
         """``(room_id or None, type, content, stream_id)`` changed after a position (for /sync)."""

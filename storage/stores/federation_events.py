@@ -20,7 +20,7 @@ from twisted.internet import defer
 
 from homeserver.core.events import Event
 from homeserver.core.rooms import ExtremitiesChangedError, NewRoomRow
-from storage.stores.events import PersistResult, insert_event_row_txn
+from storage.stores.events import PersistResult, _state_for_group_txn, insert_event_row_txn
 from storage.stores.relations import write_event_indexes_txn
 
 StateKey = tuple[str, str]
@@ -80,17 +80,7 @@ class FederationEventStore:
             if current != expected:
                 raise ExtremitiesChangedError(f"room {room_id}: extremities are {sorted(current)}, expected {sorted(expected)}")
             if state_to_store is not None:
-                txn.execute("SELECT nextval('state_group_seq')")
-                (group,) = txn.fetchone()
-                txn.execute(
-                    "INSERT INTO state_groups (room_id, state_group, prev_group, chain_length) VALUES (%s, %s, NULL, 0)",
-                    (room_id, group),
-                )
-                rows = [(room_id, group, t, k, e) for (t, k), e in state_to_store.items()]
-                if rows:
-                    txn.execute_values(
-                        "INSERT INTO state_group_state (room_id, state_group, type, state_key, event_id) VALUES %s", rows
-                    )
+                group = _new_state_group_txn(txn, room_id, state_to_store)
                 chain = 0
             else:
                 group = state_group
@@ -119,39 +109,61 @@ class FederationEventStore:
 
         return self._db.run_interaction("persist_received_event", txn_fn)
 
-    def persist_backfilled(self, room_id: str, events: Sequence[tuple[Event, str]]) -> "defer.Deferred[int]":
-        """Store ``(event, pdu_json)`` pairs fetched by backfill as history of ``room_id``.
+    def persist_backfilled(
+        self, room_id: str, events: Sequence[tuple[Event, str, Mapping[StateKey, str]]]
+    ) -> "defer.Deferred[int]":
+        """Store ``(event, pdu_json, state_after)`` triples fetched by backfill as history of ``room_id``.
 
-        Each takes a negative stream position (so /sync never reports it as
-        new) and the state group of the room's oldest event; ordering inside
-        the room is by the event's depth. Known events are skipped. Returns
-        how many were stored.
+        Each event takes a negative stream position (so /sync never reports it
+        as new), older events (smaller depth) lower ones, and a state group
+        holding ``state_after``; events given the very same state mapping
+        object share one group. They are indexed for search and relations,
+        not for the room directory (which follows the current state). Known
+        events are skipped. Returns how many were stored.
         """
 
         def txn_fn(txn: Any) -> int:
-            txn.execute(
-                "SELECT state_group FROM events WHERE room_id = %s AND stream_shard >= 0"
-                " ORDER BY depth ASC, stream_position ASC LIMIT 1",
-                (room_id,),
-            )
-            row = txn.fetchone()
-            if row is None:
-                return 0
-            group = row[0]
             stored = 0
-            for event, pdu_json in events:
+            groups: dict[int, int] = {}
+            # Newest first: each takes the next, lower, negative position.
+            for event, pdu_json, state in sorted(events, key=lambda t: (-t[0].depth, t[0].event_id)):
                 txn.execute("SELECT 1 FROM events WHERE room_id = %s AND event_id = %s AND stream_shard >= 0",
                             (room_id, event.event_id))
                 if txn.fetchone() is not None:
                     continue
+                group = groups.get(id(state))
+                if group is None:
+                    group = groups[id(state)] = _new_state_group_txn(txn, room_id, state)
                 txn.execute("DELETE FROM events WHERE room_id = %s AND event_id = %s", (room_id, event.event_id))
                 txn.execute("SELECT nextval('backfill_stream_seq')")
                 (seq,) = txn.fetchone()
                 insert_event_row_txn(txn, room_id, event, pdu_json, 0, -seq, group)
+                write_event_indexes_txn(txn, event, -seq, unindex_redacted=False, directory_stats=False)
                 stored += 1
             return stored
 
         return self._db.run_interaction("persist_backfilled", txn_fn)
+
+    def get_state_after(self, room_id: str, event_ids: Sequence[str]) -> "defer.Deferred[dict[str, dict[StateKey, str]]]":
+        """The state after each accepted (non-outlier) event of ``event_ids`` held here."""
+
+        def txn_fn(txn: Any) -> dict[str, dict[StateKey, str]]:
+            txn.execute(
+                "SELECT event_id, state_group FROM events WHERE room_id = %s AND event_id = ANY(%s)"
+                " AND stream_shard >= 0 AND NOT rejected AND state_group >= 0",
+                (room_id, list(event_ids)),
+            )
+            by_group: dict[int, list[str]] = {}
+            for event_id, group in txn.fetchall():
+                by_group.setdefault(group, []).append(event_id)
+            out: dict[str, dict[StateKey, str]] = {}
+            for group, ids in by_group.items():
+                state = _state_for_group_txn(txn, room_id, group)
+                for event_id in ids:
+                    out[event_id] = state
+            return out
+
+        return self._db.run_interaction("get_state_after", txn_fn)
 
     def oldest_event(self, room_id: str) -> "defer.Deferred[Optional[tuple[str, str]]]":
         """``(event_id, pdu_json)`` of the topologically first accepted event of ``room_id``, or None."""
@@ -232,6 +244,20 @@ class FederationEventStore:
             return {u.split(":", 1)[1] for (u,) in txn.fetchall() if ":" in u}
 
         return self._db.run_interaction("get_joined_servers", txn_fn)
+
+
+def _new_state_group_txn(txn: Any, room_id: str, state: Mapping[StateKey, str]) -> int:
+    """Write ``state`` as a new full (delta-less) state group of ``room_id``; returns its number."""
+    txn.execute("SELECT nextval('state_group_seq')")
+    (group,) = txn.fetchone()
+    txn.execute(
+        "INSERT INTO state_groups (room_id, state_group, prev_group, chain_length) VALUES (%s, %s, NULL, 0)",
+        (room_id, group),
+    )
+    rows = [(room_id, group, t, k, e) for (t, k), e in state.items()]
+    if rows:
+        txn.execute_values("INSERT INTO state_group_state (room_id, state_group, type, state_key, event_id) VALUES %s", rows)
+    return group
 
 
 def _replace_current_state(txn: Any, room_id: str, state: Mapping[StateKey, str], shard: int, position: int) -> None:

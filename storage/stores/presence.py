@@ -149,3 +149,26 @@ class PresenceStore:
             return [r[0] for r in txn.fetchall()]
 
         return self._db.run_interaction("get_presence_joined_rooms", txn_fn)
+
+    def get_servers_sharing_rooms(self, user_id: str) -> "defer.Deferred[set[str]]":
+        """The servers with a member joined to a room that ``user_id`` is joined to."""
+
+        def txn_fn(txn: Any) -> set[str]:
+            txn.execute(
+                "SELECT DISTINCT substring(mate.user_id from position(':' in mate.user_id) + 1)"
+                " FROM room_memberships AS mine JOIN room_memberships AS mate ON mate.room_id = mine.room_id"
+                " WHERE mine.user_id = %s AND mine.membership = 'join' AND mate.membership = 'join'",
+                (user_id,),
+            )
+            return {r[0] for r in txn.fetchall() if r[0]}
+
+        return self._db.run_interaction("get_presence_servers_sharing_rooms", txn_fn)
+
+    def is_joined_anywhere(self, user_id: str) -> "defer.Deferred[bool]":
+        """Whether ``user_id`` is joined to any room this server knows."""
+
+        def txn_fn(txn: Any) -> bool:
+            txn.execute("SELECT 1 FROM room_memberships WHERE user_id = %s AND membership = 'join' LIMIT 1", (user_id,))
+            return txn.fetchone() is not None
+
+        return self._db.run_interaction("get_presence_is_joined_anywhere", txn_fn)

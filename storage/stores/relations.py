@@ -30,9 +30,11 @@ SEARCH_KEYS = {"m.room.message": ("content.body", "body"), "m.room.name": ("cont
                "m.room.topic": ("content.topic", "topic")}
 
 
-def write_event_indexes_txn(txn: Any, event: Event, position: int, unindex_redacted: bool = True) -> None:
-    """Index a just-inserted event (relations, search, directory stats) and,
-    with ``unindex_redacted``, unindex what it redacts.
+def write_event_indexes_txn(txn: Any, event: Event, position: int, unindex_redacted: bool = True,
+                            directory_stats: bool = True) -> None:
+    """Index a just-inserted event (relations, search and, with
+    ``directory_stats``, the directory's room stats) and, with
+    ``unindex_redacted``, unindex what it redacts.
 
     Runs inside the transaction that persists the event (local or received).
     """
@@ -61,7 +63,8 @@ def write_event_indexes_txn(txn: Any, event: Event, position: int, unindex_redac
                 (room_id, event.event_id, search[0], SEARCH_CONFIG, text.replace("\x00", " "), event.depth, position,
                  event.origin_server_ts),
             )
-    write_directory_stats_txn(txn, event)
+    if directory_stats:
+        write_directory_stats_txn(txn, event)
 
 
 @attrs.frozen

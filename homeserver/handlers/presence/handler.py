@@ -52,6 +52,8 @@ class PresenceWriter:
         self._stored: dict[str, p.UserPresence] = {}
         self._lock = Linearizer("presence")
         self._loop: Optional[task.LoopingCall] = None
+        #: Called with each stored change (after commit): federation sends local users' changes out.
+        self.observers: list[Callable[[p.UserPresence], None]] = []
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -87,7 +89,8 @@ class PresenceWriter:
             return current, current
         return current, self._stored.get(user_id, current)
 
-    async def _apply(self, user_id: str, change: Callable[[p.UserPresence], Optional[p.UserPresence]]) -> None:
+    async def _apply(self, user_id: str, change: Callable[[p.UserPresence], Optional[p.UserPresence]],
+                     timed: bool = True) -> None:
         shard = self._shard_of(user_id)
         allocator = self._allocators.get(shard)
         if allocator is None:
@@ -100,7 +103,12 @@ class PresenceWriter:
             if p.is_change(stored, new):
                 await self._store.upsert(allocator, new, on_row=lambda row: allocator.attach(row.stream_position, row.to_payload()))
                 stored = new
-            if new.state == p.OFFLINE:
+                for observer in self.observers:
+                    try:
+                        observer(new)
+                    except Exception:
+                        logger.exception("presence observer failed")
+            if new.state == p.OFFLINE or not timed:
                 self._current.pop(user_id, None)
                 self._stored.pop(user_id, None)
             else:
@@ -120,6 +128,16 @@ class PresenceWriter:
             return
         now = self._now()
         await self._apply(user_id, lambda old: p.on_sync(old, set_presence, now))
+
+    async def set_remote(self, presence: p.UserPresence) -> None:
+        """A user of another server, as their server told us (``m.presence`` EDU).
+
+        Stored and announced like a local change, but not timed out here:
+        the user's own server keeps their timeouts and tells us.
+        """
+        if not self.enabled:
+            return
+        await self._apply(presence.user_id, lambda old: presence, timed=False)
 
     async def check_timeouts(self) -> int:
         """Move idle users to unavailable and gone ones to offline; returns how many changed."""
@@ -180,6 +198,7 @@ class PresenceCommands:
         """Register ``presence.set`` and ``presence.sync`` with the dispatcher."""
         self._dispatcher.register("presence.set", "presence", self._set)
         self._dispatcher.register("presence.sync", "presence", self._sync)
+        self._dispatcher.register("presence.remote", "presence", self._remote)
 
     async def set_status(self, requester: Any, user_id: str, body: Mapping[str, Any]) -> None:
         """PUT /presence/{userId}/status: only for oneself."""
@@ -215,4 +234,13 @@ class PresenceCommands:
         if set_presence not in p.STATES:
             raise invalid_param("bad set_presence")
         await self._writer.user_syncing(str(args["user_id"]), set_presence)
+        return {}
+
+    async def _remote(self, args: dict[str, Any]) -> dict[str, Any]:
+        presence = p.from_federation(args.get("entry"), int(self._writer.clock.seconds() * 1000))
+        if presence is None:
+            raise bad_json("malformed presence entry")
+        if presence.status_msg is not None and len(presence.status_msg) > MAX_STATUS_MSG:
+            raise invalid_param("'status_msg' is too long")
+        await self._writer.set_remote(presence)
         return {}

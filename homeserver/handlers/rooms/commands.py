@@ -153,8 +153,9 @@ class RoomCommands:
     async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str], servers: Sequence[str] = ()) -> str:
         """POST /join: aliases are resolved here (a read), the join runs on the owner
         (over federation through ``servers`` when the room is not known here)."""
-        room_id = await self._rooms.resolve_room(room_id_or_alias)
-        result = await self._run("rooms.join", room_id, requester, room_id=room_id, reason=reason, servers=list(servers))
+        room_id, alias_servers = await self._rooms.resolve_room_and_servers(room_id_or_alias)
+        via = list(servers) + [s for s in alias_servers if s not in servers]
+        result = await self._run("rooms.join", room_id, requester, room_id=room_id, reason=reason, servers=via)
         return result["room_id"]
 
     async def knock(self, requester: Any, room_id_or_alias: str, reason: Optional[str]) -> str:

@@ -120,6 +120,8 @@ class RoomHandler:
         # Federation backfill: ``remote_backfill(room_id, limit)`` fetches one
         # round of history older than the room's oldest event (count stored).
         self.remote_backfill: Optional[Callable[[str, int], Awaitable[int]]] = None
+        #: Resolves an alias of another server over federation (``remote_alias(alias) -> (room_id, servers)``).
+        self.remote_alias: Optional[Callable[[str], Awaitable[tuple[str, list[str]]]]] = None
         #: Has an invite of a remote user signed by its server (``remote_invite(event) -> event``).
         self.remote_invite: Optional[Callable[[Event], Awaitable[Event]]] = None
 
@@ -314,6 +316,18 @@ class RoomHandler:
         if not room_id_or_alias.startswith("!"):
             raise invalid_param("Expected a room ID or alias")
         return room_id_or_alias
+
+    async def resolve_room_and_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """Like :meth:`resolve_room`, and an alias of another server is asked of that server
+        (when this server federates): the room ID and the servers to join it through."""
+        if room_id_or_alias.startswith("#") and self.remote_alias is not None:
+            try:
+                alias = ids.RoomAlias.parse(room_id_or_alias)
+            except ValueError:
+                raise invalid_param("Invalid room alias")
+            if alias.domain != self.server_name:
+                return await self.remote_alias(room_id_or_alias)
+        return await self.resolve_room(room_id_or_alias), []
 
     async def join(self, requester: Any, room_id_or_alias: str, reason: Optional[str] = None,
                    servers: Sequence[str] = ()) -> str:

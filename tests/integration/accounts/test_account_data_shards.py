@@ -33,9 +33,10 @@ class ShardedPositionsTests(unittest.TestCase):
         a2 = await self.store.update_tags("@a:hs", "!r:hs", "fav", {})
         self.assertEqual((a1, b1, a2), (1, 1, 2))
         self.assertEqual(self.allocators[0].current_position(), 2)
-        changes = [p.payloads[0] for p in self.published]
-        self.assertEqual([(c.user_id, c.stream_id, c.data_type) for c in changes],
-                         [("@a:hs", 1, "x.y"), ("@b:hs", 1, "x.y"), ("@a:hs", 2, "m.tag")])
+        changes = [(p.position, p.payloads[0]) for p in self.published]
+        self.assertEqual(changes, [(1, {"user_id": "@a:hs", "room_id": None, "type": "x.y"}),
+                                   (1, {"user_id": "@b:hs", "room_id": None, "type": "x.y"}),
+                                   (2, {"user_id": "@a:hs", "room_id": "!r:hs", "type": "m.tag"})])
         rows = await self.store.get_changes_since("@a:hs", 1)
         self.assertEqual([(r[0], r[1]) for r in rows], [("!r:hs", "m.tag")])
 
@@ -50,3 +51,26 @@ class ShardedPositionsTests(unittest.TestCase):
 
     async def _write(self, i: int) -> int:
         return await self.store.set_account_data("@a:hs", None, f"t.{i}", {"i": i})
+
+    async def test_user_of_a_shard_not_owned_is_refused(self) -> None:
+        """A write for a user whose shard has no allocator here fails and stores nothing."""
+        store = AccountDataStore(self.db, allocator_for=lambda user: None)
+        with self.assertRaises(RuntimeError):
+            await store.set_account_data("@c:hs", None, "x.y", {"n": 1})
+        self.assertIsNone(await store.get_account_data("@c:hs", None, "x.y"))
+
+    async def test_sequence_raised_above_stored_positions(self) -> None:
+        """raise_sequence_above: a shard that replaces the global sequence starts past every stored position."""
+        from storage.streams import raise_sequence_above
+
+        plain = AccountDataStore(self.db)
+        for i in range(5):
+            await plain.set_account_data("@a:hs", None, f"old.{i}", {})
+        floor = await plain.max_stream_id()
+        await raise_sequence_above(self.db, "account_data", 0, floor)
+        allocator = await ShardPositionAllocator.create(self.db, "account_data", 0)
+        store = AccountDataStore(self.db, allocator_for=lambda user: allocator)
+        position = await store.set_account_data("@a:hs", None, "new", {})
+        self.assertGreater(position, floor)
+        await raise_sequence_above(self.db, "account_data", 0, 1)  # never lowers
+        self.assertGreater(await store.set_account_data("@a:hs", None, "newer", {}), position)

@@ -72,6 +72,8 @@ class Homeserver:
             register_ephemeral_api,
             register_room_api,
             register_sync_api,
+            register_presence_api,
+            register_to_device_api,
             track_writes,
         )
 
@@ -120,6 +122,12 @@ class Homeserver:
         commands = build_room_commands(dispatcher, self.rooms, self.ephemeral)
         register_room_api(self.resource, self.rooms, commands, self.accounts.authenticator)
         register_ephemeral_api(self.resource, commands, self.accounts.authenticator)
+        register_to_device_api(self.resource, self.ephemeral, self.accounts.authenticator)
+        register_presence_api(self.resource, self.ephemeral, self.accounts.authenticator)
+        from workers.directory import build_directory_api, register_directory_api
+
+        register_directory_api(self.resource, build_directory_api(self.server_name, self.db, self.rooms),
+                               self.accounts.authenticator)
 
         queue_store = FederationQueueStore(self.db)
         backoff = DestinationBackoff(reactor, queue_store, BackoffPolicy(min_interval_ms=100, max_interval_ms=500, jitter=0.0))
@@ -135,7 +143,8 @@ class Homeserver:
                                        poll_interval_seconds=0.2)
         testcase.addCleanup(lambda: defer.ensureDeferred(self.sender.stop()))
         self.federation = build_federation_rooms(reactor, self.server_name, self.db, self.rooms, dispatcher, keyring,
-                                                 client, self.sender.queue, ephemeral=self.ephemeral)
+                                                 client, self.sender.queue, ephemeral=self.ephemeral,
+                                                 profiles=self.accounts.profiles)
         register_key_server(self.resource, keyring)
         register_version(self.resource)
         mount_federation_rooms(self.resource, self.federation,
@@ -228,6 +237,83 @@ class TwoServersTests(unittest.TestCase):
                        for e in room.get("ephemeral", {}).get("events", []))
 
         await self.wait(alice_sees_receipt, "receipt reaches A")
+
+    async def test_to_device_across_servers(self) -> None:
+        """alice@A's sendToDevice to bob@B arrives in bob's /sync on B once, even when alice retries the txn."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        for txn, n in (("t1", 1), ("t1", 1), ("t2", 2)):
+            resp = await a.request("PUT", f"/_matrix/client/v3/sendToDevice/m.test/{txn}",
+                                   {"messages": {b.uid("bob"): {"*": {"n": n}}}}, token=alice)
+            self.assertEqual(resp.code, 200, resp.body)
+        seen: list[dict[str, Any]] = []
+
+        async def bob_has_both() -> bool:
+            r = await b.request("GET", "/_matrix/client/v3/sync?timeout=0", token=bob)
+            seen[:] = r.json.get("to_device", {}).get("events", [])
+            return any(e["content"].get("n") == 2 for e in seen)
+
+        await self.wait(bob_has_both, "to-device messages reach B")
+        self.assertEqual(sorted(e["content"]["n"] for e in seen), [1, 2])
+        self.assertTrue(all(e["sender"] == a.uid("alice") and e["type"] == "m.test" for e in seen), seen)
+
+    async def test_remote_profile_and_alias(self) -> None:
+        """bob@B reads alice@A's profile and A's alias, then joins the room by that alias alone."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("PUT", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}/displayname",
+                               {"displayname": "Alice of A"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}", token=bob)
+        self.assertEqual((resp.code, resp.json.get("displayname")), (200, "Alice of A"), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}/displayname", token=bob)
+        self.assertEqual(resp.json, {"displayname": "Alice of A"})
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote(a.uid('alice'))}/avatar_url", token=bob)
+        self.assertEqual((resp.code, resp.json["errcode"]), (404, "M_NOT_FOUND"), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote('@nobody:' + a.server_name)}", token=bob)
+        self.assertEqual((resp.code, resp.json["errcode"]), (404, "M_NOT_FOUND"), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/profile/{quote('@x:unreachable.test')}", token=bob)
+        self.assertEqual(resp.code, 502, resp.body)
+
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom",
+                               {"preset": "public_chat", "room_alias_name": "hall"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        room_id = resp.json["room_id"]
+        resp = await b.request("GET", f"/_matrix/client/v3/directory/room/{quote('#hall:' + a.server_name)}", token=bob)
+        self.assertEqual((resp.code, resp.json), (200, {"room_id": room_id, "servers": [a.server_name]}), resp.body)
+        resp = await b.request("GET", f"/_matrix/client/v3/directory/room/{quote('#nope:' + a.server_name)}", token=bob)
+        self.assertEqual((resp.code, resp.json["errcode"]), (404, "M_NOT_FOUND"), resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote('#hall:' + a.server_name)}", {}, token=bob)
+        self.assertEqual((resp.code, resp.json.get("room_id")), (200, room_id), resp.body)
+        membership = await b.rooms.store.get_membership(room_id, b.uid("bob"))
+        self.assertEqual(membership.membership, "join")
+
+    async def test_presence_across_servers(self) -> None:
+        """alice@A's status reaches bob@B's /sync and GET /presence, and bob's reaches alice."""
+        a, b, alice, bob, room_id = await self.joined_room()
+        resp = await a.request("PUT", f"/_matrix/client/v3/presence/{quote(a.uid('alice'))}/status",
+                               {"presence": "online", "status_msg": "at A"}, token=alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("PUT", f"/_matrix/client/v3/presence/{quote(b.uid('bob'))}/status",
+                               {"presence": "unavailable", "status_msg": "at B"}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+
+        def sees(hs: Homeserver, token: str, user_id: str, state: str, msg: str) -> Any:
+            async def check() -> bool:
+                r = await hs.request("GET", "/_matrix/client/v3/sync?timeout=0", token=token)
+                return any(e["sender"] == user_id and e["content"].get("presence") == state
+                           and e["content"].get("status_msg") == msg
+                           for e in r.json.get("presence", {}).get("events", []))
+            return check
+
+        await self.wait(sees(b, bob, a.uid("alice"), "online", "at A"), "alice's presence reaches B")
+        await self.wait(sees(a, alice, b.uid("bob"), "unavailable", "at B"), "bob's presence reaches A")
+        resp = await b.request("GET", f"/_matrix/client/v3/presence/{quote(a.uid('alice'))}/status", token=bob)
+        self.assertEqual((resp.json["presence"], resp.json.get("status_msg")), ("online", "at A"), resp.body)
 
     async def test_kick_reaches_both_sides(self) -> None:
         """alice kicks bob: A and B both show bob's membership as leave."""
@@ -407,6 +493,41 @@ class TwoServersTests(unittest.TestCase):
         resp = await b.request("GET", "/_matrix/client/v3/sync?" + urlencode({"timeout": "0", "since": since}), token=bob)
         self.assertNotIn(room_id, resp.json.get("rooms", {}).get("join", {}))
         self.assertTrue(timeline)
+
+    async def test_backfilled_events_have_their_own_state_and_are_searchable(self) -> None:
+        """Each backfilled event gets the state A has after it (not the join-time state), and its text is searchable."""
+        a = await Homeserver().start(self, "a.test")
+        b = await Homeserver().start(self, "b.test")
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        resp = await a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"},
+                               token=alice)
+        room_id = resp.json["room_id"]
+        steps = [("m.room.message", "early 0"), ("m.room.topic", "old topic"), ("m.room.message", "early 1"),
+                 ("m.room.topic", "new topic")]
+        for i, (kind, text) in enumerate(steps):
+            if kind == "m.room.topic":
+                path, body = f"state/m.room.topic/", {"topic": text}
+            else:
+                path, body = f"send/m.room.message/h{i}", {"msgtype": "m.text", "body": text}
+            resp = await a.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/{path}", body, token=alice)
+            self.assertEqual(resp.code, 200, resp.body)
+        resp = await b.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}?" + urlencode({"server_name": a.server_name}),
+                               {}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        events = await self._page_all(b, bob, room_id)
+        backfilled = [e["event_id"] for e in events if e["type"] in ("m.room.message", "m.room.topic", "m.room.create")]
+        self.assertEqual(len(backfilled), 5, [e["type"] for e in events])
+        theirs = await a.rooms.store.get_events(room_id, backfilled)
+        their_states = await a.rooms.store.get_state_ids_for_groups(room_id, {r.state_group for r in theirs.values()})
+        ours = await b.federation._fed.get_state_after(room_id, backfilled)
+        for event_id in backfilled:
+            self.assertEqual(ours[event_id], their_states[theirs[event_id].state_group], event_id)
+        resp = await b.request("POST", "/_matrix/client/v3/search",
+                               {"search_categories": {"room_events": {"search_term": "early"}}}, token=bob)
+        self.assertEqual(resp.code, 200, resp.body)
+        found = {r["result"]["content"]["body"] for r in resp.json["search_categories"]["room_events"]["results"]}
+        self.assertEqual(found, {"early 0", "early 1"})
 
     async def test_backfill_drops_bad_signatures(self) -> None:
         """A backfilled PDU whose signature fails is not stored; the good ones are."""

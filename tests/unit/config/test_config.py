@@ -54,6 +54,18 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(cfg.router.listen, ("127.0.0.1", 8008))
         self.assertEqual(cfg.unknown_keys, ())
 
+    def test_trusted_proxies(self):
+        """router.trusted_proxies: loopback by default, else the listed networks; junk refused."""
+        import ipaddress
+
+        cfg = self.load(BASE)
+        self.assertIn(ipaddress.ip_address("127.0.0.1"), cfg.router.trusted_proxies[0])
+        data = copy.deepcopy(BASE)
+        data["router"] = {"trusted_proxies": ["10.1.0.0/16", "192.0.2.7"]}
+        self.assertEqual([str(n) for n in self.load(data).router.trusted_proxies], ["10.1.0.0/16", "192.0.2.7/32"])
+        data["router"] = {"trusted_proxies": ["not a network"]}
+        self.assertConfigError(data, "router.trusted_proxies")
+
     def test_unknown_keys_are_collected(self):
         """Typos are reported with their key path, not fatal."""
         data = copy.deepcopy(BASE)

@@ -117,3 +117,45 @@ class JsonResourceTests(unittest.TestCase):
         self.assertEqual(resp.code, 200)
         self.assertEqual(resp.body, b"hello")
         self.assertEqual(resp.header("Content-Type"), "text/plain")
+
+
+class ClientIpTests(unittest.TestCase):
+    """client_ip: X-Forwarded-For is believed only from trusted proxies, right to left."""
+
+    def _ip(self, peer: str, forwarded: "str | None", trusted: "tuple | None" = None) -> str:
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from homeserver.http.server import client_ip, parse_trusted_proxies
+
+        request = DummyRequest([b""])
+        request.client = (IPv6Address if ":" in peer else IPv4Address)("TCP", peer, 1234)
+        if forwarded is not None:
+            request.requestHeaders.setRawHeaders(b"X-Forwarded-For", [forwarded.encode()])
+        if trusted is not None:
+            class Site:
+                trusted_proxies = parse_trusted_proxies(trusted)
+            request.site = Site()
+        return client_ip(request)
+
+    def test_untrusted_peer_cannot_claim_an_address(self) -> None:
+        self.assertEqual(self._ip("203.0.113.5", "198.51.100.1"), "203.0.113.5")
+
+    def test_trusted_proxy_right_most_untrusted_entry(self) -> None:
+        """A client-supplied entry left of the proxy's own is ignored."""
+        self.assertEqual(self._ip("127.0.0.1", "6.6.6.6, 203.0.113.9"), "203.0.113.9")
+        self.assertEqual(self._ip("::1", "203.0.113.9"), "203.0.113.9")
+
+    def test_chain_of_trusted_proxies(self) -> None:
+        """Hops through several trusted proxies are skipped."""
+        self.assertEqual(self._ip("10.0.0.2", "6.6.6.6, 203.0.113.9, 10.0.0.7", trusted=("10.0.0.0/8",)),
+                         "203.0.113.9")
+
+    def test_no_header_or_garbage(self) -> None:
+        self.assertEqual(self._ip("127.0.0.1", None), "127.0.0.1")
+        self.assertEqual(self._ip("127.0.0.1", "not-an-ip"), "127.0.0.1")
+        self.assertEqual(self._ip("127.0.0.1", "203.0.113.9, junk"), "127.0.0.1")
+
+    def test_configured_proxies_replace_loopback(self) -> None:
+        """With trusted_proxies set, loopback is no longer trusted unless listed."""
+        self.assertEqual(self._ip("127.0.0.1", "203.0.113.9", trusted=("10.0.0.0/8",)), "127.0.0.1")

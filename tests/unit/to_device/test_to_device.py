@@ -61,3 +61,97 @@ class ParseSendBodyTests(unittest.TestCase):
             with self.assertRaises(MatrixError) as cm:
                 parse_send_body(etype, txn, body)
             self.assertEqual(cm.exception.errcode, code, (etype, body))
+
+
+class _FakeDispatcher:
+    """Records commands instead of running them on a shard owner."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, str, dict]] = []
+
+    def register(self, command: str, stream: str, handler: object) -> None:
+        pass
+
+    async def run(self, command: str, key: str, args: dict) -> dict:
+        self.runs.append((command, key, args))
+        return {}
+
+
+class _Requester:
+    user_id = "@alice:a.test"
+    device_id = "ADEV"
+
+
+class FederatedToDeviceTests(unittest.TestCase):
+    """ToDeviceCommands: m.direct_to_device EDUs out and in."""
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from homeserver.handlers.to_device import ToDeviceCommands
+
+        self.dispatcher = _FakeDispatcher()
+        self.sent: list[tuple[str, dict]] = []
+        self.commands = ToDeviceCommands(Clock(), "a.test", self.dispatcher, None, {}, lambda user_id: 0)
+
+        async def send_remote(destination: str, edu: dict) -> None:
+            self.sent.append((destination, edu))
+
+        self.commands.send_remote = send_remote
+
+    async def test_remote_recipients_grouped_per_server(self) -> None:
+        """Local recipients are delivered here; each remote server gets one EDU with all its users."""
+        body = {"messages": {"@bob:b.test": {"B1": {"k": 1}}, "@carol:b.test": {"*": {"k": 2}},
+                             "@dan:c.test": {"D1": {"k": 3}}, "@eve:a.test": {"E1": {"k": 4}}}}
+        await self.commands.send(_Requester(), "m.room_key_request", "txn1", body)
+        self.assertEqual([(c, k) for c, k, _ in self.dispatcher.runs], [("to_device.deliver", "@eve:a.test")])
+        self.assertEqual([d for d, _ in self.sent], ["b.test", "c.test"])
+        edu = self.sent[0][1]
+        self.assertEqual(edu["edu_type"], "m.direct_to_device")
+        self.assertEqual(edu["content"]["sender"], "@alice:a.test")
+        self.assertEqual(edu["content"]["type"], "m.room_key_request")
+        self.assertEqual(edu["content"]["messages"], {"@bob:b.test": {"B1": {"k": 1}}, "@carol:b.test": {"*": {"k": 2}}})
+
+    async def test_message_id_stable_per_transaction(self) -> None:
+        """A client retry produces the same message_id; another transaction or server a different one."""
+        body = {"messages": {"@bob:b.test": {"B1": {}}, "@dan:c.test": {"D1": {}}}}
+        await self.commands.send(_Requester(), "m.x", "txn1", body)
+        await self.commands.send(_Requester(), "m.x", "txn1", body)
+        await self.commands.send(_Requester(), "m.x", "txn2", body)
+        ids = [edu["content"]["message_id"] for _, edu in self.sent]
+        self.assertEqual(ids[0], ids[2])
+        self.assertNotEqual(ids[0], ids[1])
+        self.assertNotEqual(ids[0], ids[4])
+
+    async def test_receive_delivers_local_recipients_only(self) -> None:
+        """Messages for local users are delivered with message_id as the transaction; others dropped."""
+        content = {"sender": "@bob:b.test", "type": "m.room_key", "message_id": "m1",
+                   "messages": {"@alice:a.test": {"ADEV": {"x": 1}}, "@zed:z.test": {"Z": {}},
+                                "@eve:a.test": {"E": "not an object"}}}
+        await self.commands.receive_remote("b.test", content)
+        self.assertEqual(self.dispatcher.runs, [("to_device.deliver", "@alice:a.test", {
+            "sender": "@bob:b.test", "sender_device": "", "txn_id": "m1", "user_id": "@alice:a.test",
+            "event_type": "m.room_key", "messages": {"ADEV": {"x": 1}}})])
+
+    async def test_receive_refusals(self) -> None:
+        """A sender of another server is M_FORBIDDEN; malformed fields are M_BAD_JSON; nothing delivered."""
+        base = {"sender": "@bob:b.test", "type": "m.t", "message_id": "m1", "messages": {"@alice:a.test": {"D": {}}}}
+        cases = [
+            ("c.test", base, "M_FORBIDDEN"),
+            ("b.test", {**base, "sender": 5}, "M_FORBIDDEN"),
+            ("b.test", {**base, "type": "bad type"}, "M_BAD_JSON"),
+            ("b.test", {**base, "message_id": ""}, "M_BAD_JSON"),
+            ("b.test", {**base, "messages": []}, "M_BAD_JSON"),
+            ("b.test", [], "M_BAD_JSON"),
+        ]
+        for origin, content, code in cases:
+            with self.assertRaises(MatrixError) as caught:
+                await self.commands.receive_remote(origin, content)
+            self.assertEqual(caught.exception.errcode, code, (origin, content))
+        self.assertEqual(self.dispatcher.runs, [])
+
+    async def test_without_federation_remote_recipients_skipped(self) -> None:
+        """A process that does not federate delivers locally and drops remote recipients."""
+        self.commands.send_remote = None
+        await self.commands.send(_Requester(), "m.x", "t", {"messages": {"@bob:b.test": {"B1": {}}, "@eve:a.test": {"E": {}}}})
+        self.assertEqual([k for _, k, _ in self.dispatcher.runs], ["@eve:a.test"])
