@@ -36,6 +36,7 @@ from homeserver.core.errors import OneTimeKeyConflict, SignatureVerifyError
 from homeserver.core.signing import verify_key_from_base64, verify_signed_json
 from homeserver.errors import Codes, MatrixError, bad_json, invalid_param
 from homeserver.handlers.rooms.tokens import InvalidTokenError, StreamToken
+from homeserver.handlers.uia import PASSWORD
 
 logger = logging.getLogger(__name__)
 
@@ -616,8 +617,6 @@ class E2EKeysHandler:
         if "master" in existing and not unchanged:
             if self._uia is None:
                 raise MatrixError(401, Codes.FORBIDDEN, "Replacing cross-signing keys needs interactive auth")
-            from homeserver.handlers.uia import PASSWORD
-
             session_id, _ = await self._uia.check(
                 "device_signing_upload", [[PASSWORD]], body.get("auth"), user_id, self._server_name,
                 params={"keys": _fingerprint(keys)},
