@@ -2,7 +2,8 @@
 
 Two writers split every stream's shards; Alice's and Carol's ``device_lists``
 shards are on different writers, so key uploads reach their owner through
-the router or by forwarding. Both nio clients upload their device and
+the router or by forwarding (checked at the end with an upload sent to the
+writer that does not own the user, and the writers' forwarding metrics). Both nio clients upload their device and
 one-time keys, Alice creates an encrypted room and invites Carol; once Carol
 has joined, Alice's /sync lists Carol in ``device_lists.changed``, Alice
 queries and claims Carol's keys, shares a Megolm session over Olm
@@ -132,3 +133,34 @@ class NioEncryptionTests(unittest.TestCase):
         self.assertTrue(event.decrypted)
         # The claimed one-time key is gone from Carol's count; the server reports it.
         self.assertIsInstance(resp.device_key_count.signed_curve25519, int)
+        # A key upload sent to the writer that does not own the user's shard is forwarded to the owner.
+        for client, other in ((alice, "writer1"), (carol, "writer2")):
+            status, body = await asyncio.to_thread(
+                _post, stack.instance_base(other) + "/_matrix/client/v3/keys/upload", client.access_token)
+            self.assertEqual(status, 200, body)
+            self.assertIn("signed_curve25519", body["one_time_key_counts"])
+        forwarded = 0.0
+        for name in ("writer1", "writer2"):
+            text = await asyncio.to_thread(_read, stack.instance_base(name) + "/metrics")
+            for line in text.splitlines():
+                if line.startswith("estuary_replication_forwarded_total") and 'command="e2e.' in line \
+                        and 'outcome="ok"' in line:
+                    forwarded += float(line.rsplit(" ", 1)[1])
+        self.assertGreater(forwarded, 0, "no key write was forwarded between the writers")
+
+
+def _post(url, token):
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def _read(url):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
