@@ -699,7 +699,8 @@ class E2EKeysHandler:
         unsigned_view = {k: v for k, v in signed.items() if k not in ("signatures", "unsigned")}
         if unsigned_view != {k: v for k, v in stored.items() if k not in ("signatures", "unsigned")}:
             return Codes.INVALID_PARAM, "Signed object does not match the stored key"
-        sigs = (signed.get("signatures") or {}).get(user_id)
+        all_sigs = signed.get("signatures")
+        sigs = all_sigs.get(user_id) if isinstance(all_sigs, dict) else None
         if not isinstance(sigs, dict) or not sigs:
             return Codes.INVALID_SIGNATURE, "No signature by the uploader"
         good = []

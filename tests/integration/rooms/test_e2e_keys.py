@@ -371,6 +371,14 @@ class CrossSigningTests(E2EKeysTestCase):
             me: {"NOPE": signed_device, self.master_pub: {**master_signed, "usage": ["other"]}}}, token=self.token)
         self.assertEqual(resp.json["failures"][me]["NOPE"]["errcode"], "M_NOT_FOUND")
         self.assertEqual(resp.json["failures"][me][self.master_pub]["errcode"], "M_INVALID_PARAM")
+        resp = await self.request("POST", f"{V3}/keys/signatures/upload",
+                                  {me: {self.device: {**signed_device, "signatures": ["x"]}}}, token=self.token)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual(resp.json["failures"][me][self.device]["errcode"], "M_INVALID_SIGNATURE")
+        self.assertError(await self.request("POST", f"{V3}/keys/signatures/upload", {me: ["x"]}, token=self.token),
+                         400, "M_BAD_JSON")
+        self.assertError(await self.request("POST", f"{V3}/keys/signatures/upload", {"bob": {}}, token=self.token),
+                         400, "M_INVALID_PARAM")
         mine = (await self.request("POST", f"{V3}/keys/query", {"device_keys": {me: [], self.uid("bob"): []}},
                                    token=self.token)).json
         self.assertEqual(mine["master_keys"][me]["signatures"][me][f"ed25519:{self.device}"],
