@@ -481,3 +481,33 @@ class KeyBackupTests(E2EKeysTestCase):
         resp = await self.request("DELETE", f"{url}?version={version}", token=token)
         self.assertEqual(resp.json, {"etag": "5", "count": 0})
         self.assertEqual((await self.get(token, "/room_keys/version")).json["count"], 0)
+
+
+class MalformedBodiesTests(E2EKeysTestCase):
+    """Odd JSON shapes on every key endpoint get a 4xx Matrix error, never a 500."""
+
+    check_responses_against_spec = False
+
+    async def test_never_500(self) -> None:
+        token, _ = await self.user("alice")
+        odd_values: list[Any] = [None, 1, "x", [], [1], {}, {"a": None}, {"a": [1]}, {"a": {"b": 1}}, True]
+        endpoints = {
+            "/keys/upload": ["device_keys", "one_time_keys", "fallback_keys"],
+            "/keys/query": ["device_keys", "timeout"],
+            "/keys/claim": ["one_time_keys", "timeout"],
+            "/keys/device_signing/upload": ["master_key", "self_signing_key", "user_signing_key", "auth"],
+            "/keys/signatures/upload": [self.uid("alice"), "@bob:test.local"],
+            "/room_keys/version": ["algorithm", "auth_data"],
+        }
+        for path, fields in endpoints.items():
+            for field in fields:
+                for value in odd_values:
+                    resp = await self.request("POST", f"{V3}{path}", {field: value}, token=token)
+                    self.assertLess(resp.code, 500, (path, field, value, resp.body))
+                    if resp.code >= 400:
+                        self.assertIn("errcode", resp.json, (path, field, value))
+        for value in odd_values:
+            resp = await self.request("PUT", f"{V3}/room_keys/keys?version=1", {"rooms": value}, token=token)
+            self.assertLess(resp.code, 500, (value, resp.body))
+            resp = await self.request("PUT", f"{V3}/room_keys/keys/!r:hs/s?version=1", {"session_data": value}, token=token)
+            self.assertLess(resp.code, 500, (value, resp.body))
