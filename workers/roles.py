@@ -122,6 +122,11 @@ async def _mount_federation_inbound(ctx: "ProcessContext", resource: "JsonResour
     mount_federation_rooms(resource, rooms, fed.authenticator)
     # PDUs staged by an instance that died before processing them.
     start_federation_inbound(rooms, ctx.on_stop)
+    keys = ctx.features["rooms"].keys
+    if keys is not None:
+        from homeserver.rest.federation.rooms import register_federation_keys
+
+        register_federation_keys(resource, keys.keys, fed.authenticator)
 
 
 def _start_federation_sender(ctx: "ProcessContext", resource: "JsonResource") -> None:
@@ -159,7 +164,10 @@ async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
     _mount_server_notices(ctx, resource, accounts, rooms)
     # Received PDUs and remote joins run on the events writer; its local
     # events go out to the other servers of their rooms.
-    federation_rooms(ctx)
+    fed_rooms = federation_rooms(ctx)
+    if rooms.keys is not None:
+        # Remote keys are queried and claimed over federation; device list EDUs go out and come in.
+        rooms.keys.keys.attach_federation(federation_api(ctx).client, federation_api(ctx).queue, fed_rooms.edu_handlers)
 
 
 def _mount_server_notices(ctx: "ProcessContext", resource: "JsonResource", accounts: Any, rooms: Any) -> None:

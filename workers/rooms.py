@@ -435,6 +435,11 @@ async def build_sync_api(
     if "to_device" in shard_counts:
         to_device, to_device_subscription = await _to_device_source(reactor, database, bus, shard_counts["to_device"], notifier)
         subscriptions.append(to_device_subscription)
+    device_lists = None
+    if "device_lists" in shard_counts:
+        device_lists, device_lists_subscription = await _device_list_source(
+            reactor, database, bus, shard_counts["device_lists"], notifier, n_events)
+        subscriptions.append(device_lists_subscription)
     writes = writes if writes is not None else WriteTracker()
     deps = SyncDeps(
         events_store=events_store,
@@ -453,6 +458,7 @@ async def build_sync_api(
         writes=writes,
         presence=presence,
         to_device=to_device,
+        device_lists=device_lists,
     )
     return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
 
@@ -489,6 +495,72 @@ async def _to_device_source(reactor: Any, database: Any, bus: Any, count: int, n
     subscription = bus.subscribe({ShardId("to_device", s): positions[s] for s in range(count)},
                                  tail.on_entry, tail.on_gap, name="sync-to-device")
     return source, subscription
+
+
+async def _device_list_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any,
+                              events_shards: int) -> tuple[Any, Any]:
+    """The ``device_lists`` tail (bus from its newest entries, PostgreSQL for gaps) and the sync source over it."""
+    from bus import ShardId
+    from homeserver.handlers.sync.device_lists import DeviceListSource
+    from homeserver.handlers.sync.tail import StreamTail
+    from storage.stores.e2e_keys import DeviceListRow, E2EKeyStore
+
+    store = E2EKeyStore(database)
+    tail = StreamTail(reactor, "device_lists", count, store.get_rows, DeviceListRow.from_payload)
+    source = DeviceListSource(store, tail, notifier, lambda room_id: shard_for(room_id, events_shards), events_shards)
+    positions = await _start_positions(bus, "device_lists", count, store.get_max_positions)
+    tail.start([positions[s] for s in range(count)])
+    subscription = bus.subscribe({ShardId("device_lists", s): positions[s] for s in range(count)},
+                                 tail.on_entry, tail.on_gap, name="sync-device-lists")
+    return source, subscription
+
+
+@attrs.define
+class KeysApi:
+    """End-to-end encryption: the key handler (``E2EKeysHandler``) and the key backup (``KeyBackupHandler``)."""
+
+    keys: Any
+    backup: Any
+
+
+async def build_keys_api(reactor: Any, server_name: str, database: Any, bus: Any, shard_counts: Mapping[str, int],
+                         owned: frozenset[int], dispatcher: Any, uia: Any = None) -> KeysApi:
+    """The E2E keys handler (allocators of the owned ``device_lists`` shards, published on the bus after
+    commit; its commands registered with ``dispatcher``) and the key backup handler."""
+    from homeserver.handlers.e2e_keys import E2EKeysHandler
+    from homeserver.handlers.key_backup import KeyBackupHandler
+    from storage.stores.key_backup import KeyBackupStore
+    from homeserver.handlers.sync.device_lists import DeviceListSource
+    from storage.stores.e2e_keys import E2EKeyStore
+
+    store = E2EKeyStore(database)
+    allocators: dict[int, ShardPositionAllocator] = {}
+    for shard in sorted(owned):
+        allocator = await ShardPositionAllocator.create(database, "device_lists", shard)
+        allocator.on_publish(publish_on_bus(bus, "device_lists", shard))
+        allocators[shard] = allocator
+    count, n_events = shard_counts["device_lists"], shard_counts["events"]
+    # /keys/changes reads PostgreSQL only: no tail needed.
+    changes = DeviceListSource(store, None, None, lambda room_id: shard_for(room_id, n_events), n_events)
+    keys = E2EKeysHandler(reactor, server_name, store, dispatcher, allocators, lambda user_id: shard_for(user_id, count),
+                          uia=uia, device_lists=changes, shard_counts=shard_counts)
+    keys.register()
+    return KeysApi(keys=keys, backup=KeyBackupHandler(KeyBackupStore(database)))
+
+
+def watch_devices(account_api: Any, keys: KeysApi) -> None:
+    """Announce device creations and deletions of the accounts area on the device list stream."""
+    for observers in (account_api.sessions.device_observers, account_api.devices.observers,
+                      account_api.account.device_observers):
+        observers.append(keys.keys.on_devices_changed)
+
+
+def register_keys_api(resource: Any, keys: "KeysApi", authenticator: Any) -> None:
+    """Mount the /keys endpoints and the server-side key backup (/room_keys)."""
+    from homeserver.rest.client.keys import register_key_backup, register_keys
+
+    register_keys(resource, keys.keys, authenticator)
+    register_key_backup(resource, keys.backup, authenticator)
 
 
 async def _bus_head(bus: Any, stream: str, shard: int) -> Optional[int]:
@@ -580,6 +652,8 @@ class RoomsProcess:
     ephemeral: EphemeralApi
     sync: Optional[SyncApi]
     commands: Any
+    #: E2E keys and key backup (``KeysApi``), None when the install has no ``device_lists`` stream.
+    keys: Any = None
 
     def mount(self, resource: Any, authenticator: Any, roles: frozenset[str]) -> None:
         """Mount what ``roles`` serve: room and typing/receipt endpoints on client readers
@@ -593,6 +667,8 @@ class RoomsProcess:
                 register_presence_api(resource, self.ephemeral, authenticator)
             if self.ephemeral.to_device_commands is not None:
                 register_to_device_api(resource, self.ephemeral, authenticator)
+            if self.keys is not None:
+                register_keys_api(resource, self.keys, authenticator)
         if self.sync is not None:
             register_sync_api(resource, self.sync, authenticator, self.ephemeral.presence_commands)
 
@@ -684,4 +760,9 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
         )
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)
-    return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, commands=commands)
+    keys = None
+    if "device_lists" in counts:
+        keys = await build_keys_api(ctx.reactor, config.server_name, ctx.database, ctx.bus, counts,
+                                    owned["device_lists"], ctx.dispatcher, uia=account_api.uia)
+        watch_devices(account_api, keys)
+    return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, commands=commands, keys=keys)

@@ -114,6 +114,8 @@ ROUTES: tuple[RouteRule, ...] = (
         stream="account_data",
     ),
     RouteRule("presence_write", _CS + r"/presence/(?P<key>[^/]+)/status$", CLIENT_WRITER, methods=_WRITE, affinity=Affinity.USER, stream="presence"),
+    # E2E key queries only read (a POST for its body): any client reader answers.
+    RouteRule("keys_query", _CS + r"/keys/query$", CLIENT_READER, methods=frozenset({"POST"})),
     # Everything else: reads to readers, writes to any writer (which forwards
     # to the shard owner when the write is sharded).
     RouteRule("client_read", r"^/_matrix/client/", CLIENT_READER, methods=_READ),

@@ -46,3 +46,11 @@ class UnsupportedRoomVersionError(ValueError):
 class SignatureVerifyError(ValueError):
     """A JSON object is not validly signed (appendices "Checking for a
     Signature")."""
+
+
+class OneTimeKeyConflict(Exception):
+    """A one-time key ID was uploaded again with different contents (``/keys/upload``)."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(key_id)
+        self.key_id = key_id

@@ -66,8 +66,9 @@ class AccountHandler:
         self._auth.invalidate_user(requester.user_id)
         await self._uia.finish(session_id)
         if removed:
-            for observer in list(self.device_observers):
-                observer(requester.user_id, removed)
+            from homeserver.handlers.devices import notify_device_observers
+
+            await notify_device_observers(self.device_observers, requester.user_id, removed)
 
     async def deactivate(self, requester: Requester, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /account/deactivate``: UIA, then log out everywhere and lock the account."""
@@ -87,7 +88,9 @@ class AccountHandler:
         await self._uia.finish(session_id)
         for observer in list(self.deactivation_observers):
             observer(requester.user_id, erase)
-        for dobs in list(self.device_observers):
-            dobs(requester.user_id, removed)
+        if removed:
+            from homeserver.handlers.devices import notify_device_observers
+
+            await notify_device_observers(self.device_observers, requester.user_id, removed)
         # No third-party identifiers are ever bound here, so none were unbound.
         return {"id_server_unbind_result": "no-support"}

@@ -1,12 +1,14 @@
 """Device management: list, inspect, rename, delete (behind UIA).
 
 ``observers`` are called with ``(user_id, device_ids)`` after devices are
-deleted or renamed; the device-list stream (E2EE, issue on keys) hooks in
-there to publish ``device_lists`` facts.
+deleted or renamed; the E2E keys handler hooks in there to publish
+``device_lists`` facts (and drop the keys of deleted devices).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any, Callable, Optional, Sequence
 
 from homeserver.errors import bad_json, not_found
@@ -15,6 +17,24 @@ from homeserver.handlers.sessions import MAX_DEVICE_NAME_LENGTH
 from homeserver.handlers.uia import PASSWORD, UserInteractiveAuth
 
 MAX_DEVICES_PER_REQUEST = 1000
+
+logger = logging.getLogger(__name__)
+
+
+async def notify_device_observers(observers: Sequence[Callable[[str, Sequence[str]], Any]], user_id: str,
+                                  device_ids: Sequence[str]) -> None:
+    """Call each observer with ``(user_id, device_ids)``, awaiting those that return an awaitable.
+
+    The device change has committed already: an observer's failure is logged,
+    not raised to the client (whose request did succeed).
+    """
+    for observer in list(observers):
+        try:
+            result = observer(user_id, list(device_ids))
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("device observer failed for %s %s", user_id, list(device_ids))
 
 
 def device_json(device: Any) -> dict[str, Any]:
@@ -37,11 +57,10 @@ class DeviceHandler:
         self._accounts = accounts
         self._auth = authenticator
         self._uia = uia
-        self.observers: list[Callable[[str, Sequence[str]], None]] = []
+        self.observers: list[Callable[[str, Sequence[str]], Any]] = []
 
-    def _notify(self, user_id: str, device_ids: Sequence[str]) -> None:
-        for observer in list(self.observers):
-            observer(user_id, list(device_ids))
+    async def _notify(self, user_id: str, device_ids: Sequence[str]) -> None:
+        await notify_device_observers(self.observers, user_id, device_ids)
 
     async def list_devices(self, requester: Requester) -> dict[str, Any]:
         """``GET /devices``."""
@@ -67,7 +86,7 @@ class DeviceHandler:
             return
         if not await self._accounts.update_device_display_name(requester.user_id, device_id, name):
             raise not_found("Device not found")
-        self._notify(requester.user_id, [device_id])
+        await self._notify(requester.user_id, [device_id])
 
     async def delete_devices(self, requester: Requester, device_ids: Sequence[str], auth: Any) -> None:
         """Delete devices (and their tokens) after UIA with the account's password."""
@@ -78,7 +97,7 @@ class DeviceHandler:
         await self._accounts.delete_devices(requester.user_id, device_ids)
         self._auth.invalidate_user(requester.user_id)
         await self._uia.finish(session_id)
-        self._notify(requester.user_id, device_ids)
+        await self._notify(requester.user_id, device_ids)
 
     async def delete_device(self, requester: Requester, device_id: str, body: Optional[dict[str, Any]]) -> None:
         """``DELETE /devices/{deviceId}``: 404 for an unknown device, before any UIA."""

@@ -110,8 +110,9 @@ class SessionHandler:
         self._ratelimiter = ratelimiter
         self._config = sessions_config
         self._well_known = well_known
-        #: Called with ``(user_id, device_ids)`` after logouts deleted devices.
-        self.device_observers: list[Callable[[str, Sequence[str]], None]] = []
+        #: Called with ``(user_id, device_ids)`` after a login created (or reused) a device
+        #: and after logouts deleted devices (awaited when they return an awaitable).
+        self.device_observers: list[Callable[[str, Sequence[str]], Any]] = []
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -179,6 +180,7 @@ class SessionHandler:
         await self._accounts.create_session(user_id, device_id, display_name, tokens.stored, self._now_ms())
         # A re-used device_id invalidated that device's previous tokens.
         self._auth.invalidate_user(user_id)
+        await self._notify_devices(user_id, [device_id])
         out: dict[str, Any] = {"user_id": user_id, "device_id": device_id, "home_server": self._server_name}
         out.update(tokens.response_fields())
         if self._well_known is not None:
@@ -238,18 +240,19 @@ class SessionHandler:
         device_id = await self._accounts.delete_access_token(requester.access_token_id)
         self._auth.invalidate_user(requester.user_id)
         if device_id is not None:
-            self._notify_devices(requester.user_id, [device_id])
+            await self._notify_devices(requester.user_id, [device_id])
 
     async def logout_all(self, requester: Requester) -> None:
         """End every session of the requester's account."""
         devices = await self._accounts.delete_all_sessions(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
         if devices:
-            self._notify_devices(requester.user_id, devices)
+            await self._notify_devices(requester.user_id, devices)
 
-    def _notify_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
-        for observer in list(self.device_observers):
-            observer(user_id, list(device_ids))
+    async def _notify_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
+        from homeserver.handlers.devices import notify_device_observers
+
+        await notify_device_observers(self.device_observers, user_id, device_ids)
 
     # -- m.login.token --------------------------------------------------------
 

@@ -11,9 +11,10 @@ positions in base 36 joined by ``.``; sections are joined by ``_``::
 
     s1_e0.1z.0.5_r0.0_t0.0_a4_p0.3
 
-The ``p`` (presence) and ``d`` (to-device) sections are optional, in that
-order: a token without one (from before the stream existed, or an
-installation without it) reads as position 0 on every shard of it.
+The ``p`` (presence), ``d`` (to-device) and ``l`` (device lists) sections
+are optional, in that order: a token without one (from before the stream
+existed, or an installation without it) reads as position 0 on every shard
+of it.
 
 Tokens are opaque to clients. The shard counts are checked when decoding, so
 a token from another installation layout is refused instead of misread.
@@ -71,6 +72,7 @@ class StreamToken:
     account_data: int = 0
     presence: tuple[int, ...] = ()
     to_device: tuple[int, ...] = ()
+    device_lists: tuple[int, ...] = ()
 
     @classmethod
     def zero(cls, shard_counts: Mapping[str, int]) -> "StreamToken":
@@ -82,6 +84,7 @@ class StreamToken:
             account_data=0,
             presence=(0,) * shard_counts.get("presence", 0),
             to_device=(0,) * shard_counts.get("to_device", 0),
+            device_lists=(0,) * shard_counts.get("device_lists", 0),
         )
 
     def encode(self) -> str:
@@ -94,6 +97,8 @@ class StreamToken:
             parts.append("p" + ".".join(_b36(p) for p in self.presence))
         if self.to_device:
             parts.append("d" + ".".join(_b36(p) for p in self.to_device))
+        if self.device_lists:
+            parts.append("l" + ".".join(_b36(p) for p in self.device_lists))
         return "_".join(parts)
 
     @classmethod
@@ -102,7 +107,7 @@ class StreamToken:
         if not isinstance(text, str) or len(text) > 4096:
             raise InvalidTokenError("not a sync token")
         parts = text.split("_")
-        if len(parts) not in (5, 6, 7) or parts[0] != "s1":
+        if len(parts) not in (5, 6, 7, 8) or parts[0] != "s1":
             raise InvalidTokenError("not a sync token")
         values: dict[str, tuple[int, ...]] = {}
         for (letter, name), part in zip(_STREAMS, parts[1:4]):
@@ -115,8 +120,9 @@ class StreamToken:
         if not parts[4].startswith("a"):
             raise InvalidTokenError("missing account data section")
         optional = {"presence": (0,) * shard_counts.get("presence", 0),
-                    "to_device": (0,) * shard_counts.get("to_device", 0)}
-        remaining = [("p", "presence"), ("d", "to_device")]
+                    "to_device": (0,) * shard_counts.get("to_device", 0),
+                    "device_lists": (0,) * shard_counts.get("device_lists", 0)}
+        remaining = [("p", "presence"), ("d", "to_device"), ("l", "device_lists")]
         for part in parts[5:]:
             while remaining and not part.startswith(remaining[0][0]):
                 remaining.pop(0)
@@ -128,7 +134,7 @@ class StreamToken:
                 raise InvalidTokenError(f"token has {len(positions)} {name} shards, this server {shard_counts.get(name, 0)}")
             optional[name] = positions
         return cls(values["events"], values["receipts"], values["typing"], _parse_num(parts[4][1:]),
-                   optional["presence"], optional["to_device"])
+                   optional["presence"], optional["to_device"], optional["device_lists"])
 
     def max_with(self, other: "StreamToken") -> "StreamToken":
         """The component-wise maximum of two tokens."""
@@ -140,6 +146,8 @@ class StreamToken:
             presence=_vmax(self.presence, other.presence) if self.presence and other.presence else self.presence or other.presence,
             to_device=(_vmax(self.to_device, other.to_device) if self.to_device and other.to_device
                        else self.to_device or other.to_device),
+            device_lists=(_vmax(self.device_lists, other.device_lists) if self.device_lists and other.device_lists
+                          else self.device_lists or other.device_lists),
         )
 
     def is_after_or_equal(self, other: "StreamToken") -> bool:

@@ -123,6 +123,8 @@ class SyncDeps:
     presence: Any = None
     #: ``homeserver.handlers.sync.to_device.ToDeviceSource`` (None: no to-device messages).
     to_device: Any = None
+    #: ``homeserver.handlers.sync.device_lists.DeviceListSource`` (None: no device lists or key counts).
+    device_lists: Any = None
 
 
 class SyncHandler:
@@ -142,6 +144,7 @@ class SyncHandler:
             account_data=account,
             presence=self.d.presence.current() if self.d.presence is not None else (),
             to_device=self.d.to_device.current() if self.d.to_device is not None else (),
+            device_lists=self.d.device_lists.current() if self.d.device_lists is not None else (),
         )
         return token.max_with(at_least) if at_least is not None else token
 
@@ -177,14 +180,19 @@ class SyncHandler:
         deadline = self._clock.seconds() + timeout
         await self._await_positions(requester.user_id, since_token, deadline)
         while True:
+            generation = self.d.notifier.generation(requester.user_id)
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
             empty = (not any(response["rooms"].values()) and not response["account_data"]["events"]
-                     and not response["presence"]["events"] and not response["to_device"]["events"])
+                     and not response["presence"]["events"] and not response["to_device"]["events"]
+                     and not response["device_lists"]["changed"] and not response["device_lists"]["left"])
             remaining = deadline - self._clock.seconds()
             if since_token is None or full_state or not empty or remaining <= 0:
                 return response
             if self._relevant_after(requester.user_id, rooms, now):
+                continue
+            if self.d.notifier.generation(requester.user_id) != generation:
+                # Woken while building (account data, to-device, device lists...): look again.
                 continue
             woken = await self.d.notifier.wait(requester.user_id, rooms, remaining)
             if not woken:
@@ -238,6 +246,8 @@ class SyncHandler:
             # Someone's presence changed since the token was built: one more look.
             return True
         if self.d.to_device is not None and token.to_device and self.d.to_device.pending_after(user_id, token.to_device):
+            return True
+        if self.d.device_lists is not None and token.device_lists and self.d.device_lists.pending_after(token.device_lists):
             return True
         return False
 
@@ -341,17 +351,26 @@ class SyncHandler:
             to_device, positions = await self.d.to_device.take(
                 user_id, requester.device_id, since.to_device if since is not None else None, now.to_device)
             now = attrs.evolve(now, to_device=positions)
+        device_lists: dict[str, list[str]] = {"changed": [], "left": []}
+        otk_counts: dict[str, int] = {}
+        fallback_types: list[str] = []
+        if self.d.device_lists is not None:
+            source = self.d.device_lists
+            if since is not None and since.device_lists:
+                # Only rooms with events in the range can hold membership changes.
+                changed_users, left_users = await source.changes(
+                    user_id, sorted(changed), since.events, now.events, since.device_lists, now.device_lists)
+                device_lists = {"changed": changed_users, "left": left_users}
+            otk_counts, fallback_types = await source.key_counts(user_id, requester.device_id)
         response = {
             "next_batch": now.encode(),
             "to_device": {"events": to_device},
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": account_global},
             "presence": {"events": await self._presence(user_id, sync_filter, since, now)},
-            # End-to-end encryption key handling (device lists, one-time
-            # keys) is not implemented yet: these are the true answers
-            # for a server that stores no keys, not placeholders.
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            "device_lists": device_lists,
+            "device_one_time_keys_count": otk_counts,
+            "device_unused_fallback_key_types": fallback_types,
         }
         for section in join.values():
             # No push rules are evaluated yet, so no event counts as a

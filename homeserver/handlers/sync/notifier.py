@@ -22,6 +22,13 @@ class Notifier:
         self._clock = clock
         self._by_user: dict[str, set[_Waiter]] = {}
         self._by_room: dict[str, set[_Waiter]] = {}
+        #: How many times each user was notified: a sync compares it before building and before
+        #: waiting, so a wake-up that came while it was building (no waiter yet) is not lost.
+        self._generations: dict[str, int] = {}
+
+    def generation(self, user_id: str) -> int:
+        """A counter that moves whenever :meth:`notify_user` is called for ``user_id``."""
+        return self._generations.get(user_id, 0)
 
     def wait(self, user_id: str, rooms: Iterable[str], timeout: float) -> "defer.Deferred[bool]":
         """Fires True when :meth:`notify_user` / :meth:`notify_room` concerns this waiter, False at timeout."""
@@ -46,6 +53,7 @@ class Notifier:
 
     def notify_user(self, user_id: str) -> None:
         """Wake every waiter of ``user_id``."""
+        self._generations[user_id] = self._generations.get(user_id, 0) + 1
         for waiter in list(self._by_user.get(user_id, ())):
             self._fire(waiter, True)
 

@@ -113,3 +113,22 @@ def register_federation_rooms(resource: JsonResource, rooms: Any, authenticator:
                           name=f"federation_send_join_{version}")
         resource.register("PUT", f"{PREFIX}/{version}/send_leave/{{roomId}}/{{eventId}}", wrap(send_membership("leave", v1)),
                           name=f"federation_send_leave_{version}")
+
+
+def register_federation_keys(resource: JsonResource, keys: Any, authenticator: Any) -> None:
+    """Mount ``/user/devices/{userId}``, ``/user/keys/query`` and ``/user/keys/claim``
+    (``keys``: a ``homeserver.handlers.e2e_keys.E2EKeysHandler``)."""
+    wrap = authenticator.wrap
+
+    async def user_devices(request: Any, origin: str, userId: str) -> tuple[int, Any]:
+        return 200, await keys.federation_devices(origin, userId)
+
+    async def keys_query(request: Any, origin: str) -> tuple[int, Any]:
+        return 200, await keys.federation_query(origin, parse_json_object(request))
+
+    async def keys_claim(request: Any, origin: str) -> tuple[int, Any]:
+        return 200, await keys.federation_claim(origin, parse_json_object(request))
+
+    resource.register("GET", PREFIX + "/v1/user/devices/{userId}", wrap(user_devices), name="fed_user_devices")
+    resource.register("POST", PREFIX + "/v1/user/keys/query", wrap(keys_query), name="fed_user_keys_query")
+    resource.register("POST", PREFIX + "/v1/user/keys/claim", wrap(keys_claim), name="fed_user_keys_claim")

@@ -175,3 +175,13 @@ class NotifierTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(b))
         self.assertEqual(n.waiting(), 0)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_generation_moves_with_user_notifications(self):
+        """A user's generation moves even when nobody waits, so a sync building its response
+        when the wake-up came can tell it missed one."""
+        n = Notifier(Clock())
+        before = n.generation("@a:x")
+        n.notify_user("@a:x")
+        n.notify_room("!1:x")
+        self.assertEqual(n.generation("@a:x"), before + 1)
+        self.assertEqual(n.generation("@b:x"), 0)

@@ -52,6 +52,10 @@ class RouteTableTests(unittest.TestCase):
             ("GET", "/_matrix/federation/v1/version"): ("federation", None),
             ("GET", "/_synapse/admin/v1/users"): ("admin", None),
             ("GET", "/_matrix/media/v3/config"): ("media", None),
+            ("POST", "/_matrix/client/v3/keys/query"): ("keys_query", None),
+            ("POST", "/_matrix/client/v3/keys/upload"): ("client_write", None),
+            ("POST", "/_matrix/client/v3/keys/claim"): ("client_write", None),
+            ("GET", "/_matrix/client/v3/keys/changes"): ("client_read", None),
         }
         for (method, path), (rule, key) in cases.items():
             m = match_route(method, path)
