@@ -15,9 +15,10 @@ from homeserver.http.server import JsonResource
 def register_account_api(resource: JsonResource, api: Any, admin: bool = True) -> None:
     """Mount discovery, registration, login, account, devices, profile,
     account data and filter endpoints (and, with ``admin``, the Synapse-style
-    admin registration endpoints). ``api`` is a ``workers.accounts.AccountApi``.
+    admin registration and user administration endpoints). ``api`` is a ``workers.accounts.AccountApi``.
     """
     from homeserver.rest.admin import register as admin_register
+    from homeserver.rest.admin import users as admin_users
     from homeserver.rest.client import account, account_data, devices, discovery, login, profile, register
 
     discovery.register(resource, api.config, api.config.sessions, api.authenticator)
@@ -33,3 +34,4 @@ def register_account_api(resource: JsonResource, api: Any, admin: bool = True) -
         openid.register(resource, api.openid, api.authenticator)
     if admin:
         admin_register.register(resource, api.registration, api.token_admin, api.authenticator)
+        admin_users.register(resource, api.admin_users, api.authenticator)
