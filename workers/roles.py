@@ -156,6 +156,10 @@ async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
 
     updater = ProfileMemberUpdater(rooms.rooms.rooms, ctx.dispatcher)
     accounts.profiles.observers.append(updater.on_profile_change)
+    # Deactivated accounts leave their rooms (through each room's shard owner).
+    from workers.rooms import part_on_deactivation
+
+    part_on_deactivation(accounts, rooms.rooms, rooms.commands)
     _mount_server_notices(ctx, resource, accounts, rooms)
     if r.ADMIN in ctx.instance.roles:
         _mount_admin_rooms(resource, accounts, rooms.rooms)

@@ -685,3 +685,12 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)
     return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, commands=commands)
+
+
+def part_on_deactivation(accounts: Any, rooms: RoomApi, commands: Any) -> Any:
+    """Deactivated accounts leave their rooms (``homeserver.handlers.deactivation``); returns the parter."""
+    from homeserver.handlers.deactivation import RoomParter
+
+    parter = RoomParter(rooms.store, commands)
+    accounts.account.deactivation_observers.append(parter.on_deactivated)
+    return parter

@@ -16,9 +16,11 @@ class AdminRoomsTestCase(RoomsTestCase):
     async def extra_setup(self) -> None:
         from homeserver.handlers.admin import AdminRooms
         from homeserver.rest.admin.rooms import register
+        from workers.rooms import part_on_deactivation
 
         register(self.resource, AdminRooms(self.api.admin_store, self.rooms_api.store, self.rooms_api.loader),
                  self.api.authenticator)
+        self.parter = part_on_deactivation(self.api, self.rooms_api, self.commands)
         self.admin = await self.make_user("admin")
         await self.api.account_store.set_admin(self.uid("admin"), True)
         self.alice = await self.make_user("alice")
@@ -140,3 +142,28 @@ class JoinedRoomsTests(AdminRoomsTestCase):
         resp = await self.aget(f"/users/{quote(self.uid('alice'))}/joined_rooms")
         self.assertEqual(resp.code, 200, resp.body)
         self.assertEqual(resp.json, {"joined_rooms": sorted([first, second]), "total": 2})
+
+
+class DeactivationPartsRoomsTests(AdminRoomsTestCase):
+    async def test_deactivated_user_leaves_rooms_and_rejects_invites(self) -> None:
+        """Admin deactivation: the user leaves joined rooms (others see it) and invites are rejected."""
+        from twisted.internet import reactor
+
+        from tests.utils.wait import wait_until
+
+        own = await self.create_room(self.alice)
+        shared = await self.create_room(self.bob, preset="public_chat")
+        self.assertEqual((await self.join(self.alice, shared)).code, 200)
+        invited = await self.create_room(self.bob)
+        resp = await self.post(self.bob, f"/rooms/{invited}/invite", {"user_id": self.uid("alice")})
+        self.assertEqual(resp.code, 200, resp.body)
+
+        resp = await self.request("POST", V1 + "/deactivate/" + quote(self.uid("alice")), {}, token=self.admin)
+        self.assertEqual(resp.code, 200, resp.body)
+        await wait_until(reactor, lambda: not self.parter.pending, what="parting done")
+        resp = await self.aget(f"/users/{quote(self.uid('alice'))}/joined_rooms")
+        self.assertEqual(resp.json, {"joined_rooms": [], "total": 0})
+        self.assertEqual((await self.aget(f"/rooms/{shared}/members")).json["members"], [self.uid("bob")])
+        self.assertEqual((await self.aget(f"/rooms/{own}")).json["joined_members"], 0)
+        resp = await self.get(self.bob, f"/rooms/{invited}/state/m.room.member/{quote(self.uid('alice'))}")
+        self.assertEqual((resp.code, resp.json["membership"]), (200, "leave"))
