@@ -63,6 +63,8 @@ class UserQuery:
     user_id: Optional[str] = None
     order_by: str = "name"
     backwards: bool = False
+    #: User types to leave out ("" stands for users without a type).
+    not_user_types: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -74,6 +76,8 @@ class RoomQuery:
     order_by: str = "name"
     backwards: bool = False
     search_term: Optional[str] = None
+    #: True: only rooms nobody is joined to; False: only rooms someone is joined to.
+    empty_rooms: Optional[bool] = None
 
 
 

@@ -187,6 +187,12 @@ class AdminStore:
             elif query.user_id is not None:
                 clauses.append("user_id ILIKE %s")
                 args.append(like_pattern(query.user_id))
+            typed = [t for t in query.not_user_types if t]
+            if typed:
+                clauses.append("(user_type IS NULL OR NOT user_type = ANY(%s))")
+                args.append(typed)
+            if "" in query.not_user_types:
+                clauses.append("user_type IS NOT NULL")
             where = " AND ".join(clauses)
             base = f"FROM ({_USER_SELECT}) AS listed WHERE {where}"
             txn.execute(f"SELECT COUNT(*) {base}", args)
@@ -275,6 +281,8 @@ class AdminStore:
                 # Synapse: part of the name or canonical alias, or the exact room id.
                 where = "(name ILIKE %(term)s OR canonical_alias ILIKE %(term)s OR room_id = %(exact)s)"
                 args.update(term=like_pattern(query.search_term), exact=query.search_term)
+            if query.empty_rooms is not None:
+                where += " AND joined_members = 0" if query.empty_rooms else " AND joined_members > 0"
             base = f"FROM ({_ROOM_SELECT}) AS listed WHERE {where}"
             txn.execute(f"SELECT COUNT(*) {base}", args)
             total = txn.fetchone()[0]

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.errors import invalid_param
-from homeserver.handlers.admin import DEFAULT_LIMIT, MAX_LIMIT, ROOM_ORDERS, RoomQuery, parse_dir, parse_int
+from homeserver.handlers.admin import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ROOM_ORDERS,
+    RoomQuery,
+    parse_bool,
+    parse_dir,
+    parse_int,
+)
 from homeserver.handlers.auth import require_admin
 from homeserver.http.server import JsonResource
 from homeserver.rest.client._common import query_text, route
@@ -31,6 +39,7 @@ def parse_room_query(request: Any) -> RoomQuery:
         order_by=order_by,
         backwards=parse_dir(query_text(request, "dir")),
         search_term=query_text(request, "search_term") or None,
+        empty_rooms=parse_bool(query_text(request, "empty_rooms"), "empty_rooms", None),
     )
 
 

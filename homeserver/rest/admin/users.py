@@ -14,13 +14,14 @@ from homeserver.handlers.admin import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     USER_ORDERS,
+    USER_TYPES,
     UserQuery,
     parse_bool,
     parse_dir,
     parse_int,
 )
 from homeserver.handlers.auth import require_admin
-from homeserver.http.server import JsonResource
+from homeserver.http.server import JsonResource, query_args
 from homeserver.rest.client._common import json_body, query_text, route
 
 ADMIN_V1 = "/_synapse/admin/v1"
@@ -66,7 +67,17 @@ def parse_user_query(request: Any) -> UserQuery:
         user_id=query_text(request, "user_id") or None,
         order_by=order_by,
         backwards=parse_dir(query_text(request, "dir")),
+        not_user_types=parse_not_user_types(request),
     )
+
+
+def parse_not_user_types(request: Any) -> tuple[str, ...]:
+    """``not_user_type`` (repeatable): ``bot``, ``support`` or the empty string."""
+    values = query_args(request, "not_user_type")
+    for value in values:
+        if value not in USER_TYPES and value != "":
+            raise invalid_param(f"Unknown value for not_user_type: {value!r}")
+    return tuple(values)
 
 
 def register(resource: JsonResource, users: Any, authenticator: Any) -> None:

@@ -86,6 +86,16 @@ class RoomListTests(AdminRoomsTestCase):
         resp = await self.aget("/rooms?search_term=" + quote("%"))
         self.assertEqual(resp.json["rooms"], [])
 
+    async def test_empty_rooms(self) -> None:
+        """``empty_rooms=true`` lists the rooms nobody is joined to, ``false`` the others."""
+        kept = await self.create_room(self.alice)
+        left = await self.create_room(self.alice)
+        self.assertEqual((await self.post(self.alice, f"/rooms/{left}/leave")).code, 200)
+        resp = await self.aget("/rooms?empty_rooms=true")
+        self.assertEqual([r["room_id"] for r in resp.json["rooms"]], [left])
+        resp = await self.aget("/rooms?empty_rooms=false")
+        self.assertEqual([r["room_id"] for r in resp.json["rooms"]], [kept])
+
     async def test_every_order(self) -> None:
         """Every ``order_by`` Synapse documents works both ways and returns every room once."""
         from homeserver.handlers.admin import ROOM_ORDERS
@@ -98,7 +108,8 @@ class RoomListTests(AdminRoomsTestCase):
                 self.assertEqual({r["room_id"] for r in resp.json["rooms"]}, rooms)
 
     async def test_bad_query(self) -> None:
-        for query in ({"limit": "-1"}, {"from": "x"}, {"order_by": "room_id; DROP TABLE rooms"}, {"dir": "x"}):
+        for query in ({"limit": "-1"}, {"from": "x"}, {"order_by": "room_id; DROP TABLE rooms"}, {"dir": "x"},
+                      {"empty_rooms": "yes"}):
             self.assertError(await self.aget("/rooms?" + urlencode(query)), 400, "M_INVALID_PARAM")
         await self.assertRefusesNonAdmins("/rooms")
 

@@ -132,6 +132,18 @@ class ListUsersTests(AdminTestCase):
                 self.assertEqual(sorted(x["name"] for x in resp.json["users"]),
                                  ["@admin:test.local", "@alice:test.local"])
 
+    async def test_not_user_type(self) -> None:
+        """``not_user_type`` (repeatable) leaves out bots, support users or users without a type."""
+        for name, kind in (("bot", "bot"), ("helpdesk", "support")):
+            resp = await self.request("PUT", V2 + "/users/" + u(name), {"user_type": kind}, token=self.admin)
+            self.assertEqual(resp.code, 201, resp.body)
+        resp = await self.get(V2 + "/users?not_user_type=bot")
+        self.assertEqual([x["name"] for x in resp.json["users"]],
+                         ["@admin:test.local", "@alice:test.local", "@helpdesk:test.local"])
+        resp = await self.get(V2 + "/users?not_user_type=bot&not_user_type=")
+        self.assertEqual([x["name"] for x in resp.json["users"]], ["@helpdesk:test.local"])
+        self.assertError(await self.get(V2 + "/users?not_user_type=robot"), 400, "M_INVALID_PARAM")
+
     async def test_bad_query(self) -> None:
         """Bad filters and orders are 400 M_INVALID_PARAM; non-admins are refused."""
         for query in ({"limit": "-1"}, {"limit": "x"}, {"limit": "0"}, {"from": "a"}, {"guests": "maybe"},
