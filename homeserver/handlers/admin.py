@@ -242,10 +242,9 @@ class AdminUsers:
         for device in await self._store.get_devices(user_id):
             connections = []
             if device.last_seen_ts is not None:
-                connections.append({
-                    "ip": device.last_seen_ip, "last_seen": device.last_seen_ts,
-                    "user_agent": device.last_seen_user_agent,
-                })
+                connection = {"ip": device.last_seen_ip, "last_seen": device.last_seen_ts,
+                              "user_agent": device.last_seen_user_agent}
+                connections.append({k: v for k, v in connection.items() if v is not None})
             devices[device.device_id] = {"sessions": [{"connections": connections}]}
         return {"user_id": user_id, "devices": devices}
 

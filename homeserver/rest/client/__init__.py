@@ -20,6 +20,7 @@ def register_account_api(resource: JsonResource, api: Any, admin: bool = True) -
     from homeserver.rest.admin import register as admin_register
     from homeserver.rest.admin import users as admin_users
     from homeserver.rest.client import account, account_data, devices, discovery, login, profile, register
+    from homeserver.rest.client import admin as client_admin
 
     discovery.register(resource, api.config, api.config.sessions, api.authenticator)
     register.register(resource, api.registration)
@@ -28,6 +29,7 @@ def register_account_api(resource: JsonResource, api: Any, admin: bool = True) -
     devices.register(resource, api.devices, api.authenticator)
     profile.register(resource, api.profiles, api.authenticator, api.config.profiles.require_auth_for_profile_requests)
     account_data.register(resource, api.account_data, api.filters, api.authenticator)
+    client_admin.register(resource, api.admin_users, api.authenticator)
     if getattr(api, "openid", None) is not None:
         from homeserver.rest.client import openid
 

@@ -412,3 +412,24 @@ class JoinedRoomsTests(AdminTestCase):
         self.assertEqual((resp.code, resp.json), (200, {"joined_rooms": [], "total": 0}))
         self.assertError(await self.get(V1 + "/users/alice/joined_rooms"), 400, "M_INVALID_PARAM")
         await self.assertRefusesNonAdmins("GET", V1 + "/users/" + u("alice") + "/joined_rooms")
+
+
+class ClientWhoisTests(AdminTestCase):
+    async def test_client_whois(self) -> None:
+        """``/_matrix/client/v3/admin/whois``: the user themself or an admin; others are refused."""
+        path = "/_matrix/client/v3/admin/whois/" + u("alice")
+        resp = await self.request("GET", path, token=self.alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual((resp.json["user_id"], list(resp.json["devices"])), ("@alice:test.local", ["PHONE"]))
+        # Alice's request above was seen: the admin's view has her connection (checked against the spec).
+        seen = await wait_until(reactor, lambda: defer.ensureDeferred(self._connections(path)), what="last-seen")
+        self.assertEqual(seen[0]["ip"], "127.0.0.1")
+        bob = (await self.register_user("bob"))["access_token"]
+        self.assertError(await self.request("GET", path, token=bob), 403, "M_FORBIDDEN")
+        self.assertError(await self.request("GET", path), 401, "M_MISSING_TOKEN")
+        resp = await self.request("GET", "/_matrix/client/v3/admin/whois/" + u("nobody"), token=self.admin)
+        self.assertError(resp, 404, "M_NOT_FOUND")
+
+    async def _connections(self, path: str) -> Any:
+        resp = await self.request("GET", path, token=self.admin)
+        return resp.json["devices"]["PHONE"]["sessions"][0]["connections"] or None
