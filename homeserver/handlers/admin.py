@@ -482,3 +482,32 @@ class AdminRooms:
         rows = await self._events.get_events(room_id, list(state.values()))
         events = await self._loader.serialize_rows(room_id, sorted(rows.values(), key=lambda r: r.stream_position))
         return {"state": events}
+
+    # -- event reports ----------------------------------------------------
+
+    async def list_event_reports(self, start: int, limit: int, backwards: bool, user_id: Optional[str],
+                                 room_id: Optional[str]) -> dict[str, Any]:
+        """``GET /_synapse/admin/v1/event_reports`` (newest first unless ``dir=f``)."""
+        reports, total = await self._store.list_event_reports(start, limit, backwards, user_id, room_id)
+        out: dict[str, Any] = {"event_reports": reports, "total": total}
+        if start + len(reports) < total and reports:
+            out["next_token"] = start + len(reports)
+        return out
+
+    async def get_event_report(self, report_id: str) -> dict[str, Any]:
+        """``GET /_synapse/admin/v1/event_reports/{reportId}``."""
+        report = await self._store.get_event_report(_report_id(report_id))
+        if report is None:
+            raise not_found("Event report not found")
+        return report
+
+    async def delete_event_report(self, report_id: str) -> None:
+        """``DELETE /_synapse/admin/v1/event_reports/{reportId}``."""
+        if not await self._store.delete_event_report(_report_id(report_id)):
+            raise not_found("Event report not found")
+
+
+def _report_id(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise invalid_param("The report ID must be a non-negative integer")
+    return int(value)

@@ -12,6 +12,7 @@ values are bound parameters.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional, Sequence
 
 import attrs
@@ -327,3 +328,81 @@ class AdminStore:
             return [r[0] for r in txn.fetchall()]
 
         return self._db.run_interaction("admin_room_members", txn_fn)
+
+    # -- event reports ------------------------------------------------------
+
+    def list_event_reports(
+        self, start: int, limit: int, backwards: bool, user_id: Optional[str], room_id: Optional[str]
+    ) -> "defer.Deferred[tuple[list[dict[str, Any]], int]]":
+        """One page of reports of events (newest first when ``backwards``) and how many match.
+
+        ``user_id`` / ``room_id`` keep reports whose reporter / room contains them.
+        """
+        direction = "DESC" if backwards else "ASC"
+
+        def txn_fn(txn: Any) -> tuple[list[dict[str, Any]], int]:
+            clauses = ["rr.event_id IS NOT NULL"]
+            args: list[Any] = []
+            if user_id is not None:
+                clauses.append("rr.reporter ILIKE %s")
+                args.append(like_pattern(user_id))
+            if room_id is not None:
+                clauses.append("rr.room_id ILIKE %s")
+                args.append(like_pattern(room_id))
+            where = " AND ".join(clauses)
+            txn.execute(f"SELECT COUNT(*) FROM room_reports rr WHERE {where}", args)
+            total = txn.fetchone()[0]
+            # ``direction`` is one of two fixed words.
+            txn.execute(
+                f"{_REPORT_SELECT} WHERE {where} ORDER BY rr.received_ts {direction}, rr.report_id {direction}"
+                " LIMIT %s OFFSET %s",
+                args + [limit, start],
+            )
+            return [_report_json(r) for r in txn.fetchall()], total
+
+        return self._db.run_interaction("admin_list_event_reports", txn_fn)
+
+    def get_event_report(self, report_id: int) -> "defer.Deferred[Optional[dict[str, Any]]]":
+        """One report of an event with the reported event's JSON, or None."""
+
+        def txn_fn(txn: Any) -> Optional[dict[str, Any]]:
+            txn.execute(
+                f"{_REPORT_SELECT} WHERE rr.report_id = %s AND rr.event_id IS NOT NULL", (report_id,)
+            )
+            row = txn.fetchone()
+            if row is None:
+                return None
+            report = _report_json(row)
+            txn.execute("SELECT json FROM events WHERE room_id = %s AND event_id = %s",
+                        (report["room_id"], report["event_id"]))
+            found = txn.fetchone()
+            report["event_json"] = json.loads(found[0]) if found else None
+            return report
+
+        return self._db.run_interaction("admin_get_event_report", txn_fn)
+
+    def delete_event_report(self, report_id: int) -> "defer.Deferred[bool]":
+        """Delete a report of an event; False if there is none with this id."""
+
+        def txn_fn(txn: Any) -> bool:
+            txn.execute("DELETE FROM room_reports WHERE report_id = %s AND event_id IS NOT NULL", (report_id,))
+            return txn.rowcount > 0
+
+        return self._db.run_interaction("admin_delete_event_report", txn_fn)
+
+
+_REPORT_SELECT = (
+    "SELECT rr.report_id, rr.received_ts, rr.room_id, rr.event_id, rr.reporter, rr.reason, rr.score,"
+    " s.name, s.canonical_alias, e.sender"
+    " FROM room_reports rr LEFT JOIN room_directory_stats s ON s.room_id = rr.room_id"
+    " LEFT JOIN events e ON e.room_id = rr.room_id AND e.event_id = rr.event_id"
+)
+
+
+def _report_json(row: Sequence[Any]) -> dict[str, Any]:
+    report_id, received_ts, room_id, event_id, reporter, reason, score, name, alias, sender = row
+    return {
+        "id": report_id, "received_ts": received_ts, "room_id": room_id, "event_id": event_id,
+        "user_id": reporter, "reason": reason, "score": score, "name": name, "canonical_alias": alias,
+        "sender": sender,
+    }

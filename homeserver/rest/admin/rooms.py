@@ -1,4 +1,4 @@
-"""Synapse-compatible admin endpoints for rooms (list, details, members, state).
+"""Synapse-compatible admin endpoints for rooms (list, details, members, state) and event reports.
 
 Thin servlets: authenticate a server admin, parse the query, call
 :class:`homeserver.handlers.admin.AdminRooms`.
@@ -62,6 +62,31 @@ def register(resource: JsonResource, rooms: Any, authenticator: Any) -> None:
         await require_admin(authenticator, request)
         return 200, await rooms.state(roomId)
 
+    async def list_reports(request: Any) -> tuple[int, Any]:
+        await require_admin(authenticator, request)
+        limit = parse_int(query_text(request, "limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        if limit == 0:
+            raise invalid_param("Query parameter 'limit' must be positive")
+        # Synapse lists the newest reports first unless dir=f.
+        direction = query_text(request, "dir")
+        backwards = True if direction is None else parse_dir(direction)
+        return 200, await rooms.list_event_reports(
+            parse_int(query_text(request, "from"), "from", 0), limit, backwards,
+            query_text(request, "user_id") or None, query_text(request, "room_id") or None,
+        )
+
+    async def get_report(request: Any, reportId: str) -> tuple[int, Any]:
+        await require_admin(authenticator, request)
+        return 200, await rooms.get_event_report(reportId)
+
+    async def delete_report(request: Any, reportId: str) -> tuple[int, Any]:
+        await require_admin(authenticator, request)
+        await rooms.delete_event_report(reportId)
+        return 200, {}
+
+    route(resource, "GET", ADMIN_V1 + "/event_reports", list_reports, name="admin_event_reports")
+    route(resource, "GET", ADMIN_V1 + "/event_reports/{reportId}", get_report, name="admin_event_report")
+    route(resource, "DELETE", ADMIN_V1 + "/event_reports/{reportId}", delete_report, name="admin_event_report_delete")
     route(resource, "GET", ADMIN_V1 + "/rooms", list_rooms, name="admin_list_rooms")
     route(resource, "GET", ADMIN_V1 + "/rooms/{roomId}", get_room, name="admin_get_room")
     route(resource, "GET", ADMIN_V1 + "/rooms/{roomId}/members", members, name="admin_room_members")

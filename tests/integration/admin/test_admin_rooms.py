@@ -178,3 +178,49 @@ class DeactivationPartsRoomsTests(AdminRoomsTestCase):
         self.assertEqual((await self.aget(f"/rooms/{own}")).json["joined_members"], 0)
         resp = await self.get(self.bob, f"/rooms/{invited}/state/m.room.member/{quote(self.uid('alice'))}")
         self.assertEqual((resp.code, resp.json["membership"]), (200, "leave"))
+
+
+class EventReportTests(AdminRoomsTestCase):
+    async def test_list_get_delete(self) -> None:
+        """Reports of events: newest first, filters, details with the event, deletion; room reports are not listed."""
+        from storage.stores.directory import DirectoryStore
+
+        store = DirectoryStore(self.db)
+        room = await self.create_room(self.alice, name="Lounge")
+        sent = await self.send(self.alice, room, {"msgtype": "m.text", "body": "spam"}, "t1")
+        event_id = sent.json["event_id"]
+        first = await store.add_room_report(room, event_id, self.uid("bob"), "spam", -100, 1000)
+        second = await store.add_room_report(room, event_id, self.uid("admin"), "rude", None, 2000)
+        await store.add_room_report(room, None, self.uid("bob"), "whole room", None, 3000)
+
+        resp = await self.aget("/event_reports")
+        self.assertEqual(resp.code, 200, resp.body)
+        self.assertEqual((resp.json["total"], [r["id"] for r in resp.json["event_reports"]]), (2, [second, first]))
+        report = resp.json["event_reports"][1]
+        self.assertEqual((report["room_id"], report["event_id"], report["user_id"], report["sender"], report["reason"],
+                          report["score"], report["name"], report["received_ts"]),
+                         (room, event_id, self.uid("bob"), self.uid("alice"), "spam", -100, "Lounge", 1000))
+        resp = await self.aget("/event_reports?dir=f&limit=1")
+        self.assertEqual(([r["id"] for r in resp.json["event_reports"]], resp.json["next_token"]), ([first], 1))
+        resp = await self.aget("/event_reports?user_id=bob")
+        self.assertEqual([r["id"] for r in resp.json["event_reports"]], [first])
+
+        resp = await self.aget(f"/event_reports/{first}")
+        self.assertEqual(resp.code, 200, resp.body)
+        # The reported event as stored (the PDU; room versions 3+ carry no event_id in it).
+        self.assertEqual((resp.json["event_json"]["type"], resp.json["event_json"]["content"]["body"]),
+                         ("m.room.message", "spam"))
+        resp = await self.request("DELETE", V1 + f"/event_reports/{first}", token=self.admin)
+        self.assertEqual((resp.code, resp.json), (200, {}))
+        self.assertError(await self.aget(f"/event_reports/{first}"), 404, "M_NOT_FOUND")
+        self.assertError(await self.request("DELETE", V1 + f"/event_reports/{first}", token=self.admin), 404, "M_NOT_FOUND")
+        self.assertEqual((await self.aget("/event_reports")).json["total"], 1)
+
+    async def test_refusals(self) -> None:
+        self.assertError(await self.aget("/event_reports/abc"), 400, "M_INVALID_PARAM")
+        self.assertError(await self.aget("/event_reports/-1"), 400, "M_INVALID_PARAM")
+        for query in ("limit=x", "from=-2", "dir=up", "limit=0"):
+            self.assertError(await self.aget("/event_reports?" + query), 400, "M_INVALID_PARAM")
+        await self.assertRefusesNonAdmins("/event_reports")
+        await self.assertRefusesNonAdmins("/event_reports/1")
+        self.assertError(await self.request("DELETE", V1 + "/event_reports/1", token=self.alice), 403, "M_FORBIDDEN")
