@@ -57,7 +57,9 @@ class UserQuery:
     start: int = 0
     limit: int = 100
     guests: bool = True
-    deactivated: bool = False
+    #: None: everyone; True: deactivated users only; False: active users only.
+    #: (v2's ``deactivated=true`` means None, its default False; v3 passes the flag through.)
+    deactivated: Optional[bool] = False
     admins: Optional[bool] = None
     name: Optional[str] = None
     user_id: Optional[str] = None

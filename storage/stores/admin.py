@@ -176,8 +176,9 @@ class AdminStore:
             args: list[Any] = []
             if not query.guests:
                 clauses.append("NOT is_guest")
-            if not query.deactivated:
-                clauses.append("NOT deactivated")
+            if query.deactivated is not None:
+                clauses.append("deactivated = %s")
+                args.append(query.deactivated)
             if query.admins is not None:
                 clauses.append("is_admin = %s")
                 args.append(query.admins)

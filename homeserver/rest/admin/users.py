@@ -26,6 +26,7 @@ from homeserver.rest.client._common import json_body, query_text, route
 
 ADMIN_V1 = "/_synapse/admin/v1"
 ADMIN_V2 = "/_synapse/admin/v2"
+ADMIN_V3 = "/_synapse/admin/v3"
 
 
 def server_version() -> str:
@@ -49,8 +50,16 @@ def register_server_version(resource: JsonResource) -> None:
     route(resource, "GET", ADMIN_V1 + "/server_version", get_version, name="admin_server_version")
 
 
-def parse_user_query(request: Any) -> UserQuery:
-    """The filters, order and page of ``GET /v2/users`` (``M_INVALID_PARAM`` for bad values)."""
+def parse_user_query(request: Any, version: int = 2) -> UserQuery:
+    """The filters, order and page of ``GET /v2/users`` and ``/v3/users`` (``M_INVALID_PARAM`` for bad values).
+
+    They differ only in ``deactivated``: v2's ``true`` includes deactivated
+    users (default: left out); v3's is a filter (``true`` only them,
+    ``false`` none of them, absent everyone).
+    """
+    deactivated = parse_bool(query_text(request, "deactivated"), "deactivated", None)
+    if version == 2:
+        deactivated = None if deactivated else False
     order_by = query_text(request, "order_by") or "name"
     if order_by not in USER_ORDERS:
         raise invalid_param(f"Unknown value for order_by: {order_by!r}")
@@ -61,7 +70,7 @@ def parse_user_query(request: Any) -> UserQuery:
         start=parse_int(query_text(request, "from"), "from", 0),
         limit=limit,
         guests=bool(parse_bool(query_text(request, "guests"), "guests", True)),
-        deactivated=bool(parse_bool(query_text(request, "deactivated"), "deactivated", False)),
+        deactivated=deactivated,
         admins=parse_bool(query_text(request, "admins"), "admins", None),
         name=query_text(request, "name") or None,
         user_id=query_text(request, "user_id") or None,
@@ -87,6 +96,10 @@ def register(resource: JsonResource, users: Any, authenticator: Any) -> None:
     async def list_users(request: Any) -> tuple[int, Any]:
         await require_admin(authenticator, request)
         return 200, await users.list_users(parse_user_query(request))
+
+    async def list_users_v3(request: Any) -> tuple[int, Any]:
+        await require_admin(authenticator, request)
+        return 200, await users.list_users(parse_user_query(request, version=3))
 
     async def get_user(request: Any, userId: str) -> tuple[int, Any]:
         await require_admin(authenticator, request)
@@ -146,6 +159,7 @@ def register(resource: JsonResource, users: Any, authenticator: Any) -> None:
         return 200, await users.joined_rooms(userId)
 
     route(resource, "GET", ADMIN_V2 + "/users", list_users, name="admin_list_users")
+    route(resource, "GET", ADMIN_V3 + "/users", list_users_v3, name="admin_list_users_v3")
     route(resource, "GET", ADMIN_V2 + "/users/{userId}", get_user, name="admin_get_user")
     route(resource, "PUT", ADMIN_V2 + "/users/{userId}", put_user, name="admin_put_user")
     route(resource, "POST", ADMIN_V1 + "/deactivate/{userId}", deactivate, name="admin_deactivate")

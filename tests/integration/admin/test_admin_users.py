@@ -80,6 +80,14 @@ class ListUsersTests(AdminTestCase):
         self.assertEqual([x["name"] for x in resp.json["users"]],
                          ["@admin:test.local", "@alice:test.local", "@bob:test.local"])
         self.assertTrue(resp.json["users"][2]["deactivated"])
+        # v3: ``deactivated`` filters both ways, absent means everyone.
+        v3 = "/_synapse/admin/v3/users?guests=false"
+        resp = await self.get(v3 + "&deactivated=true")
+        self.assertEqual([x["name"] for x in resp.json["users"]], ["@bob:test.local"])
+        resp = await self.get(v3 + "&deactivated=false")
+        self.assertEqual([x["name"] for x in resp.json["users"]], ["@admin:test.local", "@alice:test.local"])
+        resp = await self.get(v3)
+        self.assertEqual(resp.json["total"], 3)
         resp = await self.get(V2 + "/users?admins=true")
         self.assertEqual([x["name"] for x in resp.json["users"]], ["@admin:test.local"])
         resp = await self.get(V2 + "/users?admins=false&guests=false")
@@ -151,6 +159,7 @@ class ListUsersTests(AdminTestCase):
             resp = await self.get(V2 + "/users?" + urlencode(query))
             self.assertError(resp, 400, "M_INVALID_PARAM")
         await self.assertRefusesNonAdmins("GET", V2 + "/users")
+        await self.assertRefusesNonAdmins("GET", "/_synapse/admin/v3/users")
 
 
 class QueryUserTests(AdminTestCase):
