@@ -402,16 +402,18 @@ class AdminUsers:
 
 def _parse_user_changes(body: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a PUT /v2/users body, checked (``M_BAD_JSON`` / ``M_INVALID_PARAM``)."""
+    # As in Synapse, null means "leave unchanged" (tools send whole records
+    # back with nulls), except for user_type where null clears it.
     changes: dict[str, Any] = {}
     for key in ("password", "displayname", "avatar_url"):
-        if key in body:
+        if body.get(key) is not None:
             if not isinstance(body[key], str):
                 raise bad_json(f"'{key}' must be a string")
             changes[key] = body[key]
     if "avatar_url" in changes and changes["avatar_url"] and not changes["avatar_url"].startswith("mxc://"):
         raise bad_json("'avatar_url' must be an mxc:// URI")
     for key in ("logout_devices", "admin", "deactivated"):
-        if key in body:
+        if body.get(key) is not None:
             if not isinstance(body[key], bool):
                 raise bad_json(f"'{key}' must be a boolean")
             changes[key] = body[key]
