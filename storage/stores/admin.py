@@ -54,6 +54,18 @@ _USER_SELECT = (
     " LEFT JOIN profile_fields dn ON dn.user_id = u.user_id AND dn.field = 'displayname'"
     " LEFT JOIN profile_fields av ON av.user_id = u.user_id AND av.field = 'avatar_url'"
 )
+#: The same rows, last-seen computed by one grouped pass over ``devices``: cheaper when
+#: every row's value is needed (ordering by it), dearer for one page in another order
+#: (where the per-row subquery above runs only for the rows returned).
+_USER_SELECT_GROUPED = (
+    "SELECT u.user_id, u.created_ts, u.is_admin, u.is_guest, u.user_type, u.deactivated, u.erased,"
+    " dn.value #>> '{}' AS displayname, av.value #>> '{}' AS avatar_url, ls.last_seen_ts"
+    " FROM users u"
+    " LEFT JOIN profile_fields dn ON dn.user_id = u.user_id AND dn.field = 'displayname'"
+    " LEFT JOIN profile_fields av ON av.user_id = u.user_id AND av.field = 'avatar_url'"
+    " LEFT JOIN (SELECT user_id, MAX(last_seen_ts) AS last_seen_ts FROM devices GROUP BY user_id) ls"
+    " ON ls.user_id = u.user_id"
+)
 
 #: ``order_by`` of GET /_synapse/admin/v2/users -> column of the ``_USER_SELECT`` subquery.
 USER_ORDER_COLUMNS = {
@@ -196,7 +208,8 @@ class AdminStore:
             if "" in query.not_user_types:
                 clauses.append("user_type IS NOT NULL")
             where = " AND ".join(clauses)
-            base = f"FROM ({_USER_SELECT}) AS listed WHERE {where}"
+            select = _USER_SELECT_GROUPED if column == "last_seen_ts" else _USER_SELECT
+            base = f"FROM ({select}) AS listed WHERE {where}"
             txn.execute(f"SELECT COUNT(*) {base}", args)
             total = txn.fetchone()[0]
             # ``column`` and ``direction`` come from the fixed tables above; ties by name.
