@@ -14,6 +14,7 @@ import attrs
 
 from homeserver.config.accounts import AccountsConfig
 from homeserver.handlers.account import AccountHandler
+from homeserver.handlers.admin import AdminUsers
 from homeserver.handlers.account_data import AccountDataHandler, FilterHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.devices import DeviceHandler
@@ -29,6 +30,7 @@ from homeserver.handlers.uia import UserInteractiveAuth
 from homeserver.rest.client._common import request_credentials
 from storage.stores.account_data import AccountDataStore
 from storage.stores.accounts import AccountStore
+from storage.stores.admin import AdminStore
 from storage.stores.openid import OpenIdTokenStore
 from storage.stores.profiles import ProfileStore
 from storage.stores.registration import RegistrationStore
@@ -55,6 +57,9 @@ class AccountApi:
     account_data: AccountDataHandler
     filters: FilterHandler
     token_admin: RegistrationTokenAdmin
+    #: The Synapse-compatible admin API's user administration.
+    admin_users: AdminUsers
+    admin_store: AdminStore
     #: OpenID tokens for third parties (client request_token; federation openid/userinfo).
     openid: Any = None
 
@@ -96,6 +101,10 @@ def build_account_api(
     registration = RegistrationHandler(
         reactor, config, accounts, registration_store, uia, sessions, hasher, ratelimiter
     )
+    account = AccountHandler(config.server_name, accounts, authenticator, uia, hasher, config.password_policy)
+    devices = DeviceHandler(config.server_name, accounts, authenticator, uia)
+    profiles = ProfileHandler(config.server_name, accounts, profile_store, config.profiles)
+    admin_store = AdminStore(database, config.server_name)
     return AccountApi(
         config=config,
         account_store=accounts,
@@ -108,11 +117,14 @@ def build_account_api(
         uia=uia,
         sessions=sessions,
         registration=registration,
-        account=AccountHandler(config.server_name, accounts, authenticator, uia, hasher, config.password_policy),
-        devices=DeviceHandler(config.server_name, accounts, authenticator, uia),
-        profiles=ProfileHandler(config.server_name, accounts, profile_store, config.profiles),
+        account=account,
+        devices=devices,
+        profiles=profiles,
         account_data=AccountDataHandler(account_data_store),
         filters=FilterHandler(account_data_store),
         token_admin=RegistrationTokenAdmin(reactor, registration_store),
+        admin_users=AdminUsers(config.server_name, admin_store, accounts, authenticator, account, devices, profiles,
+                               registration),
+        admin_store=admin_store,
         openid=OpenIdHandler(reactor, config.server_name, OpenIdTokenStore(database)),
     )

@@ -161,13 +161,27 @@ async def _mount_rooms(ctx: "ProcessContext", resource: "JsonResource") -> None:
 
     updater = ProfileMemberUpdater(rooms.rooms.rooms, ctx.dispatcher)
     accounts.profiles.observers.append(updater.on_profile_change)
+    # Deactivated accounts leave their rooms (through each room's shard owner).
+    from workers.rooms import part_on_deactivation
+
+    part_on_deactivation(accounts, rooms.rooms, rooms.commands)
     _mount_server_notices(ctx, resource, accounts, rooms)
+    if r.ADMIN in ctx.instance.roles:
+        _mount_admin_rooms(resource, accounts, rooms.rooms)
     # Received PDUs and remote joins run on the events writer; its local
     # events go out to the other servers of their rooms.
     fed_rooms = federation_rooms(ctx)
     if rooms.keys is not None:
         # Remote keys are queried and claimed over federation; device list EDUs go out and come in.
         rooms.keys.keys.attach_federation(federation_api(ctx).client, federation_api(ctx).queue, fed_rooms.edu_handlers)
+
+
+def _mount_admin_rooms(resource: "JsonResource", accounts: Any, room_api: Any) -> None:
+    """The admin API's room endpoints (reads of PostgreSQL; any instance can serve them)."""
+    from homeserver.handlers.admin import AdminRooms
+    from homeserver.rest.admin.rooms import register
+
+    register(resource, AdminRooms(accounts.admin_store, room_api.store, room_api.loader), accounts.authenticator)
 
 
 def _mount_server_notices(ctx: "ProcessContext", resource: "JsonResource", accounts: Any, rooms: Any) -> None:

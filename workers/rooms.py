@@ -766,3 +766,12 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
                                     owned["device_lists"], ctx.dispatcher, uia=account_api.uia)
         watch_devices(account_api, keys)
     return RoomsProcess(rooms=rooms, ephemeral=ephemeral, sync=sync, commands=commands, keys=keys)
+
+
+def part_on_deactivation(accounts: Any, rooms: RoomApi, commands: Any) -> Any:
+    """Deactivated accounts leave their rooms (``homeserver.handlers.deactivation``); returns the parter."""
+    from homeserver.handlers.deactivation import RoomParter
+
+    parter = RoomParter(rooms.store, commands)
+    accounts.account.deactivation_observers.append(parter.on_deactivated)
+    return parter

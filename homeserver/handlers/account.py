@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from homeserver.errors import Codes, MatrixError, bad_json
 from homeserver.handlers.auth import Authenticator, Requester
@@ -59,16 +59,35 @@ class AccountHandler:
         session_id, _ = await self._uia.check(
             "change_password", [[PASSWORD]], body.get("auth"), requester.user_id, self._server_name
         )
-        password_hash = await self._hasher.hash(new_password)
-        removed = await self._accounts.set_password_hash(
-            requester.user_id, password_hash, requester.device_id, logout_devices
-        )
-        self._auth.invalidate_user(requester.user_id)
+        await self.set_password(requester.user_id, new_password, logout_devices, keep_device_id=requester.device_id)
         await self._uia.finish(session_id)
+
+    async def set_password(
+        self, user_id: str, new_password: str, logout_devices: bool, keep_device_id: Optional[str] = None
+    ) -> None:
+        """Check the policy, store the new hash, log out the other devices if asked.
+
+        Shared by ``/account/password`` (after UIA) and the admin API; every
+        cached token of the user is dropped here and, over the ``caches``
+        stream, on every other process.
+        """
+        await self.store_password_hash(user_id, await self.hash_new_password(new_password), logout_devices, keep_device_id)
+
+    async def store_password_hash(
+        self, user_id: str, password_hash: str, logout_devices: bool, keep_device_id: Optional[str] = None
+    ) -> None:
+        """Second half of :meth:`set_password`, for callers that hashed (and so checked) first."""
+        removed = await self._accounts.set_password_hash(user_id, password_hash, keep_device_id, logout_devices)
+        self._auth.invalidate_user(user_id)
         if removed:
             from homeserver.handlers.devices import notify_device_observers
 
-            await notify_device_observers(self.device_observers, requester.user_id, removed)
+            await notify_device_observers(self.device_observers, user_id, removed)
+
+    async def hash_new_password(self, new_password: str) -> str:
+        """The bcrypt hash of a new password that meets the policy (``M_WEAK_PASSWORD`` otherwise)."""
+        check_password_policy(new_password, self._policy)
+        return await self._hasher.hash(new_password)
 
     async def deactivate(self, requester: Requester, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /account/deactivate``: UIA, then log out everywhere and lock the account."""
@@ -83,14 +102,22 @@ class AccountHandler:
         session_id, _ = await self._uia.check(
             "deactivate", [[PASSWORD]], body.get("auth"), requester.user_id, self._server_name
         )
-        removed = await self._accounts.deactivate_user(requester.user_id, erase)
-        self._auth.invalidate_user(requester.user_id)
+        await self.deactivate_user(requester.user_id, erase)
         await self._uia.finish(session_id)
+        # No third-party identifiers are ever bound here, so none were unbound.
+        return {"id_server_unbind_result": "no-support"}
+
+    async def deactivate_user(self, user_id: str, erase: bool) -> None:
+        """Lock the account, drop its password, devices and tokens (and profile with ``erase``).
+
+        Shared by ``/account/deactivate`` (after UIA) and the admin API; the
+        observers then run (leaving rooms, device-list updates).
+        """
+        removed = await self._accounts.deactivate_user(user_id, erase)
+        self._auth.invalidate_user(user_id)
         for observer in list(self.deactivation_observers):
-            observer(requester.user_id, erase)
+            observer(user_id, erase)
         if removed:
             from homeserver.handlers.devices import notify_device_observers
 
-            await notify_device_observers(self.device_observers, requester.user_id, removed)
-        # No third-party identifiers are ever bound here, so none were unbound.
-        return {"id_server_unbind_result": "no-support"}
+            await notify_device_observers(self.device_observers, user_id, removed)

@@ -76,17 +76,21 @@ class DeviceHandler:
 
     async def update_device(self, requester: Requester, device_id: str, body: dict[str, Any]) -> None:
         """``PUT /devices/{deviceId}``: only ``display_name`` may change."""
+        await self.rename_device(requester.user_id, device_id, body)
+
+    async def rename_device(self, user_id: str, device_id: str, body: dict[str, Any]) -> None:
+        """Apply a ``PUT /devices/{deviceId}`` body to one of ``user_id``'s devices (also the admin API's)."""
         name = body.get("display_name")
         if name is not None and (not isinstance(name, str) or len(name) > MAX_DEVICE_NAME_LENGTH):
             raise bad_json("'display_name' must be a string of at most 1000 characters")
         if "display_name" not in body:
             # Nothing to change; the device must still exist.
-            if await self._accounts.get_device(requester.user_id, device_id) is None:
+            if await self._accounts.get_device(user_id, device_id) is None:
                 raise not_found("Device not found")
             return
-        if not await self._accounts.update_device_display_name(requester.user_id, device_id, name):
+        if not await self._accounts.update_device_display_name(user_id, device_id, name):
             raise not_found("Device not found")
-        await self._notify(requester.user_id, [device_id])
+        await self._notify(user_id, [device_id])
 
     async def delete_devices(self, requester: Requester, device_ids: Sequence[str], auth: Any) -> None:
         """Delete devices (and their tokens) after UIA with the account's password."""
@@ -94,10 +98,18 @@ class DeviceHandler:
             "delete_devices", [[PASSWORD]], auth, requester.user_id, self._server_name,
             params={"devices": sorted(set(device_ids))},
         )
-        await self._accounts.delete_devices(requester.user_id, device_ids)
-        self._auth.invalidate_user(requester.user_id)
+        await self.remove_devices(requester.user_id, device_ids)
         await self._uia.finish(session_id)
-        await self._notify(requester.user_id, device_ids)
+
+    async def remove_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
+        """Delete devices and their tokens without UIA (after it, or for an admin).
+
+        The tokens' cache entries go here and, over the ``caches`` stream, on
+        every other process; the observers hear of the deleted devices.
+        """
+        await self._accounts.delete_devices(user_id, device_ids)
+        self._auth.invalidate_user(user_id)
+        await self._notify(user_id, device_ids)
 
     async def delete_device(self, requester: Requester, device_id: str, body: Optional[dict[str, Any]]) -> None:
         """``DELETE /devices/{deviceId}``: 404 for an unknown device, before any UIA."""

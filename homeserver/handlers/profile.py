@@ -125,6 +125,31 @@ class ProfileHandler:
         if await self._profiles.delete_field(user_id, key):
             self._notify(user_id, key, None)
 
+    async def set_field_as_admin(self, user_id: str, key: str, value: str) -> None:
+        """An admin sets a local user's display name or avatar (Synapse's PUT /v2/users).
+
+        The value is checked as for the user themself, but not the
+        ``allow_set_*`` switches (they restrict users, not operators). An
+        empty string removes the field, as Synapse does. The observers run as
+        for a user's own change (so member events follow in joined rooms).
+        """
+        self.check_value_as_admin(key, value)
+        if value == "":
+            if await self._profiles.delete_field(user_id, key):
+                self._notify(user_id, key, None)
+            return
+        try:
+            await self._profiles.set_field(user_id, key, value, MAX_PROFILE_BYTES)
+        except ProfileTooLarge:
+            raise MatrixError(400, PROFILE_TOO_LARGE, "Profile would exceed 64 KiB")
+        self._notify(user_id, key, value)
+
+    def check_value_as_admin(self, key: str, value: Any) -> None:
+        """Refuse what :meth:`set_field_as_admin` would refuse, before anything is written."""
+        check_profile_key(key)
+        if value != "":
+            self._check_value(key, value)
+
     def _notify(self, user_id: str, key: str, value: Optional[Any]) -> None:
         for observer in list(self.observers):
             observer(user_id, key, value)

@@ -203,6 +203,26 @@ class RegistrationHandler:
             out.update(tokens.response_fields())
         return out
 
+    def check_localpart(self, localpart: str) -> str:
+        """The user id for ``localpart`` if its grammar allows registration (``M_INVALID_USERNAME``)."""
+        return check_localpart_for_registration(localpart, self._server_name)
+
+    async def create_by_admin(
+        self, localpart: str, password_hash: Optional[str], is_admin: bool, user_type: Optional[str],
+        displayname: Optional[str],
+    ) -> str:
+        """Create an account without a session (Synapse's admin PUT /v2/users); returns its user id.
+
+        The localpart is checked as for registration (``M_INVALID_USERNAME``,
+        ``M_USER_IN_USE``); the display name defaults to the localpart.
+        """
+        user_id = check_localpart_for_registration(localpart, self._server_name)
+        await self._create(
+            user_id, password_hash, inhibit_login=True, is_admin=is_admin, user_type=user_type,
+            displayname=displayname,
+        )
+        return user_id
+
     # -- registration tokens -------------------------------------------------
 
     async def token_validity(self, token: Optional[str], client_ip: str) -> dict[str, Any]:
