@@ -21,6 +21,7 @@ import logging
 from typing import Any, Callable, Mapping, Optional
 
 import attrs
+from prometheus_client import Counter
 from twisted.internet import defer
 
 from homeserver.errors import Codes, MatrixError, invalid_param
@@ -44,6 +45,8 @@ INVITE_STATE_TYPES = (
 #: How long a sync waits for this process' own writes to come back from the bus.
 READ_YOUR_WRITES_TIMEOUT = 10.0
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+
+BUILDS = Counter("estuary_sync_builds_total", "/sync responses built (a long-poll may build several)")
 
 
 class WriteTracker:
@@ -245,6 +248,7 @@ class SyncHandler:
 
     async def _build(self, requester: Any, sync_filter: SyncFilter, since: Optional[StreamToken], now: StreamToken,
                      full_state: bool, use_state_after: bool = False) -> tuple[dict[str, Any], frozenset[str], StreamToken]:
+        BUILDS.inc()
         user_id = requester.user_id
         d = self.d
         memberships = await d.events_store.get_memberships_for_user(user_id)
