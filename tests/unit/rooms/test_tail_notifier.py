@@ -175,3 +175,61 @@ class NotifierTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(b))
         self.assertEqual(n.waiting(), 0)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class NotifierBatchingTests(SynchronousTestCase):
+    """Wake-ups batched over a bounded window (``sync.wake_batch_ms``)."""
+
+    def test_wakes_at_the_end_of_the_window(self):
+        """A notification wakes its waiters when the window started by the first one ends, not before."""
+        clock = Clock()
+        n = Notifier(clock, batch_window=0.01)
+        a = n.wait("@a:x", ["!1:x"], 10)
+        b = n.wait("@b:x", ["!2:x"], 10)
+        c = n.wait("@c:x", ["!3:x"], 10)
+        n.notify_room("!1:x")
+        clock.advance(0.006)
+        self.assertNoResult(a)
+        n.notify_room("!2:x")  # joins the running window, does not extend it
+        n.notify_room("!1:x")  # already pending: woken once
+        clock.advance(0.004)
+        self.assertTrue(self.successResultOf(a))
+        self.assertTrue(self.successResultOf(b))
+        self.assertNoResult(c)
+        # A new notification after the window starts a new one.
+        n.notify_room("!3:x")
+        self.assertNoResult(c)
+        clock.advance(0.01)
+        self.assertTrue(self.successResultOf(c))
+        self.assertEqual(n.waiting(), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_timeout_inside_the_window(self):
+        """A waiter whose timeout falls inside the window answers False once, and the window is then dropped."""
+        clock = Clock()
+        n = Notifier(clock, batch_window=0.05)
+        a = n.wait("@a:x", ["!1:x"], 0.02)
+        n.notify_room("!1:x")
+        clock.advance(0.02)
+        self.assertFalse(self.successResultOf(a))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(0.05)
+        self.assertEqual(n.waiting(), 0)
+
+    def test_waiter_arriving_during_the_window(self):
+        """A sync that starts waiting after the notification is not woken by it."""
+        clock = Clock()
+        n = Notifier(clock, batch_window=0.01)
+        a = n.wait("@a:x", ["!1:x"], 10)
+        n.notify_room("!1:x")
+        late = n.wait("@b:x", ["!1:x"], 10)
+        clock.advance(0.01)
+        self.assertTrue(self.successResultOf(a))
+        self.assertNoResult(late)
+        late.cancel()
+        self.failureResultOf(late, defer.CancelledError)
+        self.assertEqual(n.waiting(), 0)
+
+    def test_negative_window_refused(self):
+        """The window cannot be negative."""
+        self.assertRaises(ValueError, Notifier, Clock(), -1)
