@@ -378,7 +378,17 @@ class SyncHandler:
         limit = sync_filter.timeline_limit
         rows: list[Any] = []
         limited = False
-        if changed:
+        # Rows already read (membership events of the timeline's senders).
+        prefetched: dict[str, Any] = {}
+        start_found: Any = None
+        have_start = False
+        if changed and not full and left_at is None:
+            # The common incremental case: timeline, start state and the
+            # senders' memberships in one database round trip.
+            rows, limited, start_found, prefetched = await d.events_store.get_sync_timeline(
+                room_id, since_pos, upto, limit, user_id)
+            have_start = True
+        elif changed:
             after = 0 if full else since_pos
             rows, limited = await d.events_store.get_room_events_in_range(room_id, after, upto, limit)
             if full or left_at is not None:
@@ -389,12 +399,12 @@ class SyncHandler:
                 if len(visible) != len(rows):
                     limited = False if not visible else limited
                 rows = visible
-        if rows:
+        if have_start:
+            pass
+        elif rows:
             start_found = await d.events_store.get_state_at_position(room_id, rows[0].stream_position - 1)
         elif full:
             start_found = await d.events_store.get_state_at_position(room_id, upto)
-        else:
-            start_found = None
         start_state = start_found[1] if start_found else {}
         since_state = None
         if not full and limited and rows:
@@ -426,7 +436,10 @@ class SyncHandler:
         if state_filter.lazy_load_members:
             senders = {e["sender"] for e in timeline_json} | {user_id}
             state_ids = lazy_members(state_ids, start_state, senders, full or not rows)
-        state_rows = await d.events_store.get_events(room_id, list(state_ids.values()))
+        state_rows = {e: prefetched[e] for e in state_ids.values() if e in prefetched}
+        missing = [e for e in state_ids.values() if e not in state_rows]
+        if missing:
+            state_rows.update(await d.events_store.get_events(room_id, missing))
         state_json = await d.loader.serialize_rows(
             room_id, sorted(state_rows.values(), key=lambda r: r.stream_position), include_room_id=False
         )
