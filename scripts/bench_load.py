@@ -23,6 +23,10 @@ syncers long-poll. It reports:
   instance's /metrics: publish, consume, read-your-writes marks, control),
   requests per event by endpoint, and long-poll wake-ups, wake batches and
   /sync builds per event (Estuary targets);
+- with ``--rate R`` the senders send R events per second together (open
+  loop) instead of each as fast as it can: below saturation, the CPU per
+  event measures the work per event rather than how much CPU the processes
+  could grab while syncers re-poll as fast as they are answered;
 - correctness: every syncer received every event exactly once, and each
   sender's events in each room in the order sent.
 
@@ -379,9 +383,15 @@ class Load:
                         self.order_errors += 1
                     last_seq[key] = seq
 
-    async def sender(self, s: aiohttp.ClientSession, idx: int, n: int) -> None:
+    async def sender(self, s: aiohttp.ClientSession, idx: int, n: int, interval: float = 0.0, offset: float = 0.0) -> None:
         token = self.tokens[idx]
+        start = time.monotonic() + offset
         for i in range(n):
+            if interval:
+                # Open loop: send i is due at start + i * interval, however slow the last one was.
+                delay = start + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             room = self.rooms[(idx + i) % len(self.rooms)]
             bid = uuid.uuid4().hex
             # Recorded before the request so a fast sync never sees an unknown id.
@@ -406,7 +416,10 @@ class Load:
             pids = pids_fn()
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
             by_label0 = cpu_by_label(pids)
-            await asyncio.gather(*(self.sender(s, i, a.messages) for i in sender_ids))
+            # --rate: the senders together send that many events per second (staggered).
+            interval = len(sender_ids) / a.rate if a.rate else 0.0
+            await asyncio.gather(*(self.sender(s, i, a.messages, interval, k * interval / len(sender_ids))
+                                   for k, i in enumerate(sender_ids)))
             send_elapsed = time.monotonic() - t0
             self.sending_done = True
             await asyncio.gather(*sync_tasks)
@@ -518,6 +531,8 @@ def main() -> int:
     p.add_argument("--syncers", type=int, default=8)
     p.add_argument("--messages", type=int, default=50, help="per sender")
     p.add_argument("--drain-seconds", type=float, default=30.0)
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="events per second for all senders together (open loop); 0: each sender sends as fast as it can")
     p.add_argument("--runs", type=int, default=1, help="repeat the set of targets this many times")
     p.add_argument("--wake-batch-ms", type=int, default=None, help="set sync.wake_batch_ms on Estuary targets (default: the config default)")
     args = p.parse_args()
