@@ -371,7 +371,8 @@ async def build_sync_api(
     """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
     :func:`_start_positions`), plus the account data wake-up subscription. ``writes``: where
     read-your-writes positions come from (default: this process' own :class:`WriteTracker`);
-    ``wake_batch_seconds``: the notifier's batching window (``sync.wake_batch_ms``)."""
+    ``wake_batch_seconds``: the batching window of long-polls (``sync.wake_batch_ms``), for those
+    woken while waiting (the notifier) and those that find new events at once (the handler)."""
     from bus import ShardId
     from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
     from homeserver.handlers.sync.notifier import Notifier
@@ -448,7 +449,7 @@ async def build_sync_api(
         presence=presence,
         to_device=to_device,
     )
-    return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+    return SyncApi(SyncHandler(reactor, deps, batch_window=wake_batch_seconds), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
 
 
 async def _presence_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any) -> tuple[Any, Any]:

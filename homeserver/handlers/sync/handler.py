@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 import attrs
 from prometheus_client import Counter
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 
 from homeserver.errors import Codes, MatrixError, invalid_param
 from homeserver.handlers.rooms.events import EventLoader, stripped_state
@@ -131,9 +132,11 @@ class SyncDeps:
 class SyncHandler:
     """Answers /sync from the tails and PostgreSQL."""
 
-    def __init__(self, clock: Any, deps: SyncDeps) -> None:
+    def __init__(self, clock: Any, deps: SyncDeps, batch_window: float = 0.0) -> None:
         self._clock = clock
         self.d = deps
+        #: ``sync.wake_batch_ms`` in seconds: see :meth:`_hold`.
+        self._batch_window = batch_window
 
     def current_token(self, at_least: Optional[StreamToken] = None) -> StreamToken:
         """What the tails know completely now (never behind ``at_least``)."""
@@ -179,6 +182,8 @@ class SyncHandler:
         timeout = max(0, min(timeout_ms, MAX_TIMEOUT_MS)) / 1000.0
         deadline = self._clock.seconds() + timeout
         await self._await_positions(requester.user_id, since_token, deadline)
+        if since_token is not None and not full_state and timeout > 0:
+            await self._hold(since_token, deadline)
         while True:
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
@@ -195,6 +200,28 @@ class SyncHandler:
                 now = self.current_token(since_token)
                 response, _, _ = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
                 return response
+
+    async def _hold(self, since: StreamToken, deadline: float) -> None:
+        """Let a burst finish arriving before answering a long-poll that has new events already.
+
+        The same bounded window as the notifier's (which covers long-polls
+        woken while waiting): the response is built no earlier than
+        ``batch_window`` after the first event newer than ``since`` arrived
+        here, so a client polling again right after a response gets the
+        rest of the burst in one response instead of one response per
+        event. Events of rooms the user is not in count too (which rooms
+        the user is in is not known before building); that delays an
+        answer by at most the window. Nothing is held once the window has
+        passed, for non-long-poll requests, or past the request's timeout.
+        """
+        if self._batch_window <= 0:
+            return
+        first = self.d.events_tail.first_arrival_after(since.events)
+        if first is None:
+            return
+        delay = min(first + self._batch_window, deadline) - self._clock.seconds()
+        if delay > 0:
+            await deferLater(self._clock, delay, lambda: None)
 
     async def _await_positions(self, user_id: str, since: Optional[StreamToken], deadline: float) -> None:
         """Read your writes: wait until the tails have seen the user's writes and the client's token."""

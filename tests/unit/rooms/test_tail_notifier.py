@@ -157,6 +157,35 @@ class TailTests(SynchronousTestCase):
         self.assertEqual(state.rooms, {"!a:x": (0, 9, ()), "!b:x": (1, 6, ("@v:x",)), "!c:x": (0, 7, ())})
 
 
+class ArrivalTests(SynchronousTestCase):
+    """When the rows after a token arrived (the sync batching window)."""
+
+    def test_first_arrival_after(self):
+        """The earliest arrival among rows after the positions, over all shards; None when there are none."""
+        clock = Clock()
+        tail = StreamTail(clock, "events", 2, None, decode, capacity=3)
+        tail.start([0, 0])
+
+        def entry(shard, position):
+            tail.on_entry(attrs.make_class("E", ["shard", "position", "payload"])(shard, position, {"room_id": "!r:x"}))
+
+        clock.advance(10)
+        entry(0, 1)
+        clock.advance(1)
+        entry(1, 2)
+        clock.advance(1)
+        entry(0, 5)
+        self.assertEqual(tail.first_arrival_after([0, 0]), 10)
+        self.assertEqual(tail.first_arrival_after([1, 0]), 11)
+        self.assertEqual(tail.first_arrival_after([1, 2]), 12)
+        self.assertIsNone(tail.first_arrival_after([5, 2]))
+        # Rows dropped from the window drop their arrival times with them.
+        for p in (6, 7, 8):
+            clock.advance(1)
+            entry(0, p)
+        self.assertEqual(tail.first_arrival_after([0, 2]), 13)  # 6, 7, 8 held (capacity 3)
+
+
 class NotifierTests(SynchronousTestCase):
     """Long-poll waiters."""
     def test_wakes_by_room_and_user_and_times_out(self):
