@@ -10,7 +10,7 @@ that coroutine, and by the code it calls synchronously, is counted.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar
+from typing import Any, Awaitable, Callable, Generator, TypeVar
 
 T = TypeVar("T")
 
@@ -18,12 +18,13 @@ T = TypeVar("T")
 class _Timed:
     __slots__ = ("_coro", "_add")
 
-    def __init__(self, coro: Coroutine[Any, Any, T], add: Callable[[float], None]) -> None:
+    def __init__(self, coro: Awaitable[T], add: Callable[[float], None]) -> None:
         self._coro = coro
         self._add = add
 
     def __await__(self) -> Generator[Any, Any, T]:
-        coro, add, clock = self._coro, self._add, time.thread_time
+        # The awaitable's iterator (a coroutine's wrapper, or a Future's/Deferred's generator).
+        coro, add, clock = self._coro.__await__(), self._add, time.thread_time
         send_value: Any = None
         error: BaseException | None = None
         while True:
@@ -48,11 +49,14 @@ class _Timed:
                 error = e
 
     def close(self) -> None:
-        self._coro.close()
+        close = getattr(self._coro, "close", None)
+        if close is not None:
+            close()
 
 
-def timed(coro: Coroutine[Any, Any, T], add: Callable[[float], None]) -> Awaitable[T]:
-    """An awaitable running ``coro`` that calls ``add(seconds)`` with the CPU time of each of its steps."""
+def timed(coro: Awaitable[T], add: Callable[[float], None]) -> Awaitable[T]:
+    """An awaitable running ``coro`` (a coroutine, or any awaitable) that calls ``add(seconds)``
+    with the CPU time of each of its steps."""
     return _Timed(coro, add)
 
 
