@@ -18,7 +18,8 @@ syncers long-poll. It reports:
   read from /proc over the send phase, divided by events sent);
 - the same CPU without the built-in router (``estuary router``, which the
   bench sends every request through in every layout; production puts nginx
-  there instead), and the router's share separately;
+  there instead), and the router's share separately; the kernel part
+  (stime) of the whole;
 - bus CPU milliseconds per event (``estuary_bus_cpu_seconds_total`` of every
   instance's /metrics: publish, consume, read-your-writes marks, control),
   requests per event by endpoint, and long-poll wake-ups, wake batches and
@@ -89,13 +90,14 @@ def process_tree(root_pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], user: bool = True, system: bool = True) -> float:
+    """utime + stime (or either) of ``pids``, in seconds."""
     total = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            total += ((int(fields[11]) if user else 0) + (int(fields[12]) if system else 0)) / CLK_TCK
         except OSError:
             continue
     return total
@@ -415,6 +417,7 @@ class Load:
             scraped0 = await loop.run_in_executor(None, scrape, metrics_urls) if metrics_urls else {}
             pids = pids_fn()
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            sys0 = cpu_seconds(pids, user=False)
             by_label0 = cpu_by_label(pids)
             # --rate: the senders together send that many events per second (staggered).
             interval = len(sender_ids) / a.rate if a.rate else 0.0
@@ -424,6 +427,7 @@ class Load:
             self.sending_done = True
             await asyncio.gather(*sync_tasks)
             cpu = cpu_seconds(pids_fn()) - cpu0
+            system = cpu_seconds(pids_fn(), user=False) - sys0
             by_label = {k: (v - by_label0.get(k, 0.0)) * 1000 / expected for k, v in cpu_by_label(pids_fn()).items()}
             scraped1 = await loop.run_in_executor(None, scrape, metrics_urls) if metrics_urls else {}
         delivery = [ts[0] - self.sent[bid][0] for got in self.received for bid, ts in got.items()]
@@ -448,6 +452,7 @@ class Load:
             "cpu_ms_per_event": cpu * 1000 / expected,
             "cpu_ms_no_router": cpu * 1000 / expected - router,
             "router_cpu_ms": router,
+            "kernel_cpu_ms": system * 1000 / expected,
             "bus_cpu_ms_per_event": sum(bus.values()) if metrics_urls else float("nan"),
             "wakeups_per_event": per_event("estuary_sync_wakeups_total"),
             "wake_batches_per_event": per_event("estuary_sync_wake_batches_total"),
@@ -475,19 +480,29 @@ def run_target(name: str, args: argparse.Namespace) -> Optional[dict[str, Any]]:
     else:
         raise SystemExit(f"unknown target {name}")
     print(f"== {name}: starting", flush=True)
+    failed = False
     target.start()
     try:
         load = Load(target.base, target.secret, args)
         result = asyncio.run(load.run(target.pids, getattr(target, "metrics_urls", None)))
+        failed = result["missing"] or result["duplicates"] or result["order_errors"]
+    except BaseException:
+        failed = True
+        raise
     finally:
         target.stop()
+        log = os.path.join(workdir, "stack.log")
+        if failed and os.path.exists(log):
+            kept = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1]
+            shutil.copyfile(log, kept)
+            print(f"   {name} failed: its log is kept in {kept}", file=sys.stderr, flush=True)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"   {result}", flush=True)
     return result
 
 
 KEYS = ["send_rate", "send_p50_ms", "send_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "cpu_ms_per_event",
-        "cpu_ms_no_router", "router_cpu_ms", "bus_cpu_ms_per_event", "wakeups_per_event", "wake_batches_per_event",
+        "cpu_ms_no_router", "router_cpu_ms", "kernel_cpu_ms", "bus_cpu_ms_per_event", "wakeups_per_event", "wake_batches_per_event",
         "sync_builds_per_event", "missing", "duplicates", "order_errors"]
 
 
