@@ -169,7 +169,7 @@ def counter_deltas(before: dict, after: dict, name: str, label: Optional[str] = 
 
 class EstuaryTarget:
     def __init__(self, layout: str, workdir: str, extra_config: Optional[dict] = None) -> None:
-        from tests.utils.services import dsn_for_database, postgres_admin_dsn, redis_url
+        from tests.utils.services import dsn_for_database, postgres_admin_dsn
 
         self.extra_config = extra_config or {}
         from workers.embedded import free_port
@@ -180,7 +180,14 @@ class EstuaryTarget:
         self.dbname = "bench_" + uuid.uuid4().hex[:10]
         self.admin_dsn = postgres_admin_dsn()
         self.dsn = dsn_for_database(self.dbname)
-        self.redis = redis_url().rsplit("/", 1)[0] + "/14"
+        # A private redis-server per target (started in start()): a shared
+        # Redis database is flushed and written by whatever else runs a
+        # bench or a stack on it at the same time (other helpers' benches
+        # on db 14 made entries collide: "position N is not above the last
+        # entry"). It runs outside the stack's process tree, so, as the
+        # shared one was, it is not in the CPU figures.
+        self.redis_server: Any = None
+        self.redis = ""
         self.port = free_port()
         self.secret = "bench-shared-secret-" + uuid.uuid4().hex
         self.process: Optional[subprocess.Popen] = None
@@ -205,6 +212,11 @@ class EstuaryTarget:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Identifier(self.dbname)))
         conn.close()
+        from workers.embedded import EmbeddedRedis
+
+        self.redis_server = EmbeddedRedis(os.path.join(self.workdir, "redis"))
+        self.redis_server.start()
+        self.redis = self.redis_server.url
         redis.Redis.from_url(self.redis).flushdb()
         cfg = yaml.safe_load(generate_config("localhost", self.layout))
         for inst in cfg["instances"].values():
@@ -240,6 +252,8 @@ class EstuaryTarget:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+        if self.redis_server is not None:
+            self.redis_server.stop()
         import psycopg2
         from psycopg2 import sql
 
@@ -481,8 +495,8 @@ def run_target(name: str, args: argparse.Namespace) -> Optional[dict[str, Any]]:
         raise SystemExit(f"unknown target {name}")
     print(f"== {name}: starting", flush=True)
     failed = False
-    target.start()
     try:
+        target.start()
         load = Load(target.base, target.secret, args)
         result = asyncio.run(load.run(target.pids, getattr(target, "metrics_urls", None)))
         failed = result["missing"] or result["duplicates"] or result["order_errors"]
