@@ -12,6 +12,7 @@ imported. The wire format and the gap rules are in bus/PROTOCOL.md.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Union
 
@@ -32,6 +33,7 @@ from twisted.python.failure import Failure
 from bus import metrics
 from bus.backend import Backend, IdNotIncreasing, NoGroup, RedisBackend
 from bus.backoff import Backoff
+from bus.cputime import timed, timed_call
 from bus.codec import after_id, entry_id, from_fields, to_fields
 from bus.errors import (
     BusClosed,
@@ -61,6 +63,9 @@ EntryHandler = Callable[[Entry], HandlerResult]
 GapHandler = Callable[[Gap], Any]
 
 DEFAULT_MAXLEN = 100_000
+
+_CONSUME_CPU = metrics.CPU_SECONDS.labels("consume").inc
+_PUBLISH_CPU = metrics.CPU_SECONDS.labels("publish").inc
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Deferred:
@@ -289,7 +294,8 @@ class Subscription(_Loop):
                 for key, raws in batch:
                     shard = self._by_key[key]
                     for raw_id, fields in raws:
-                        await self._deliver(shard, raw_id, fields)
+                        # Decoding and the tail handlers count as consuming (bus CPU).
+                        await timed(self._deliver(shard, raw_id, fields), _CONSUME_CPU)
                         if self._stopping:
                             return
                     await self._record_lag(shard, full=len(raws) >= bus.read_count)
@@ -478,7 +484,8 @@ class _GroupShardLoop(_Loop):
             await self._lost(raw_id, GAP_CLAIM_DELETED)
             return
         try:
-            entry = from_fields(self._shard.stream, self._shard.shard, raw_id, fields)
+            # Decoding counts as consuming; the group's handler does the real work and does not.
+            entry = timed_call(from_fields, _CONSUME_CPU, self._shard.stream, self._shard.shard, raw_id, fields)
         except MalformedEntry as e:
             log.warn("bus: {loop!r}: {e}; acknowledged and reported as a gap", loop=self, e=e)
             await self._interruptible(bus.backend.xack(self._key, w.group, [raw_id]))
@@ -775,6 +782,14 @@ class Bus:
         not a JSON object. None of these lose anything for consumers: the
         next entry on the shard names this position as ``prev``.
         """
+        start = time.thread_time()
+        try:
+            return self._publish(stream, shard, position, payload)
+        finally:
+            # Encoding and queueing; the XADD itself is counted by the backend.
+            _PUBLISH_CPU(time.thread_time() - start)
+
+    def _publish(self, stream: str, shard: int, position: int, payload: Mapping[str, Any]) -> Deferred[None]:
         if self._closed:
             return fail(BusClosed("bus closed"))
         sid = ShardId(stream, shard)

@@ -34,3 +34,10 @@ CONSUMER_LAG = Gauge(
     "Positions between a tailing consumer and the last entry of its shard.",
     ["stream", "shard", "consumer"],
 )
+CPU_SECONDS = Counter(
+    "estuary_bus_cpu_seconds_total",
+    "CPU time (this thread's, time.thread_time) spent on the bus: publish (encode, queue, XADD), "
+    "consume (XREAD/XREADGROUP/XACK, decode, tail handlers; not consumer-group handlers), "
+    "marks (read-your-writes marks), control (epochs, PING, last IDs).",
+    ["op"],
+)

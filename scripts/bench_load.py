@@ -16,8 +16,25 @@ syncers long-poll. It reports:
 - p50/p99 send→sync delivery latency (client clock, one machine);
 - server CPU milliseconds per event (utime+stime of every server process,
   read from /proc over the send phase, divided by events sent);
+- the same CPU without the built-in router (``estuary router``, which the
+  bench sends every request through in every layout; production puts nginx
+  there instead), and the router's share separately; the kernel part
+  (stime) of the whole;
+- bus CPU milliseconds per event (``estuary_bus_cpu_seconds_total`` of every
+  instance's /metrics: publish, consume, read-your-writes marks, control),
+  requests per event by endpoint, and long-poll wake-ups, wake batches and
+  /sync builds per event (Estuary targets);
+- with ``--rate R`` the senders send R events per second together (open
+  loop) instead of each as fast as it can: below saturation, the CPU per
+  event measures the work per event rather than how much CPU the processes
+  could grab while syncers re-poll as fast as they are answered;
 - correctness: every syncer received every event exactly once, and each
   sender's events in each room in the order sent.
+
+With several targets, ratios are given against ``estuary-single`` (the
+one-process layout) when it is among them, else against the last target.
+``--runs N`` repeats the whole set N times (targets interleaved) and prints
+each run's ratios.
 
 The figures of all targets are printed side by side with ratios. The load
 generator runs in this process (asyncio + aiohttp), outside the servers'
@@ -73,13 +90,14 @@ def process_tree(root_pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], user: bool = True, system: bool = True) -> float:
+    """utime + stime (or either) of ``pids``, in seconds."""
     total = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            total += ((int(fields[11]) if user else 0) + (int(fields[12]) if system else 0)) / CLK_TCK
         except OSError:
             continue
     return total
@@ -110,12 +128,48 @@ def cpu_by_label(pids: list[int]) -> dict[str, float]:
     return out
 
 
+def scrape(urls: list[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Sum over ``urls`` (instances' /metrics) of every counter sample, by name and labels."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                text = r.read().decode()
+        except OSError as e:
+            print(f"   (could not read {url}: {e})", file=sys.stderr)
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.type != "counter":
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def counter_deltas(before: dict, after: dict, name: str, label: Optional[str] = None) -> dict[str, float]:
+    """``after - before`` of counter ``name``, summed per value of ``label`` (``""`` for all)."""
+    out: dict[str, float] = {}
+    for (n, labels), value in after.items():
+        if n != name:
+            continue
+        key = dict(labels).get(label, "") if label else ""
+        out[key] = out.get(key, 0.0) + value - before.get((n, labels), 0.0)
+    return out
+
+
 # -- targets ----------------------------------------------------------------
 
 
 class EstuaryTarget:
     def __init__(self, layout: str, workdir: str, extra_config: Optional[dict] = None) -> None:
-        from tests.utils.services import dsn_for_database, postgres_admin_dsn, redis_url
+        from tests.utils.services import dsn_for_database, postgres_admin_dsn
 
         self.extra_config = extra_config or {}
         from workers.embedded import free_port
@@ -126,7 +180,14 @@ class EstuaryTarget:
         self.dbname = "bench_" + uuid.uuid4().hex[:10]
         self.admin_dsn = postgres_admin_dsn()
         self.dsn = dsn_for_database(self.dbname)
-        self.redis = redis_url().rsplit("/", 1)[0] + "/14"
+        # A private redis-server per target (started in start()): a shared
+        # Redis database is flushed and written by whatever else runs a
+        # bench or a stack on it at the same time (other helpers' benches
+        # on db 14 made entries collide: "position N is not above the last
+        # entry"). It runs outside the stack's process tree, so, as the
+        # shared one was, it is not in the CPU figures.
+        self.redis_server: Any = None
+        self.redis = ""
         self.port = free_port()
         self.secret = "bench-shared-secret-" + uuid.uuid4().hex
         self.process: Optional[subprocess.Popen] = None
@@ -151,6 +212,11 @@ class EstuaryTarget:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Identifier(self.dbname)))
         conn.close()
+        from workers.embedded import EmbeddedRedis
+
+        self.redis_server = EmbeddedRedis(os.path.join(self.workdir, "redis"))
+        self.redis_server.start()
+        self.redis = self.redis_server.url
         redis.Redis.from_url(self.redis).flushdb()
         cfg = yaml.safe_load(generate_config("localhost", self.layout))
         for inst in cfg["instances"].values():
@@ -172,6 +238,7 @@ class EstuaryTarget:
         self.process = subprocess.Popen([sys.executable, "-m", "workers", "stack", "--config", path], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.instances = [i["listen"] for i in cfg["instances"].values()]
+        self.metrics_urls = [f"http://{listen}/metrics" for listen in self.instances]
         _wait_http(self.base + "/_estuary/router", lambda body: all(__import__("json").loads(body)["instances"].values()), 120)
 
     def pids(self) -> list[int]:
@@ -185,6 +252,8 @@ class EstuaryTarget:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+        if self.redis_server is not None:
+            self.redis_server.stop()
         import psycopg2
         from psycopg2 import sql
 
@@ -330,9 +399,15 @@ class Load:
                         self.order_errors += 1
                     last_seq[key] = seq
 
-    async def sender(self, s: aiohttp.ClientSession, idx: int, n: int) -> None:
+    async def sender(self, s: aiohttp.ClientSession, idx: int, n: int, interval: float = 0.0, offset: float = 0.0) -> None:
         token = self.tokens[idx]
+        start = time.monotonic() + offset
         for i in range(n):
+            if interval:
+                # Open loop: send i is due at start + i * interval, however slow the last one was.
+                delay = start + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             room = self.rooms[(idx + i) % len(self.rooms)]
             bid = uuid.uuid4().hex
             # Recorded before the request so a fast sync never sees an unknown id.
@@ -341,7 +416,7 @@ class Load:
             await self.call(s, "PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/{bid}", token, {"msgtype": "m.text", "body": f"message {i}", "bench_id": bid})
             self.send_latency.append(time.monotonic() - t0)
 
-    async def run(self, pids_fn) -> dict[str, Any]:
+    async def run(self, pids_fn, metrics_urls: Optional[list[str]] = None) -> dict[str, Any]:
         a = self.args
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn) as s:
@@ -351,18 +426,36 @@ class Load:
             primes = await asyncio.gather(*(self.call(s, "GET", "/_matrix/client/v3/sync", self.tokens[i], params={"timeout": "0", "filter": '{"room":{"timeline":{"limit":1}}}'}) for i in syncer_ids))
             expected = len(sender_ids) * a.messages
             sync_tasks = [asyncio.create_task(self.syncer(s, i, p["next_batch"], expected)) for i, p in zip(syncer_ids, primes)]
+            # /metrics is read outside the CPU window (producing it costs CPU too).
+            loop = asyncio.get_running_loop()
+            scraped0 = await loop.run_in_executor(None, scrape, metrics_urls) if metrics_urls else {}
             pids = pids_fn()
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            sys0 = cpu_seconds(pids, user=False)
             by_label0 = cpu_by_label(pids)
-            await asyncio.gather(*(self.sender(s, i, a.messages) for i in sender_ids))
+            # --rate: the senders together send that many events per second (staggered).
+            interval = len(sender_ids) / a.rate if a.rate else 0.0
+            await asyncio.gather(*(self.sender(s, i, a.messages, interval, k * interval / len(sender_ids))
+                                   for k, i in enumerate(sender_ids)))
             send_elapsed = time.monotonic() - t0
             self.sending_done = True
             await asyncio.gather(*sync_tasks)
             cpu = cpu_seconds(pids_fn()) - cpu0
+            system = cpu_seconds(pids_fn(), user=False) - sys0
             by_label = {k: (v - by_label0.get(k, 0.0)) * 1000 / expected for k, v in cpu_by_label(pids_fn()).items()}
+            scraped1 = await loop.run_in_executor(None, scrape, metrics_urls) if metrics_urls else {}
         delivery = [ts[0] - self.sent[bid][0] for got in self.received for bid, ts in got.items()]
         missing = sum(expected - len(got) for got in self.received)
         dupes = sum(len(ts) - 1 for got in self.received for ts in got.values())
+        bus = {op: round(v * 1000 / expected, 3) for op, v in
+               sorted(counter_deltas(scraped0, scraped1, "estuary_bus_cpu_seconds_total", "op").items())}
+        requests = {ep: round(v / expected, 2) for ep, v in
+                    sorted(counter_deltas(scraped0, scraped1, "estuary_http_requests_total", "endpoint").items()) if v}
+
+        def per_event(name: str) -> float:
+            return sum(counter_deltas(scraped0, scraped1, name).values()) / expected if metrics_urls else float("nan")
+
+        router = by_label.get("router", 0.0)
         return {
             "events": expected,
             "send_rate": expected / send_elapsed,
@@ -371,12 +464,90 @@ class Load:
             "deliver_p50_ms": pct(delivery, 50) * 1000,
             "deliver_p99_ms": pct(delivery, 99) * 1000,
             "cpu_ms_per_event": cpu * 1000 / expected,
+            "cpu_ms_no_router": cpu * 1000 / expected - router,
+            "router_cpu_ms": router,
+            "kernel_cpu_ms": system * 1000 / expected,
+            "bus_cpu_ms_per_event": sum(bus.values()) if metrics_urls else float("nan"),
+            "wakeups_per_event": per_event("estuary_sync_wakeups_total"),
+            "wake_batches_per_event": per_event("estuary_sync_wake_batches_total"),
+            "sync_builds_per_event": per_event("estuary_sync_builds_total"),
+            "bus_cpu_ms_by_op": bus,
+            "requests_per_event": requests,
             "missing": missing,
             "duplicates": dupes,
             "order_errors": self.order_errors,
             # Per process (PostgreSQL and Redis are outside the tree: not counted).
             "cpu_ms_per_event_by_process": {k: round(v, 2) for k, v in sorted(by_label.items()) if v > 0},
         }
+
+
+def run_target(name: str, args: argparse.Namespace) -> Optional[dict[str, Any]]:
+    workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    os.chmod(workdir, 0o755)
+    if name.startswith("estuary-"):
+        target: Any = EstuaryTarget(name.split("-", 1)[1], workdir, {"sync": {"wake_batch_ms": args.wake_batch_ms}} if args.wake_batch_ms is not None else None)
+    elif name == "synapse":
+        if not args.synapse_venv:
+            print("synapse: skipped (no --synapse-venv)", file=sys.stderr)
+            return None
+        target = SynapseTarget(args.synapse_venv, workdir)
+    else:
+        raise SystemExit(f"unknown target {name}")
+    print(f"== {name}: starting", flush=True)
+    failed = False
+    try:
+        target.start()
+        load = Load(target.base, target.secret, args)
+        result = asyncio.run(load.run(target.pids, getattr(target, "metrics_urls", None)))
+        failed = result["missing"] or result["duplicates"] or result["order_errors"]
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        target.stop()
+        log = os.path.join(workdir, "stack.log")
+        if failed and os.path.exists(log):
+            kept = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1]
+            shutil.copyfile(log, kept)
+            print(f"   {name} failed: its log is kept in {kept}", file=sys.stderr, flush=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"   {result}", flush=True)
+    return result
+
+
+KEYS = ["send_rate", "send_p50_ms", "send_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "cpu_ms_per_event",
+        "cpu_ms_no_router", "router_cpu_ms", "kernel_cpu_ms", "bus_cpu_ms_per_event", "wakeups_per_event", "wake_batches_per_event",
+        "sync_builds_per_event", "missing", "duplicates", "order_errors"]
+
+
+def report(results: dict[str, dict[str, Any]], run: int) -> list[str]:
+    """Print one run's table; returns the targets that failed the correctness checks."""
+    names = list(results)
+    print(f"\n-- run {run}")
+    print(f"{'metric':<24}" + "".join(f"{n:>16}" for n in names))
+    for k in KEYS:
+        print(f"{k:<24}" + "".join(f"{results[n][k]:>16.2f}" for n in names))
+    if len(names) > 1:
+        ref = "estuary-single" if "estuary-single" in names else names[-1]
+        print(f"ratios against {ref}:")
+        for n in names:
+            if n == ref:
+                continue
+            r, b = results[n], results[ref]
+            print(f"  {n}/{ref}: cpu/event x{r['cpu_ms_per_event'] / b['cpu_ms_per_event']:.2f}, "
+                  f"without router x{r['cpu_ms_no_router'] / b['cpu_ms_no_router']:.2f}, "
+                  f"deliver p99 x{r['deliver_p99_ms'] / b['deliver_p99_ms']:.2f}, "
+                  f"send rate x{r['send_rate'] / b['send_rate']:.2f}")
+    print("CPU ms per event by process:")
+    for n in names:
+        print(f"  {n}: {results[n]['cpu_ms_per_event_by_process']}")
+    print("bus CPU ms per event by op:")
+    for n in names:
+        print(f"  {n}: {results[n].get('bus_cpu_ms_by_op')}")
+    print("requests per event by endpoint (instances):")
+    for n in names:
+        print(f"  {n}: {results[n].get('requests_per_event')}")
+    return [n for n in names if results[n]["missing"] or results[n]["duplicates"] or results[n]["order_errors"]]
 
 
 def main() -> int:
@@ -389,48 +560,31 @@ def main() -> int:
     p.add_argument("--syncers", type=int, default=8)
     p.add_argument("--messages", type=int, default=50, help="per sender")
     p.add_argument("--drain-seconds", type=float, default=30.0)
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="events per second for all senders together (open loop); 0: each sender sends as fast as it can")
+    p.add_argument("--runs", type=int, default=1, help="repeat the set of targets this many times")
+    p.add_argument("--wake-batch-ms", type=int, default=None, help="set sync.wake_batch_ms on Estuary targets (default: the config default)")
     args = p.parse_args()
 
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.targets.split(","):
-        workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
-        os.chmod(workdir, 0o755)
-        if name.startswith("estuary-"):
-            target: Any = EstuaryTarget(name.split("-", 1)[1], workdir)
-        elif name == "synapse":
-            if not args.synapse_venv:
-                print("synapse: skipped (no --synapse-venv)", file=sys.stderr)
+    bad: list[str] = []
+    all_runs: list[dict[str, dict[str, Any]]] = []
+    for run in range(1, args.runs + 1):
+        results: dict[str, dict[str, Any]] = {}
+        for name in args.targets.split(","):
+            result = run_target(name, args)
+            if result is not None:
+                results[name] = result
+        all_runs.append(results)
+        bad += report(results, run)
+    if args.runs > 1 and "estuary-single" in all_runs[0]:
+        print("\nsummary over runs (multi/single cpu per event; without router):")
+        for n in all_runs[0]:
+            if n == "estuary-single":
                 continue
-            target = SynapseTarget(args.synapse_venv, workdir)
-        else:
-            raise SystemExit(f"unknown target {name}")
-        print(f"== {name}: starting", flush=True)
-        target.start()
-        try:
-            load = Load(target.base, target.secret, args)
-            results[name] = asyncio.run(load.run(target.pids))
-        finally:
-            target.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-        print(f"   {results[name]}", flush=True)
-
-    keys = ["send_rate", "send_p50_ms", "send_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "cpu_ms_per_event", "missing", "duplicates", "order_errors"]
-    names = list(results)
-    print()
-    print(f"{'metric':<18}" + "".join(f"{n:>16}" for n in names))
-    for k in keys:
-        print(f"{k:<18}" + "".join(f"{results[n][k]:>16.2f}" for n in names))
-    if len(names) > 1:
-        ref = names[-1]
-        print(f"\nratios against {ref}:")
-        for n in names[:-1]:
-            print(f"  {n}: cpu/event x{results[n]['cpu_ms_per_event'] / results[ref]['cpu_ms_per_event']:.2f}, "
-                  f"deliver p99 x{results[n]['deliver_p99_ms'] / results[ref]['deliver_p99_ms']:.2f}, "
-                  f"send rate x{results[n]['send_rate'] / results[ref]['send_rate']:.2f}")
-    print("\nCPU ms per event by process:")
-    for n in names:
-        print(f"  {n}: {results[n]['cpu_ms_per_event_by_process']}")
-    bad = [n for n in names if results[n]["missing"] or results[n]["duplicates"] or results[n]["order_errors"]]
+            ratios = [r[n]["cpu_ms_per_event"] / r["estuary-single"]["cpu_ms_per_event"] for r in all_runs]
+            nr = [r[n]["cpu_ms_no_router"] / r["estuary-single"]["cpu_ms_no_router"] for r in all_runs]
+            print(f"  {n}: " + " ".join(f"x{x:.2f}" for x in ratios) + f"  (median x{statistics.median(ratios):.2f});"
+                  f" without router: " + " ".join(f"x{x:.2f}" for x in nr) + f" (median x{statistics.median(nr):.2f})")
     if bad:
         print(f"\nCORRECTNESS FAILURE: {bad}", file=sys.stderr)
         return 1

@@ -374,10 +374,13 @@ async def build_sync_api(
     account_data_store: Any = None,
     writes: Any = None,
     presence_enabled: bool = True,
+    wake_batch_seconds: float = 0.0,
 ) -> SyncApi:
     """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
     :func:`_start_positions`), plus the account data wake-up subscription. ``writes``: where
-    read-your-writes positions come from (default: this process' own :class:`WriteTracker`)."""
+    read-your-writes positions come from (default: this process' own :class:`WriteTracker`);
+    ``wake_batch_seconds``: the batching window of long-polls (``sync.wake_batch_ms``), for those
+    woken while waiting (the notifier) and those that find new events at once (the handler)."""
     from bus import ShardId
     from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
     from homeserver.handlers.sync.notifier import Notifier
@@ -388,7 +391,7 @@ async def build_sync_api(
     events_store = EventStore(database)
     receipt_store = ReceiptStore(database)
     loader = loader or EventLoader(events_store, reactor)
-    notifier = Notifier(reactor)
+    notifier = Notifier(reactor, batch_window=wake_batch_seconds)
     n_events, n_receipts, n_typing = shard_counts["events"], shard_counts["receipts"], shard_counts["typing"]
     events_tail = StreamTail(reactor, "events", n_events, events_store.get_stream_rows, StreamRow.from_payload)
     receipts_tail = StreamTail(reactor, "receipts", n_receipts, receipt_store.get_rows, ReceiptRow.from_payload)
@@ -460,7 +463,7 @@ async def build_sync_api(
         to_device=to_device,
         device_lists=device_lists,
     )
-    return SyncApi(SyncHandler(reactor, deps), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+    return SyncApi(SyncHandler(reactor, deps, batch_window=wake_batch_seconds), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
 
 
 async def _presence_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any) -> tuple[Any, Any]:
@@ -714,6 +717,13 @@ async def wire_account_data(ctx: Any, account_api: Any, counts: Mapping[str, int
     return commands
 
 
+def _wake_batch_seconds(config: Any) -> float:
+    from homeserver.config.sync import DEFAULT_WAKE_BATCH_MS
+
+    section = getattr(config, "sections", {}).get("sync")
+    return (DEFAULT_WAKE_BATCH_MS if section is None else section.wake_batch_ms) / 1000.0
+
+
 async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     """Everything of issue 6 for the process described by ``ctx`` (a ``workers.app.ProcessContext``).
 
@@ -756,7 +766,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
         sync = await build_sync_api(
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
             account_data_store=account_api.account_data_store, writes=writes,
-            presence_enabled=_presence_enabled(config),
+            presence_enabled=_presence_enabled(config), wake_batch_seconds=_wake_batch_seconds(config),
         )
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)

@@ -363,3 +363,7 @@ SECTIONS.update(_PRESENCE_SECTIONS)
 from homeserver.config.server_notices import SERVER_NOTICES_SECTIONS as _SERVER_NOTICES_SECTIONS  # noqa: E402
 
 SECTIONS.update(_SERVER_NOTICES_SECTIONS)
+
+from homeserver.config.sync import SYNC_SECTIONS as _SYNC_SECTIONS  # noqa: E402
+
+SECTIONS.update(_SYNC_SECTIONS)

@@ -11,7 +11,8 @@ hash byte-for-byte like other servers do (Python's float repr, as Synapse).
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # appendices "Canonical JSON": integers in [-(2**53)+1, (2**53)-1].
 CANONICALJSON_MAX_INT = 2**53 - 1
@@ -33,7 +34,15 @@ def _check_encodable(obj: Any, allow_floats: bool, check_int_range: bool) -> Non
         value = stack.pop()
         if value is None or value is True or value is False:
             continue
-        if isinstance(value, str):
+        # dict before the abstract Mapping: isinstance against an ABC is
+        # many times slower, and this walk runs over every signed event.
+        if isinstance(value, dict) or isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ValueError("JSON object keys must be strings, not %r" % (key,))
+                _check_no_surrogates(key)
+                stack.append(item)
+        elif isinstance(value, str):
             _check_no_surrogates(value)
         elif isinstance(value, int):
             if check_int_range and not (
@@ -45,12 +54,6 @@ def _check_encodable(obj: Any, allow_floats: bool, check_int_range: bool) -> Non
                 raise ValueError("Floats are not permitted in canonical JSON")
             if value != value or value in (float("inf"), float("-inf")):
                 raise ValueError("NaN and infinities are not valid JSON")
-        elif isinstance(value, Mapping):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise ValueError("JSON object keys must be strings, not %r" % (key,))
-                _check_no_surrogates(key)
-                stack.append(item)
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
         else:

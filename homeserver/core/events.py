@@ -16,6 +16,7 @@ outside the event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _AbcMapping
 from typing import Any, Mapping, NoReturn
 
 import attrs
@@ -111,7 +112,11 @@ def freeze(value: Any) -> Any:
     and tuples :class:`FrozenList`; scalars are returned as is."""
     if isinstance(value, (FrozenDict, FrozenList)):
         return value
-    if isinstance(value, Mapping):
+    # Concrete types first: isinstance against the Mapping ABC is slow and
+    # these run over every event parsed or served.
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    if isinstance(value, dict) or isinstance(value, _AbcMapping):
         return FrozenDict((k, freeze(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return FrozenList(freeze(v) for v in value)
@@ -120,7 +125,9 @@ def freeze(value: Any) -> Any:
 
 def thaw(value: Any) -> Any:
     """Deep-copy a (possibly frozen) JSON value into plain dicts and lists."""
-    if isinstance(value, Mapping):
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    if isinstance(value, dict) or isinstance(value, _AbcMapping):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]

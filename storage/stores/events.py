@@ -570,6 +570,51 @@ class EventStore:
 
         return self._db.run_interaction("get_room_events_in_range", txn_fn)
 
+    def get_sync_timeline(
+        self, room_id: str, after: int, upto: int, limit: int, user_id: str
+    ) -> "defer.Deferred[tuple[list[StoredEvent], bool, Optional[tuple[int, dict[StateKey, str]]], dict[str, StoredEvent]]]":
+        """What an incremental /sync needs of a changed room, in one transaction.
+
+        The events and ``more`` flag of :meth:`get_room_events_in_range`; the
+        state before the first of them as :meth:`get_state_at_position`
+        (None without events); and the rows of the membership events, in
+        that state, of the events' senders and of ``user_id`` (the members a
+        lazy-loading client is sent). One round trip to the database pool
+        instead of three per room and per response.
+        """
+
+        def txn_fn(txn: Any) -> tuple[list[StoredEvent], bool, Optional[tuple[int, dict[StateKey, str]]], dict[str, StoredEvent]]:
+            txn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND stream_position > %s AND stream_position <= %s"
+                " ORDER BY stream_position DESC LIMIT %s",
+                (room_id, after, upto, limit + 1),
+            )
+            newest = [StoredEvent(*r) for r in txn.fetchall()]
+            more = len(newest) > limit
+            rows = list(reversed(newest[:limit]))
+            if not rows:
+                return rows, more, None, {}
+            txn.execute(
+                "SELECT state_group FROM events WHERE room_id = %s AND stream_position <= %s"
+                " ORDER BY stream_position DESC LIMIT 1",
+                (room_id, rows[0].stream_position - 1),
+            )
+            row = txn.fetchone()
+            if row is None:
+                return rows, more, None, {}
+            state = _state_for_group_txn(txn, room_id, row[0])
+            senders = {r.sender for r in rows} | {user_id}
+            member_ids = [state[("m.room.member", u)] for u in sorted(senders) if ("m.room.member", u) in state]
+            members: dict[str, StoredEvent] = {}
+            if member_ids:
+                txn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND event_id = ANY(%s)", (room_id, member_ids)
+                )
+                members = {r[1]: StoredEvent(*r) for r in txn.fetchall()}
+            return rows, more, (row[0], state), members
+
+        return self._db.run_interaction("get_sync_timeline", txn_fn)
+
     def paginate(
         self,
         room_id: str,

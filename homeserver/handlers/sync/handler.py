@@ -21,7 +21,9 @@ import logging
 from typing import Any, Callable, Mapping, Optional
 
 import attrs
+from prometheus_client import Counter
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 
 from homeserver.errors import Codes, MatrixError, invalid_param
 from homeserver.handlers.rooms.events import EventLoader, stripped_state
@@ -44,6 +46,8 @@ INVITE_STATE_TYPES = (
 #: How long a sync waits for this process' own writes to come back from the bus.
 READ_YOUR_WRITES_TIMEOUT = 10.0
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+
+BUILDS = Counter("estuary_sync_builds_total", "/sync responses built (a long-poll may build several)")
 
 
 class WriteTracker:
@@ -130,9 +134,11 @@ class SyncDeps:
 class SyncHandler:
     """Answers /sync from the tails and PostgreSQL."""
 
-    def __init__(self, clock: Any, deps: SyncDeps) -> None:
+    def __init__(self, clock: Any, deps: SyncDeps, batch_window: float = 0.0) -> None:
         self._clock = clock
         self.d = deps
+        #: ``sync.wake_batch_ms`` in seconds: see :meth:`_hold`.
+        self._batch_window = batch_window
 
     def current_token(self, at_least: Optional[StreamToken] = None) -> StreamToken:
         """What the tails know completely now (never behind ``at_least``)."""
@@ -179,6 +185,8 @@ class SyncHandler:
         timeout = max(0, min(timeout_ms, MAX_TIMEOUT_MS)) / 1000.0
         deadline = self._clock.seconds() + timeout
         await self._await_positions(requester.user_id, since_token, deadline)
+        if since_token is not None and not full_state and timeout > 0:
+            await self._hold(since_token, deadline)
         while True:
             generation = self.d.notifier.generation(requester.user_id)
             now = self.current_token(since_token)
@@ -200,6 +208,28 @@ class SyncHandler:
                 now = self.current_token(since_token)
                 response, _, _ = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
                 return response
+
+    async def _hold(self, since: StreamToken, deadline: float) -> None:
+        """Let a burst finish arriving before answering a long-poll that has new events already.
+
+        The same bounded window as the notifier's (which covers long-polls
+        woken while waiting): the response is built no earlier than
+        ``batch_window`` after the first event newer than ``since`` arrived
+        here, so a client polling again right after a response gets the
+        rest of the burst in one response instead of one response per
+        event. Events of rooms the user is not in count too (which rooms
+        the user is in is not known before building); that delays an
+        answer by at most the window. Nothing is held once the window has
+        passed, for non-long-poll requests, or past the request's timeout.
+        """
+        if self._batch_window <= 0:
+            return
+        first = self.d.events_tail.first_arrival_after(since.events)
+        if first is None:
+            return
+        delay = min(first + self._batch_window, deadline) - self._clock.seconds()
+        if delay > 0:
+            await deferLater(self._clock, delay, lambda: None)
 
     async def _await_positions(self, user_id: str, since: Optional[StreamToken], deadline: float) -> None:
         """Read your writes: wait until the tails have seen the user's writes and the client's token."""
@@ -255,6 +285,7 @@ class SyncHandler:
 
     async def _build(self, requester: Any, sync_filter: SyncFilter, since: Optional[StreamToken], now: StreamToken,
                      full_state: bool, use_state_after: bool = False) -> tuple[dict[str, Any], frozenset[str], StreamToken]:
+        BUILDS.inc()
         user_id = requester.user_id
         d = self.d
         memberships = await d.events_store.get_memberships_for_user(user_id)
@@ -393,7 +424,17 @@ class SyncHandler:
         limit = sync_filter.timeline_limit
         rows: list[Any] = []
         limited = False
-        if changed:
+        # Rows already read (membership events of the timeline's senders).
+        prefetched: dict[str, Any] = {}
+        start_found: Any = None
+        have_start = False
+        if changed and not full and left_at is None:
+            # The common incremental case: timeline, start state and the
+            # senders' memberships in one database round trip.
+            rows, limited, start_found, prefetched = await d.events_store.get_sync_timeline(
+                room_id, since_pos, upto, limit, user_id)
+            have_start = True
+        elif changed:
             after = 0 if full else since_pos
             rows, limited = await d.events_store.get_room_events_in_range(room_id, after, upto, limit)
             if full or left_at is not None:
@@ -404,12 +445,12 @@ class SyncHandler:
                 if len(visible) != len(rows):
                     limited = False if not visible else limited
                 rows = visible
-        if rows:
+        if have_start:
+            pass
+        elif rows:
             start_found = await d.events_store.get_state_at_position(room_id, rows[0].stream_position - 1)
         elif full:
             start_found = await d.events_store.get_state_at_position(room_id, upto)
-        else:
-            start_found = None
         start_state = start_found[1] if start_found else {}
         since_state = None
         if not full and limited and rows:
@@ -441,7 +482,10 @@ class SyncHandler:
         if state_filter.lazy_load_members:
             senders = {e["sender"] for e in timeline_json} | {user_id}
             state_ids = lazy_members(state_ids, start_state, senders, full or not rows)
-        state_rows = await d.events_store.get_events(room_id, list(state_ids.values()))
+        state_rows = {e: prefetched[e] for e in state_ids.values() if e in prefetched}
+        missing = [e for e in state_ids.values() if e not in state_rows]
+        if missing:
+            state_rows.update(await d.events_store.get_events(room_id, missing))
         state_json = await d.loader.serialize_rows(
             room_id, sorted(state_rows.values(), key=lambda r: r.stream_position), include_room_id=False
         )

@@ -64,6 +64,8 @@ class StreamTail:
         self._capacity = capacity
         self._durable = durable
         self._rows: list[collections.deque[tuple[int, Any]]] = [collections.deque() for _ in range(shard_count)]
+        # (position, when it arrived here) of the rows held, per shard, for the sync batching window.
+        self._arrivals: list[collections.deque[tuple[int, float]]] = [collections.deque() for _ in range(shard_count)]
         self._floor = [0] * shard_count
         self._current = [0] * shard_count
         self._listeners: list[Callable[[int, Any], None]] = []
@@ -144,8 +146,11 @@ class StreamTail:
         rows = self._rows[shard]
         if row is not None:
             rows.append((position, row))
+            arrivals = self._arrivals[shard]
+            arrivals.append((position, self._clock.seconds()))
             while len(rows) > self._capacity:
                 dropped, _ = rows.popleft()
+                arrivals.popleft()
                 self._floor[shard] = dropped
         self._advance(shard, position)
         if row is not None:
@@ -172,6 +177,21 @@ class StreamTail:
         if after < self._floor[shard] or upto > self._current[shard]:
             return None
         return [row for position, row in self._rows[shard] if after < position <= upto]
+
+    def first_arrival_after(self, positions: Sequence[int]) -> Optional[float]:
+        """When the earliest row held after ``positions`` (one per shard) arrived here, or None if there is none."""
+        first: Optional[float] = None
+        for shard, after in enumerate(positions):
+            if self._current[shard] <= after:
+                continue
+            earliest = None
+            for position, arrived in reversed(self._arrivals[shard]):
+                if position <= after:
+                    break
+                earliest = arrived
+            if earliest is not None and (first is None or earliest < first):
+                first = earliest
+        return first
 
     def wait_for(self, shard: int, position: int, timeout: float) -> "defer.Deferred[bool]":
         """Fires True once ``shard`` is known up to ``position``, False after ``timeout`` seconds."""

@@ -108,3 +108,39 @@ class TrimmedBusTests(RoomsTestCase):
         rows = tail.rows(shard, before[shard], last)
         self.assertEqual([r.event_id for r in rows], [r.event_id for r in committed])
         self.assertIn(shard, [f[0] for f in fetched])  # the trimmed part came from PostgreSQL
+
+
+class SyncTimelineReadTests(RoomsTestCase):
+    """``EventStore.get_sync_timeline``: the incremental sync's one-round-trip read."""
+
+    async def test_matches_the_separate_reads(self) -> None:
+        """Timeline, more flag, start state and senders' memberships equal what the separate reads return."""
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        room_id = await self.create_room(alice, preset="public_chat")
+        self.assertEqual((await self.join(bob, room_id)).code, 200)
+        store = self.rooms_api.store
+        positions = []
+        for i in range(6):
+            resp = await self.send(alice if i % 2 else bob, room_id, {"msgtype": "m.text", "body": str(i)}, f"t{i}")
+            self.assertEqual(resp.code, 200, resp.body)
+            positions.append((await store.get_events(room_id, [resp.json["event_id"]]))[resp.json["event_id"]].stream_position)
+        top = positions[-1]
+        for after, limit in ((positions[0], 10), (positions[1], 2), (0, 3), (top, 5)):
+            rows, more, start, members = await store.get_sync_timeline(room_id, after, top, limit, self.uid("carol"))
+            want_rows, want_more = await store.get_room_events_in_range(room_id, after, top, limit)
+            self.assertEqual(rows, want_rows)
+            self.assertEqual(more, want_more)
+            if not rows:
+                self.assertIsNone(start)
+                self.assertEqual(members, {})
+                continue
+            want_start = await store.get_state_at_position(room_id, rows[0].stream_position - 1)
+            self.assertEqual(start, want_start)
+            senders = {r.sender for r in rows}
+            want_ids = [want_start[1][("m.room.member", u)] for u in senders if ("m.room.member", u) in want_start[1]]
+            self.assertEqual(members, await store.get_events(room_id, want_ids))
+        # The syncing user's own membership comes too, even when they sent nothing in the range.
+        rows, _, start, members = await store.get_sync_timeline(room_id, positions[-2], top, 10, self.uid("bob"))
+        self.assertEqual({r.sender for r in rows}, {self.uid("alice")})
+        self.assertIn(start[1][("m.room.member", self.uid("bob"))], members)

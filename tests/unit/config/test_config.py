@@ -189,3 +189,24 @@ class ConfigTests(unittest.TestCase):
         data = copy.deepcopy(BASE)
         data["instances"] = []
         self.assertConfigError(data, "instances")
+
+
+class SyncSectionTests(unittest.TestCase):
+    """``sync.wake_batch_ms``."""
+
+    def test_default_and_value(self):
+        """Absent: the default window; set: that many milliseconds."""
+        from homeserver.config.sync import DEFAULT_WAKE_BATCH_MS
+
+        self.assertEqual(load_config(copy.deepcopy(BASE), env={}).sections["sync"].wake_batch_ms, DEFAULT_WAKE_BATCH_MS)
+        cfg = copy.deepcopy(BASE)
+        cfg["sync"] = {"wake_batch_ms": 0}
+        self.assertEqual(load_config(cfg, env={}).sections["sync"].wake_batch_ms, 0)
+
+    def test_bad_values_refused(self):
+        """Negative, too large or non-integer windows are refused with the key's path."""
+        for bad in (-1, 1001, "10", 2.5):
+            cfg = copy.deepcopy(BASE)
+            cfg["sync"] = {"wake_batch_ms": bad}
+            e = self.assertRaises(ConfigError, load_config, cfg, env={})
+            self.assertEqual(e.path, "sync.wake_batch_ms", str(e))

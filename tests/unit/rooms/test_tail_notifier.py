@@ -157,6 +157,35 @@ class TailTests(SynchronousTestCase):
         self.assertEqual(state.rooms, {"!a:x": (0, 9, ()), "!b:x": (1, 6, ("@v:x",)), "!c:x": (0, 7, ())})
 
 
+class ArrivalTests(SynchronousTestCase):
+    """When the rows after a token arrived (the sync batching window)."""
+
+    def test_first_arrival_after(self):
+        """The earliest arrival among rows after the positions, over all shards; None when there are none."""
+        clock = Clock()
+        tail = StreamTail(clock, "events", 2, None, decode, capacity=3)
+        tail.start([0, 0])
+
+        def entry(shard, position):
+            tail.on_entry(attrs.make_class("E", ["shard", "position", "payload"])(shard, position, {"room_id": "!r:x"}))
+
+        clock.advance(10)
+        entry(0, 1)
+        clock.advance(1)
+        entry(1, 2)
+        clock.advance(1)
+        entry(0, 5)
+        self.assertEqual(tail.first_arrival_after([0, 0]), 10)
+        self.assertEqual(tail.first_arrival_after([1, 0]), 11)
+        self.assertEqual(tail.first_arrival_after([1, 2]), 12)
+        self.assertIsNone(tail.first_arrival_after([5, 2]))
+        # Rows dropped from the window drop their arrival times with them.
+        for p in (6, 7, 8):
+            clock.advance(1)
+            entry(0, p)
+        self.assertEqual(tail.first_arrival_after([0, 2]), 13)  # 6, 7, 8 held (capacity 3)
+
+
 class NotifierTests(SynchronousTestCase):
     """Long-poll waiters."""
     def test_wakes_by_room_and_user_and_times_out(self):
@@ -185,3 +214,60 @@ class NotifierTests(SynchronousTestCase):
         n.notify_room("!1:x")
         self.assertEqual(n.generation("@a:x"), before + 1)
         self.assertEqual(n.generation("@b:x"), 0)
+
+class NotifierBatchingTests(SynchronousTestCase):
+    """Wake-ups batched over a bounded window (``sync.wake_batch_ms``)."""
+
+    def test_wakes_at_the_end_of_the_window(self):
+        """A notification wakes its waiters when the window started by the first one ends, not before."""
+        clock = Clock()
+        n = Notifier(clock, batch_window=0.01)
+        a = n.wait("@a:x", ["!1:x"], 10)
+        b = n.wait("@b:x", ["!2:x"], 10)
+        c = n.wait("@c:x", ["!3:x"], 10)
+        n.notify_room("!1:x")
+        clock.advance(0.006)
+        self.assertNoResult(a)
+        n.notify_room("!2:x")  # joins the running window, does not extend it
+        n.notify_room("!1:x")  # already pending: woken once
+        clock.advance(0.004)
+        self.assertTrue(self.successResultOf(a))
+        self.assertTrue(self.successResultOf(b))
+        self.assertNoResult(c)
+        # A new notification after the window starts a new one.
+        n.notify_room("!3:x")
+        self.assertNoResult(c)
+        clock.advance(0.01)
+        self.assertTrue(self.successResultOf(c))
+        self.assertEqual(n.waiting(), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_timeout_inside_the_window(self):
+        """A waiter whose timeout falls inside the window answers False once, and the window is then dropped."""
+        clock = Clock()
+        n = Notifier(clock, batch_window=0.05)
+        a = n.wait("@a:x", ["!1:x"], 0.02)
+        n.notify_room("!1:x")
+        clock.advance(0.02)
+        self.assertFalse(self.successResultOf(a))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(0.05)
+        self.assertEqual(n.waiting(), 0)
+
+    def test_waiter_arriving_during_the_window(self):
+        """A sync that starts waiting after the notification is not woken by it."""
+        clock = Clock()
+        n = Notifier(clock, batch_window=0.01)
+        a = n.wait("@a:x", ["!1:x"], 10)
+        n.notify_room("!1:x")
+        late = n.wait("@b:x", ["!1:x"], 10)
+        clock.advance(0.01)
+        self.assertTrue(self.successResultOf(a))
+        self.assertNoResult(late)
+        late.cancel()
+        self.failureResultOf(late, defer.CancelledError)
+        self.assertEqual(n.waiting(), 0)
+
+    def test_negative_window_refused(self):
+        """The window cannot be negative."""
+        self.assertRaises(ValueError, Notifier, Clock(), -1)

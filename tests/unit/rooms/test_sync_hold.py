@@ -1,0 +1,62 @@
+"""The sync handler's batching window for long-polls that find new events at once (fake clock)."""
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from homeserver.handlers.rooms.tokens import StreamToken
+from homeserver.handlers.sync.handler import SyncDeps, SyncHandler
+from homeserver.handlers.sync.tail import StreamTail
+
+Entry = attrs.make_class("Entry", ["shard", "position", "payload"])
+
+
+@attrs.frozen
+class Row:
+    stream_position: int
+    room_id: str
+
+
+def decode(shard, position, payload):
+    return Row(position, payload["room_id"])
+
+
+class HoldTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.tail = StreamTail(self.clock, "events", 2, None, decode)
+        self.tail.start([0, 0])
+
+    def handler(self, window):
+        deps = SyncDeps(
+            events_store=None, receipts_store=None, loader=None, events_tail=self.tail, receipts_tail=None,
+            typing_tail=None, typing_state=None, notifier=None, shard_counts={"events": 2},
+            events_shard_of=None, receipts_shard_of=None, typing_shard_of=None,
+        )
+        return SyncHandler(self.clock, deps, batch_window=window)
+
+    def token(self, events):
+        return StreamToken(events=tuple(events), receipts=(), typing=(), account_data=0, presence=(), to_device=())
+
+    def test_waits_until_the_window_after_the_first_new_event(self):
+        """A long-poll finding an event that arrived 4 ms ago waits the remaining 6 ms of a 10 ms window."""
+        self.tail.on_entry(Entry(0, 3, {"room_id": "!a:x"}))
+        self.clock.advance(0.004)
+        self.tail.on_entry(Entry(1, 2, {"room_id": "!a:x"}))  # a later one does not extend the window
+        d = defer.ensureDeferred(self.handler(0.01)._hold(self.token([0, 0]), self.clock.seconds() + 30))
+        self.clock.advance(0.0059)
+        self.assertNoResult(d)
+        self.clock.advance(0.0002)
+        self.successResultOf(d)
+
+    def test_no_wait(self):
+        """Nothing is held without new events, once the window has passed, with no window, or past the deadline."""
+        self.tail.on_entry(Entry(0, 3, {"room_id": "!a:x"}))
+        now = self.clock.seconds()
+        self.successResultOf(defer.ensureDeferred(self.handler(0.01)._hold(self.token([3, 0]), now + 30)))
+        self.successResultOf(defer.ensureDeferred(self.handler(0)._hold(self.token([0, 0]), now + 30)))
+        self.successResultOf(defer.ensureDeferred(self.handler(0.01)._hold(self.token([0, 0]), now)))
+        self.clock.advance(0.01)
+        self.successResultOf(defer.ensureDeferred(self.handler(0.01)._hold(self.token([0, 0]), self.clock.seconds() + 30)))
