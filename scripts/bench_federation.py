@@ -192,6 +192,20 @@ def missing_events(events: Mapping[str, Mapping[str, Any]], earliest: Iterable[s
     return out
 
 
+def backfill_events(events: Mapping[str, Mapping[str, Any]], start: Iterable[str], limit: int) -> list[Any]:
+    """``/backfill`` over ``events`` (ID -> PDU): the ``start`` events and their ancestors,
+    breadth first, at most ``limit``."""
+    frontier, seen, out = list(start), set(), []
+    while frontier and len(out) < limit:
+        event_id = frontier.pop(0)
+        if event_id in seen or event_id not in events:
+            continue
+        seen.add(event_id)
+        out.append(events[event_id])
+        frontier.extend(events[event_id].get("prev_events", []))
+    return out
+
+
 def transaction_results_ok(answer: Any, event_ids: Iterable[str]) -> list[str]:
     """Problems in a ``/send`` answer for ``event_ids`` (empty: every PDU was accepted)."""
     if not isinstance(answer, Mapping) or not isinstance(answer.get("pdus"), Mapping):
@@ -307,6 +321,10 @@ class FakeRemote:
         self.events: dict[str, dict[str, Any]] = {}
         #: room ID -> room version identifier (of the rooms we joined).
         self.room_versions: dict[str, str] = {}
+        #: room ID -> (state IDs, auth chain IDs) after our join (answers /state_ids).
+        self.state_ids: dict[str, tuple[list[str], list[str]]] = {}
+        self.state_requests = 0
+        self.backfill_requests = 0
         self.reset_outbound()
         self.missing_event_requests = 0
         self.unknown_requests: dict[str, int] = {}
@@ -331,6 +349,8 @@ class FakeRemote:
         app.router.add_put("/_matrix/federation/v1/send/{txn_id}", self.send)
         app.router.add_post("/_matrix/federation/v1/get_missing_events/{room_id}", self.get_missing_events)
         app.router.add_get("/_matrix/federation/v1/event/{event_id}", self.get_event)
+        app.router.add_get("/_matrix/federation/v1/state_ids/{room_id}", self.get_state_ids)
+        app.router.add_get("/_matrix/federation/v1/backfill/{room_id}", self.backfill)
         app.router.add_route("*", "/{tail:.*}", self.unknown)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert_path, self.key_path)
@@ -393,6 +413,23 @@ class FakeRemote:
                                 min(int(body.get("limit", 10)), 20))
         return web.json_response({"events": events})
 
+    async def get_state_ids(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.state_requests += 1
+        ids = self.state_ids.get(request.match_info["room_id"])
+        if ids is None or request.query.get("event_id") not in self.events:
+            return web.json_response({"errcode": "M_NOT_FOUND", "error": "unknown room or event"}, status=404)
+        return web.json_response({"pdu_ids": ids[0], "auth_chain_ids": ids[1]})
+
+    async def backfill(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.backfill_requests += 1
+        limit = min(int(request.query.get("limit", "10")), 100)
+        pdus = backfill_events(self.events, request.query.getall("v", []), limit)
+        return web.json_response({"origin": self.server_name, "origin_server_ts": int(time.time() * 1000), "pdus": pdus})
+
     async def get_event(self, request: Any) -> Any:
         from aiohttp import web
 
@@ -441,6 +478,12 @@ class FakeRemote:
         state[(MEMBER, self.user_id)] = event_id
         self.room_versions[room_id] = version.identifier
         self.events[event_id] = join
+        # What /event and /state_ids serve: our messages change no state, so the
+        # state before any of them is the state after our join.
+        for pdu in list(answer["state"]) + list(answer.get("auth_chain", [])):
+            self.events.setdefault(compute_event_id(version, pdu), pdu)
+        chain = {compute_event_id(version, pdu) for pdu in answer.get("auth_chain", [])} | set(join["auth_events"])
+        self.state_ids[room_id] = (sorted(state.values()), sorted(chain))
         return version, state, join
 
 
@@ -591,7 +634,8 @@ class FederationBench:
                 if time.monotonic() > deadline:
                     errors.append(f"{room_id}: last PDU not readable after {a.drain_seconds}s")
                     return
-                await asyncio.sleep(0.02)
+                # Not tighter: each poll costs the server CPU that is counted.
+                await asyncio.sleep(0.1)
 
         pids = self.target.pids()
         spy = PySpy(a.py_spy, a.profile_dir) if a.py_spy else None
@@ -628,6 +672,8 @@ class FederationBench:
             "missing": missing,
             "order_errors": order_errors,
             "missing_event_requests": sum(f.missing_event_requests for f in self.fakes),
+            "state_requests": sum(f.state_requests for f in self.fakes),
+            "backfill_requests": sum(f.backfill_requests for f in self.fakes),
             "errors_sample": errors[:3],
             "cpu_ms_per_pdu_by_process": {k: v for k, v in sorted(by_label.items()) if v > 0},
         }
@@ -753,7 +799,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]]) -> int:
     names = list(results)
     phases = {
         "inbound": ["accepted_pdus_per_s", "persisted_pdus_per_s", "txn_p50_ms", "txn_p99_ms", "cpu_ms_per_pdu",
-                    "pdu_errors", "missing", "order_errors", "missing_event_requests"],
+                    "pdu_errors", "missing", "order_errors", "missing_event_requests", "state_requests", "backfill_requests"],
         "outbound_live": ["client_send_per_s", "txn_per_s", "pdus_per_s", "pdus_per_txn", "delay_p50_ms", "delay_p99_ms",
                           "cpu_ms_per_pdu", "missing", "duplicates"],
         "outbound_drain": ["txn_per_s", "pdus_per_s", "pdus_per_txn", "delay_p99_ms", "cpu_ms_per_pdu", "missing", "duplicates"],
@@ -804,6 +850,7 @@ def main() -> int:
     p.add_argument("--outbound-modes", default="live,drain", help="comma list: live, drain")
     p.add_argument("--senders", type=int, default=4, help="concurrent client send requests (outbound)")
     p.add_argument("--drain-seconds", type=float, default=120.0, help="how long to wait for PDUs to land")
+    p.add_argument("--keep", action="store_true", help="keep the targets' work directories (logs)")
     p.add_argument("--py-spy", help="py-spy binary: profile the target's processes during the inbound phase")
     p.add_argument("--profile-dir", default=os.path.join(tempfile.gettempdir(), "bench-federation-profile"),
                    help="where --py-spy writes its collapsed stacks")
@@ -830,12 +877,17 @@ def main() -> int:
             else:
                 raise SystemExit(f"unknown target {name}")
             print(f"== {target.name}: starting", flush=True)
+            if args.keep:
+                os.environ["KEEP_SYNAPSE_DIR"] = "1"
             target.start()
             try:
                 results[target.name] = asyncio.run(bench_target(target, cert_path, key_path, args))
             finally:
                 target.stop()
-                shutil.rmtree(workdir, ignore_errors=True)
+                if args.keep:
+                    print(f"   kept {workdir}", flush=True)
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
     finally:
         shutil.rmtree(tls_dir, ignore_errors=True)
         shutil.rmtree(os.path.dirname(cert_path), ignore_errors=True)

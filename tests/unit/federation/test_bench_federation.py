@@ -166,3 +166,12 @@ class ProfileSummaryTests(unittest.TestCase):
         # A frame twice on one stack (recursion) counts once inclusively.
         _, inclusive, _ = summarize_collapsed(["f;f;f 4\n"])
         self.assertEqual(inclusive, [("f", 4)])
+
+
+class BackfillTests(unittest.TestCase):
+    def test_start_events_and_ancestors_newest_first(self) -> None:
+        from scripts.bench_federation import backfill_events
+
+        events = {f"${i}": {"prev_events": [f"${i - 1}"] if i else [], "depth": i} for i in range(6)}
+        self.assertEqual([e["depth"] for e in backfill_events(events, ["$4"], 3)], [4, 3, 2])
+        self.assertEqual([e["depth"] for e in backfill_events(events, ["$1", "$unknown"], 10)], [1, 0])
