@@ -161,6 +161,14 @@ def chunk(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def interleave(sequences: list[list[Any]]) -> list[Any]:
+    """Round robin over ``sequences``: first items of each, then second items..."""
+    out = []
+    for i in range(max((len(q) for q in sequences), default=0)):
+        out.extend(q[i] for q in sequences if i < len(q))
+    return out
+
+
 def split_evenly(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` counts differing by at most one."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
@@ -554,24 +562,30 @@ class FederationBench:
         self.token = ""
         self.rooms: list[str] = []
         self.room_state: dict[str, tuple[RoomVersion, dict, dict]] = {}
+        self.fake_of: dict[str, FakeRemote] = {}
 
     async def setup(self, s: Any) -> None:
         a = self.args
         _, self.token = await self.client.register(s, "b" + uuid.uuid4().hex[:8])
-        for i in range(a.inflight):
+        for i in range(a.inflight * a.rooms_per_server):
             room = await self.client.call(s, "POST", "/_matrix/client/v3/createRoom", self.token,
                                           {"preset": "public_chat", "room_version": a.room_version, "name": f"fed bench {i}"})
             self.rooms.append(room["room_id"])
-        for fake, room_id in zip(self.fakes, self.rooms):
+        for r, room_id in enumerate(self.rooms):
+            fake = self.fakes[r // a.rooms_per_server]
+            self.fake_of[room_id] = fake
             self.room_state[room_id] = await fake.join(s, self.target.base, self.destination, room_id)
 
     def build_transactions(self) -> tuple[list[list[tuple[str, bytes, str, list[str]]]], dict[str, list[str]]]:
-        """Per lane (room): ``(uri, body, auth header, event IDs)`` of each transaction; and each room's chain."""
+        """Per lane (remote server): ``(uri, body, auth header, event IDs)`` of each
+        transaction; and each room's chain. A lane's rooms are interleaved, so a
+        transaction no larger than ``--rooms-per-server`` holds one PDU per room."""
         a = self.args
-        lanes, chains = [], {}
+        chains: dict[str, list[str]] = {}
+        by_lane: dict[int, list[list[tuple[dict, str]]]] = {}
         tag = uuid.uuid4().hex[:6]
         for r, (room_id, count) in enumerate(zip(self.rooms, split_evenly(a.pdus, len(self.rooms)))):
-            fake = self.fakes[r]
+            fake = self.fake_of[room_id]
             version, state, join = self.room_state[room_id]
             auth = message_auth_event_ids(version, state, fake.user_id)
             pdus = build_message_chain(version, room_id, fake.user_id, fake.server_name, fake.signing_key, auth,
@@ -579,11 +593,16 @@ class FederationBench:
             ids = [compute_event_id(version, p) for p in pdus]
             fake.events.update(zip(ids, pdus))
             chains[room_id] = ids
+            by_lane.setdefault(self.fakes.index(fake), []).append(list(zip(pdus, ids)))
+        lanes = []
+        for lane_index, fake in enumerate(self.fakes):
+            sequence = interleave(by_lane.get(lane_index, []))
             lane = []
-            for t, (batch, batch_ids) in enumerate(zip(chunk(pdus, a.txn_size), chunk(ids, a.txn_size))):
-                body = {"origin": fake.server_name, "origin_server_ts": int(time.time() * 1000), "pdus": batch, "edus": []}
-                uri = f"/_matrix/federation/v1/send/{tag}-{r}-{t}"
-                lane.append((uri, json.dumps(body).encode(), fake.auth_header(self.destination, "PUT", uri, body), batch_ids))
+            for t, batch in enumerate(chunk(sequence, a.txn_size)):
+                body = {"origin": fake.server_name, "origin_server_ts": int(time.time() * 1000),
+                        "pdus": [p for p, _ in batch], "edus": []}
+                uri = f"/_matrix/federation/v1/send/{tag}-{lane_index}-{t}"
+                lane.append((uri, json.dumps(body).encode(), fake.auth_header(self.destination, "PUT", uri, body), [i for _, i in batch]))
             lanes.append(lane)
         return lanes, chains
 
@@ -654,8 +673,8 @@ class FederationBench:
             spy.stop()
         by_label = {k: round((v - by0.get(k, 0.0)) * 1000 / a.pdus, 3) for k, v in cpu_by_label(self.target.pids()).items()}
         missing = order_errors = 0
-        for fake, (room_id, ids) in zip(self.fakes, chains.items()):
-            got = await self.read_back(s, room_id, fake.user_id)
+        for room_id, ids in chains.items():
+            got = await self.read_back(s, room_id, self.fake_of[room_id].user_id)
             missing += len(set(ids) - set(got))
             order_errors += int([e for e in got if e in set(ids)] != [e for e in ids if e in set(got)])
         from bench_load import pct
@@ -685,7 +704,7 @@ class FederationBench:
 
         a = self.args
         used = min(a.outbound_rooms, len(self.rooms))
-        fakes = self.fakes[:used]
+        fakes = list(dict.fromkeys(self.fake_of[room_id] for room_id in self.rooms[:used]))
         for fake in fakes:
             fake.reset_outbound()
             if mode == "drain":
@@ -844,6 +863,8 @@ def main() -> int:
     p.add_argument("--pdus", type=int, default=500, help="inbound PDUs in all (0: skip inbound)")
     p.add_argument("--inflight", type=int, default=4,
                    help="remote servers, each in its own room with one transaction in flight at a time (inbound lanes)")
+    p.add_argument("--rooms-per-server", type=int, default=1,
+                   help="rooms each remote server joins; its transactions interleave their PDU chains")
     p.add_argument("--txn-size", type=int, default=50, help="PDUs per inbound transaction (1-50)")
     p.add_argument("--outbound", type=int, default=200, help="messages sent by the local user (0: skip outbound)")
     p.add_argument("--outbound-rooms", type=int, default=1, help="rooms (= destinations) the outbound messages go to")
@@ -857,8 +878,8 @@ def main() -> int:
     args = p.parse_args()
     if not 1 <= args.txn_size <= MAX_PDUS_PER_TRANSACTION:
         p.error("--txn-size must be 1..50")
-    if args.inflight < 1:
-        p.error("--inflight must be at least 1")
+    if args.inflight < 1 or args.rooms_per_server < 1:
+        p.error("--inflight and --rooms-per-server must be at least 1")
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     tls_dir = tempfile.mkdtemp(prefix="bench-fed-tls-")

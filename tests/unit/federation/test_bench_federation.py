@@ -175,3 +175,9 @@ class BackfillTests(unittest.TestCase):
         events = {f"${i}": {"prev_events": [f"${i - 1}"] if i else [], "depth": i} for i in range(6)}
         self.assertEqual([e["depth"] for e in backfill_events(events, ["$4"], 3)], [4, 3, 2])
         self.assertEqual([e["depth"] for e in backfill_events(events, ["$1", "$unknown"], 10)], [1, 0])
+
+    def test_interleave_round_robin(self) -> None:
+        from scripts.bench_federation import interleave
+
+        self.assertEqual(interleave([[1, 2, 3], ["a"], [10, 20]]), [1, "a", 10, 2, 20, 3])
+        self.assertEqual(interleave([]), [])
