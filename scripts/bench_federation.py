@@ -265,7 +265,8 @@ def summarize_collapsed(lines: Iterable[str], top: int = 25) -> tuple[list[tuple
 
 
 class PySpy:
-    """``py-spy record`` of the target's processes over one phase (``--py-spy``)."""
+    """``py-spy record --gil`` of the target's processes over one phase (``--py-spy``):
+    samples of the thread holding the GIL, i.e. where Python CPU time goes."""
 
     def __init__(self, binary: str, outdir: str) -> None:
         self.binary, self.outdir = binary, outdir
@@ -280,7 +281,7 @@ class PySpy:
             if name in ("router",):
                 continue
             path = os.path.join(self.outdir, f"{name}-{pid}.txt")
-            proc = subprocess.Popen([self.binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+            proc = subprocess.Popen([self.binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--gil",
                                      "--nonblocking", "-o", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.procs.append((path, proc))
 
@@ -297,15 +298,16 @@ class PySpy:
             if not os.path.exists(path):
                 continue
             with open(path) as f:
-                self_top, incl_top, total = summarize_collapsed(f, top)
+                self_top, incl_top, total = summarize_collapsed(f, 10 * top)
+            self_top = self_top[:top]
             if not total:
                 continue
             print(f"   py-spy {os.path.basename(path)}: {total} samples on CPU", flush=True)
             print("     self:", flush=True)
             for frame, n in self_top:
                 print(f"       {100 * n / total:5.1f}%  {frame}")
-            print("     inclusive:", flush=True)
-            for frame, n in incl_top:
+            print("     inclusive (project code):", flush=True)
+            for frame, n in [(f, n) for f, n in incl_top if "(homeserver/" in f or "(storage/" in f][:top]:
                 print(f"       {100 * n / total:5.1f}%  {frame}")
         self.procs = []
 
