@@ -659,7 +659,7 @@ class FederationBench:
                 await asyncio.sleep(0.1)
 
         pids = self.target.pids()
-        spy = PySpy(a.py_spy, a.profile_dir) if a.py_spy else None
+        spy = PySpy(a.py_spy, a.profile_dir) if a.py_spy and a.profile_phase == "inbound" else None
         if spy is not None:
             from bench_load import process_label
 
@@ -733,17 +733,24 @@ class FederationBench:
         await asyncio.gather(*(sender() for _ in range(a.senders)))
         t_sent = time.monotonic()
         released = None
+        spy = PySpy(a.py_spy, a.profile_dir) if a.py_spy and a.profile_phase == f"outbound_{mode}" else None
         if mode == "drain":
             # Everything is queued in the target's sender: let it drain.
             deadline = time.monotonic() + a.drain_seconds
             while any(f.held_since is None for f in fakes) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+            if spy is not None:
+                from bench_load import process_label
+
+                spy.start(pids, process_label)
             released = time.monotonic()
             for fake in fakes:
                 fake.hold.set()
         deadline = time.monotonic() + a.drain_seconds
         while len(received()) < a.outbound and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        if spy is not None:
+            spy.stop()
         await asyncio.sleep(0.2)  # late duplicates, if any
         cpu = cpu_seconds(self.target.pids()) - cpu0
         by_label = {k: round((v - by0.get(k, 0.0)) * 1000 / a.outbound, 3) for k, v in cpu_by_label(self.target.pids()).items()}
@@ -874,7 +881,8 @@ def main() -> int:
     p.add_argument("--senders", type=int, default=4, help="concurrent client send requests (outbound)")
     p.add_argument("--drain-seconds", type=float, default=120.0, help="how long to wait for PDUs to land")
     p.add_argument("--keep", action="store_true", help="keep the targets' work directories (logs)")
-    p.add_argument("--py-spy", help="py-spy binary: profile the target's processes during the inbound phase")
+    p.add_argument("--py-spy", help="py-spy binary: profile the target's processes during --profile-phase")
+    p.add_argument("--profile-phase", default="inbound", help="inbound or outbound_drain (with --py-spy)")
     p.add_argument("--profile-dir", default=os.path.join(tempfile.gettempdir(), "bench-federation-profile"),
                    help="where --py-spy writes its collapsed stacks")
     args = p.parse_args()
