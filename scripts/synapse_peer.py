@@ -27,9 +27,10 @@ RATE_UNLIMITED = {"per_second": 100000, "burst_count": 100000}
 
 class SynapsePeer:
     def __init__(self, venv: str, workdir: str, postgres_dsn_for, server_name: str = "synapse.localhost", port: Optional[int] = None,
-                 tls: Optional[tuple[str, str]] = None) -> None:
+                 tls: Optional[tuple[str, str]] = None, extra_config: Optional[dict] = None) -> None:
         """``tls=(certificate_path, private_key_path)`` serves the listener over HTTPS (Synapse
-        federates over TLS only: name the server ``127.0.0.1:<port>`` so peers dial this listener)."""
+        federates over TLS only: name the server ``127.0.0.1:<port>`` so peers dial this listener).
+        ``extra_config`` entries override or add top-level homeserver.yaml keys."""
         from workers.embedded import free_port
 
         self.python = os.path.join(venv, "bin", "python")
@@ -43,6 +44,7 @@ class SynapsePeer:
         self.shared_secret = "synapse-shared-secret-" + os.urandom(8).hex()
         self.process: Optional[subprocess.Popen] = None
         self.tls = tls
+        self.extra_config = dict(extra_config or {})
 
     @property
     def base(self) -> str:
@@ -83,6 +85,7 @@ class SynapsePeer:
             config["listeners"][0]["tls"] = True
             config["tls_certificate_path"], config["tls_private_key_path"] = self.tls
             config["federation_client_minimum_tls_version"] = "1.2"
+        config.update(self.extra_config)
         return config
 
     def start(self, timeout: float = 120) -> None:

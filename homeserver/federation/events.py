@@ -279,30 +279,39 @@ class FederationEventHandler:
         return after
 
     async def _known(self, room_id: str, event_ids: Iterable[str]) -> tuple[set[str], dict[str, tuple[str, str]]]:
+        accepted, rejected = await self._known_rows(room_id, event_ids)
+        return set(accepted), rejected
+
+    async def _known_rows(self, room_id: str, event_ids: Iterable[str]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+        """The stored rows of the accepted ones of ``event_ids``, and ``event_id -> (kind, reason)`` of the rejected ones."""
         ids = list(event_ids)
         rows = await self._store.get_events(room_id, ids)
         # Outliers (stream_shard -1) have no place in the DAG yet: not "known" here.
-        accepted = {e for e, row in rows.items() if row.stream_shard >= 0}
+        accepted = {e: row for e, row in rows.items() if row.stream_shard >= 0}
         rejected = await self._fed.get_rejected(room_id, [e for e in ids if e not in accepted])
         return accepted, rejected
 
     async def _process(self, origin: str, event: Event, fetch_missing: bool, outbound: Any = None) -> dict[str, Any]:
         room_id = event.room_id
         version = event.room_version
-        accepted, rejected = await self._known(room_id, [event.event_id])
-        if accepted:
+        prev_ids = list(event.prev_event_ids)
+        # The event itself and its prev events (their rows, for their state groups) in
+        # one lookup: this runs for every received PDU.
+        accepted, rejected = await self._known_rows(room_id, [event.event_id] + prev_ids)
+        if event.event_id in accepted:
             return {}
-        if rejected:
+        if event.event_id in rejected:
             kind, reason = rejected[event.event_id]
             return {} if kind == "soft_failed" else {"error": f"rejected: {reason}"}
 
-        prev_ids = list(event.prev_event_ids)
-        have, bad = await self._known(room_id, prev_ids)
-        missing = [e for e in prev_ids if e not in have and e not in bad]
+        prev_rows = {e: row for e, row in accepted.items() if e in prev_ids}
+        bad = {e: r for e, r in rejected.items() if e in prev_ids}
+        missing = [e for e in prev_ids if e not in prev_rows and e not in bad]
         if missing and fetch_missing:
             await self._fetch_missing(origin, event)
-            have, bad = await self._known(room_id, prev_ids)
-            missing = [e for e in prev_ids if e not in have and e not in bad]
+            prev_rows, bad = await self._known_rows(room_id, prev_ids)
+            missing = [e for e in prev_ids if e not in prev_rows and e not in bad]
+        have = set(prev_rows)
         remote_state: Optional[dict[StateKey, str]] = None
         if missing:
             if not fetch_missing:
@@ -337,7 +346,6 @@ class FederationEventHandler:
             group_states: dict[int, Any] = {}
             state_before = remote_state
         else:
-            prev_rows = await self._store.get_events(room_id, [e for e in prev_ids if e in have])
             groups = sorted({row.state_group for row in prev_rows.values()})
             group_states = await self._store.get_state_ids_for_groups(room_id, groups)
             state_before = await self.resolve(version, room_id, [group_states[g] for g in groups])

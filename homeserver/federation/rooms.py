@@ -137,8 +137,8 @@ class FederationRooms:
             raise forbidden(f"{origin} is not in room {room_id}")
 
     async def _check_acl(self, origin: str, room_id: str) -> None:
-        state = await self._store.get_current_state_ids(room_id)
-        acl_id = state.get(("m.room.server_acl", ""))
+        # Runs for every received PDU: read the one state entry, not the room's whole state.
+        acl_id = await self._store.get_current_state_id(room_id, "m.room.server_acl", "")
         if acl_id is None:
             return
         acl = await self.loader.get_events(room_id, [acl_id])

@@ -414,6 +414,19 @@ class EventStore:
 
         return self._db.run_interaction("get_current_state_ids", txn_fn)
 
+    def get_current_state_id(self, room_id: str, event_type: str, state_key: str) -> "defer.Deferred[Optional[str]]":
+        """The event ID of one entry of the room's current state, or None (one row, not the whole state)."""
+
+        def txn_fn(txn: Any) -> Optional[str]:
+            txn.execute(
+                "SELECT event_id FROM current_state WHERE room_id = %s AND type = %s AND state_key = %s",
+                (room_id, event_type, state_key),
+            )
+            row = txn.fetchone()
+            return row[0] if row else None
+
+        return self._db.run_interaction("get_current_state_id", txn_fn)
+
     def get_state_ids_for_groups(self, room_id: str, groups: Iterable[int]) -> "defer.Deferred[dict[int, dict[StateKey, str]]]":
         """The full state of each state group of a room."""
         wanted = sorted(set(groups))

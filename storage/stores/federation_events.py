@@ -213,10 +213,12 @@ class FederationEventStore:
     def get_rejected(self, room_id: str, event_ids: Sequence[str]) -> "defer.Deferred[dict[str, tuple[str, str]]]":
         """``event_id -> (kind, reason)`` for those of ``event_ids`` that were rejected or soft-failed."""
         ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            # The common case on receipt (prev and auth events all accepted):
+            # no round trip to PostgreSQL.
+            return defer.succeed({})
 
         def txn_fn(txn: Any) -> dict[str, tuple[str, str]]:
-            if not ids:
-                return {}
             txn.execute(
                 "SELECT event_id, kind, reason FROM federation_rejected_events WHERE room_id = %s AND event_id = ANY(%s)",
                 (room_id, ids),

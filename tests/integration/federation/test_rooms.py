@@ -409,6 +409,27 @@ class RefusalTests(FederationRoomsTestCase):
         self.assertEqual(resp.code, 403)
         self.assertEqual(resp.json["errcode"], "M_FORBIDDEN")
 
+    async def test_server_denied_by_acl_is_refused(self) -> None:
+        """Once the room's m.room.server_acl denies B, B's PDUs get an error and its join templates 403; C is unaffected."""
+        room = await self.setup_joined_room()
+        room_id = room["room_id"]
+        auth = [room["state"][("m.room.create", "")], room["state"][("m.room.power_levels", "")], room["join_id"]]
+        before = self.message(room_id, f"@bob:{B}", [room["join_id"]], auth, 10, "before acl")
+        resp = await self.send_txn([before])
+        self.assertEqual(resp.json["pdus"], {self.event_id(before): {}})
+        resp = await self.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.server_acl/",
+                                  {"allow": ["*"], "deny": [B], "allow_ip_literals": True}, token=self.alice)
+        self.assertEqual(resp.code, 200, resp.body)
+        after = self.message(room_id, f"@bob:{B}", [self.event_id(before)], auth, 11, "after acl")
+        resp = await self.send_txn([after], txn="t2")
+        self.assertIn("server ACL", resp.json["pdus"][self.event_id(after)]["error"])
+        self.assertNotIn("after acl", await self.timeline_bodies(room_id))
+        resp = await self.fed_request("GET", f"/_matrix/federation/v1/make_join/{quote(room_id)}/{quote('@bob2:' + B)}?ver=10")
+        self.assertEqual(resp.code, 403, resp.body)
+        resp = await self.fed_request("GET", f"/_matrix/federation/v1/make_join/{quote(room_id)}/{quote('@carol:' + C)}?ver=10",
+                                      origin=C)
+        self.assertEqual(resp.code, 200, resp.body)
+
     async def test_wrong_destination_is_unauthorized(self) -> None:
         """A request signed for another destination gets 401."""
         room = await self.setup_joined_room()

@@ -107,3 +107,42 @@ class CatchUpTests(StoreTestCase):
         self.assertEqual(json.loads(below.body)["pdus"], ["$r1_0"])
         claimed = await store.claim_transaction("b.test", body, 50, 100, 0, catch_up_threshold=8)
         self.assertEqual(json.loads(claimed.body), {"pdus": ["$r1_5", "$r2_1", "$none"], "edus": 1})
+
+
+class _NoDatabase:
+    """A database that fails every interaction: proves a call needs no round trip."""
+
+    def run_interaction(self, desc, fn, *args, **kwargs):
+        raise AssertionError(f"unexpected database interaction {desc}")
+
+
+class ReceivedEventStoreTests(StoreTestCase):
+    async def test_rejected_events_and_the_empty_lookup(self):
+        """Rejected/soft-failed kinds are read back per room; asking about no events costs no round trip."""
+        from storage.stores.federation_events import FederationEventStore
+
+        store = FederationEventStore(self.db)
+        await store.record_rejected("!r:s", "$a", "rejected", "bad auth", "o.test", "{}", 1)
+        await store.record_rejected("!r:s", "$b", "soft_failed", "current state", "o.test", "{}", 1)
+        got = await store.get_rejected("!r:s", ["$a", "$b", "$c", "$a"])
+        self.assertEqual(got, {"$a": ("rejected", "bad auth"), "$b": ("soft_failed", "current state")})
+        self.assertEqual(await store.get_rejected("!other:s", ["$a"]), {})
+        self.assertEqual(await FederationEventStore(_NoDatabase()).get_rejected("!r:s", []), {})
+
+    async def test_one_current_state_entry(self):
+        """get_current_state_id reads one entry of one room's current state."""
+        from storage.stores.events import EventStore
+
+        def insert(txn):
+            txn.execute(
+                "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES"
+                " ('!r:s', 'm.room.server_acl', '', '$acl'), ('!r:s', 'm.room.member', '@u:s', '$m'),"
+                " ('!o:s', 'm.room.server_acl', '', '$other')"
+            )
+
+        await self.db.run_interaction("insert", insert)
+        store = EventStore(self.db)
+        self.assertEqual(await store.get_current_state_id("!r:s", "m.room.server_acl", ""), "$acl")
+        self.assertEqual(await store.get_current_state_id("!o:s", "m.room.server_acl", ""), "$other")
+        self.assertIsNone(await store.get_current_state_id("!r:s", "m.room.server_acl", "x"))
+        self.assertIsNone(await store.get_current_state_id("!n:s", "m.room.server_acl", ""))
