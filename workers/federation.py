@@ -49,6 +49,10 @@ class Federation:
     sender: Optional[FederationSender] = None
 
 
+#: The signal naming a destination that has queued work (see :func:`build_federation`).
+WAKE_SIGNAL = "federation_wake"
+
+
 def build_federation(
     reactor: Any,
     homeserver_config: Any,
@@ -56,10 +60,17 @@ def build_federation(
     instance_name: str,
     dns: Any = None,
     well_known: Any = None,
+    signals: Any = None,
 ) -> Federation:
     """Compose keys, keyring, client, backoff, authenticator and (on sender
     instances) the transaction sender. ``dns`` / ``well_known`` default to the
-    real resolvers; tests pass fakes."""
+    real resolvers; tests pass fakes.
+
+    ``signals`` (a ``bus.signals.RedisSignals``): a process that queues work
+    for a destination owned by a sender elsewhere signals it, and sender
+    instances listen, so a transaction leaves at once rather than at the
+    sender's next poll (which still finds anything a lost signal missed).
+    """
     config: FederationConfig = homeserver_config.sections["federation"]
     server_name = homeserver_config.server_name
     signing_keys = load_or_generate_signing_keys(homeserver_config.signing_key_path)
@@ -119,6 +130,18 @@ def build_federation(
         server_name, keyring, on_origin_seen=sender.destination_is_up if sender is not None else None
     )
     queue = sender.queue if sender is not None else FederationQueue(reactor, server_name, queue_store)
+    if signals is not None and senders:
+        local = sender
+
+        def on_queued(destination: str) -> None:
+            if local is not None and local.owns(destination):
+                local.wake(destination)
+            else:
+                signals.publish(WAKE_SIGNAL, destination)
+
+        queue.set_on_queued(on_queued)
+        if sender is not None:
+            signals.listen(WAKE_SIGNAL, sender.wake)
     return Federation(config, local_keys, keyring, client, backoff, queue_store, authenticator, dns, queue, sender)
 
 

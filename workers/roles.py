@@ -86,9 +86,14 @@ def federation_api(ctx: "ProcessContext") -> Any:
     """The federation object graph of this process, built on first use."""
     fed = ctx.features.get("federation")
     if fed is None:
+        from bus.signals import RedisSignals
         from workers.federation import build_federation
 
-        fed = build_federation(ctx.reactor, ctx.config, ctx.database, ctx.instance.name)
+        # Pub/sub channels are shared by every database of a Redis server:
+        # the server name keeps two deployments on one Redis apart.
+        signals = RedisSignals(ctx.config.redis.url, prefix=f"estuary:{ctx.config.server_name}:signal:")
+        ctx.on_stop(signals.close)
+        fed = build_federation(ctx.reactor, ctx.config, ctx.database, ctx.instance.name, signals=signals)
         ctx.features["federation"] = fed
     return fed
 

@@ -96,6 +96,10 @@ class FederationQueue:
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
+    def set_on_queued(self, on_queued: Optional[Any]) -> None:
+        """Replace what is called with each destination that has new work (after commit)."""
+        self._on_queued = on_queued
+
     async def enqueue_pdu(self, destinations: Iterable[str], event_id: str, pdu_json: Mapping[str, Any]) -> None:
         """Queue a PDU (its federation JSON) for every destination but ourselves.
 

@@ -56,3 +56,37 @@ class WiringTests(unittest.TestCase):
         self.assertIsNone(main.queue._on_queued)
         self.assertIs(fed1.queue, fed1.sender.queue)
         self.assertEqual(fed1.queue._on_queued, fed1.sender.wake)
+
+    def test_signals_reach_the_owning_sender(self):
+        """With signals, queued work for a destination wakes its owner: a local sender directly,
+        a sender elsewhere through a signal; sender instances listen for signals."""
+
+        class Signals:
+            def __init__(self):
+                self.sent, self.listeners = [], []
+
+            def publish(self, name, message):
+                self.sent.append((name, message))
+
+            def listen(self, name, callback):
+                self.listeners.append((name, callback))
+
+        cfg = config(tempfile.mkdtemp())
+        signals = Signals()
+        main = build_federation(Clock(), cfg, database=object(), instance_name="main", dns=object(), well_known=object(),
+                                signals=signals)
+        main.queue.notify(["a.test", "b.test"])
+        self.assertEqual(signals.sent, [("federation_wake", "a.test"), ("federation_wake", "b.test")])
+        self.assertEqual(signals.listeners, [])
+
+        signals = Signals()
+        fed1 = build_federation(Clock(), cfg, database=object(), instance_name="fed1", dns=object(), well_known=object(),
+                                signals=signals)
+        self.assertEqual(signals.listeners, [("federation_wake", fed1.sender.wake)])
+        woken = []
+        fed1.sender.wake = woken.append
+        mine = next(d for d in ("a.test", "b.test", "c.test", "d.test") if fed1.sender.owns(d))
+        theirs = next(d for d in ("a.test", "b.test", "c.test", "d.test") if not fed1.sender.owns(d))
+        fed1.queue.notify([mine, theirs])
+        self.assertEqual(woken, [mine])
+        self.assertEqual(signals.sent, [("federation_wake", theirs)])
