@@ -26,11 +26,24 @@ class EmbeddedError(Exception):
     """A server could not be provisioned; the message says what to install."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 nobody listens on right now, and not handed out before by this process.
+
+    The kernel may give the same ephemeral port to two binds in a row once
+    the first socket is closed; callers choosing several ports for one
+    config (listen, replication, router...) must never get one twice.
+    """
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no fresh free port found")
 
 
 def find_postgres_bindir() -> Optional[str]:

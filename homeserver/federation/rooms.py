@@ -692,55 +692,54 @@ class FederationRooms:
         """
         creator = self.events.creator
         creator.allocator_for(room_id)
+        await self._through_servers(
+            servers, lambda server: self._join_via(server, user_id, room_id, content),
+            lambda problems: MatrixError(404, Codes.UNKNOWN, "Could not join the room through any server: " + problems),
+        )
+
+    async def _through_servers(self, servers: Sequence[str], attempt: Callable[[str], Awaitable[None]],
+                               exhausted: Callable[[str], MatrixError]) -> None:
+        """``attempt(server)`` with each other server in turn until one succeeds.
+
+        A 403 ends the search (the room refuses the user). An
+        M_UNABLE_TO_AUTHORISE_JOIN / M_UNABLE_TO_GRANT_JOIN (restricted rooms:
+        that server cannot vouch for the user) moves on, and is what the
+        caller gets if no server succeeds; otherwise ``exhausted(problems)``.
+        """
         problems = []
         refusal: Optional[MatrixError] = None
         for server in dict.fromkeys(servers):
             if server == self.server_name:
                 continue
             try:
-                await self._join_via(server, user_id, room_id, content)
+                await attempt(server)
                 return
             except MatrixError as e:
                 problems.append(f"{server}: {e}")
                 if e.code == 403:
                     raise
-                # M_UNABLE_TO_AUTHORISE_JOIN / M_UNABLE_TO_GRANT_JOIN (restricted
-                # rooms): that server cannot vouch for the user; try the next.
                 if e.errcode in _PASSED_THROUGH and refusal is None:
                     refusal = e
             except Exception as e:
                 problems.append(f"{server}: {e}")
         if refusal is not None:
             raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
-        raise MatrixError(404, Codes.UNKNOWN, "Could not join the room through any server: " + "; ".join(problems))
+        raise exhausted("; ".join(problems))
 
     async def join_authorised_remotely(self, user_id: str, room_id: str, servers: Sequence[str],
                                        content: Mapping[str, Any]) -> None:
         """Join a local user to a restricted room this server is in but where none of its users may
         authorise joins: make_join/send_join through another resident server (whose user
         authorises and countersigns), then take the join in like any received event."""
-        problems = []
-        refusal: Optional[MatrixError] = None
-        for server in dict.fromkeys(servers):
-            if server == self.server_name:
-                continue
-            try:
-                join, _, _ = await self._handshake_join(server, user_id, room_id, content)
-                result = await self.events.receive_validated(server, join, fetch_missing=True)
-                if result.get("error"):
-                    raise forbidden(f"the join was not accepted here: {result['error']}")
-                return
-            except MatrixError as e:
-                problems.append(f"{server}: {e}")
-                if e.code == 403:
-                    raise
-                if e.errcode in _PASSED_THROUGH and refusal is None:
-                    refusal = e
-            except Exception as e:
-                problems.append(f"{server}: {e}")
-        if refusal is not None:
-            raise MatrixError(refusal.code, refusal.errcode, "; ".join(problems), **refusal.extra)
-        raise forbidden("No server of the room could authorise the join: " + "; ".join(problems))
+        async def attempt(server: str) -> None:
+            join, _, _ = await self._handshake_join(server, user_id, room_id, content)
+            result = await self.events.receive_validated(server, join, fetch_missing=True)
+            if result.get("error"):
+                raise forbidden(f"the join was not accepted here: {result['error']}")
+
+        await self._through_servers(
+            servers, attempt, lambda problems: forbidden("No server of the room could authorise the join: " + problems),
+        )
 
     async def _join_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> None:
         join, version, response = await self._handshake_join(server, user_id, room_id, content)

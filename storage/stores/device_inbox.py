@@ -8,6 +8,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import attrs
 from twisted.internet import defer
 
+from storage.stores.stream_tables import max_positions_txn, positions_and_users_txn
+
 #: How long a delivered transaction ID is remembered per sender device (client retries come far sooner).
 TXN_RETENTION_MS = 24 * 3600 * 1000
 
@@ -107,12 +109,7 @@ class DeviceInboxStore:
         """One row per position of a shard with ``after < position <= upto`` (tail catch-up)."""
 
         def txn_fn(txn: Any) -> list[InboxRow]:
-            txn.execute(
-                "SELECT DISTINCT stream_position, user_id FROM device_inbox WHERE stream_shard = %s"
-                " AND stream_position > %s AND stream_position <= %s ORDER BY stream_position LIMIT %s",
-                (shard, after, upto, limit),
-            )
-            return [InboxRow(shard, r[0], r[1]) for r in txn.fetchall()]
+            return [InboxRow(shard, p, u) for p, u in positions_and_users_txn(txn, "device_inbox", shard, after, upto, limit)]
 
         return self._db.run_interaction("get_to_device_rows", txn_fn)
 
@@ -121,11 +118,6 @@ class DeviceInboxStore:
         wanted = list(shards)
 
         def txn_fn(txn: Any) -> dict[int, int]:
-            txn.execute(
-                "SELECT stream_shard, MAX(stream_position) FROM device_inbox WHERE stream_shard = ANY(%s)"
-                " GROUP BY stream_shard", (wanted,),
-            )
-            found = dict(txn.fetchall())
-            return {s: int(found.get(s) or 0) for s in wanted}
+            return max_positions_txn(txn, "device_inbox", wanted)
 
         return self._db.run_interaction("get_to_device_max_positions", txn_fn)

@@ -18,6 +18,7 @@ import attrs
 from twisted.internet import defer
 
 from homeserver.core.errors import OneTimeKeyConflict
+from storage.stores.stream_tables import max_positions_txn, positions_and_users_txn
 
 
 @attrs.frozen
@@ -319,12 +320,7 @@ class E2EKeyStore:
         """One row per position of a shard with ``after < position <= upto`` (tail catch-up)."""
 
         def txn_fn(txn: Any) -> list[DeviceListRow]:
-            txn.execute(
-                "SELECT DISTINCT stream_position, user_id FROM device_lists_stream WHERE stream_shard = %s"
-                " AND stream_position > %s AND stream_position <= %s ORDER BY stream_position LIMIT %s",
-                (shard, after, upto, limit),
-            )
-            return [DeviceListRow(shard, r[0], r[1]) for r in txn.fetchall()]
+            return [DeviceListRow(shard, p, u) for p, u in positions_and_users_txn(txn, "device_lists_stream", shard, after, upto, limit)]
 
         return self._db.run_interaction("get_device_list_rows", txn_fn)
 
@@ -333,12 +329,7 @@ class E2EKeyStore:
         wanted = list(shards)
 
         def txn_fn(txn: Any) -> dict[int, int]:
-            txn.execute(
-                "SELECT stream_shard, MAX(stream_position) FROM device_lists_stream WHERE stream_shard = ANY(%s)"
-                " GROUP BY stream_shard", (wanted,),
-            )
-            found = dict(txn.fetchall())
-            return {s: int(found.get(s) or 0) for s in wanted}
+            return max_positions_txn(txn, "device_lists_stream", wanted)
 
         return self._db.run_interaction("get_device_list_max_positions", txn_fn)
 

@@ -90,3 +90,12 @@ class WiringTests(unittest.TestCase):
         fed1.queue.notify([mine, theirs])
         self.assertEqual(woken, [mine])
         self.assertEqual(signals.sent, [("federation_wake", theirs)])
+
+
+class FreePortTests(unittest.TestCase):
+    def test_never_the_same_port_twice(self):
+        """free_port hands out distinct ports even though the kernel may reuse a closed one."""
+        from workers.embedded import free_port
+
+        ports = [free_port() for _ in range(200)]
+        self.assertEqual(len(ports), len(set(ports)))

@@ -1,0 +1,37 @@
+"""Reads shared by the tables that hold a user-keyed stream (``stream_shard``, ``stream_position``, ``user_id``).
+
+The to-device inbox and the device-list changes are such tables: their sync
+tails catch up with one ``(position, user)`` per position of a shard and
+start from the highest position stored. The table name is a fixed
+identifier of the calling store, quoted with ``psycopg2.sql``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from psycopg2 import sql
+
+
+def positions_and_users_txn(txn: Any, table: str, shard: int, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+    """``(position, user_id)`` once per position of ``shard`` with ``after < position <= upto``, in order."""
+    txn.execute(
+        sql.SQL(
+            "SELECT DISTINCT stream_position, user_id FROM {} WHERE stream_shard = %s"
+            " AND stream_position > %s AND stream_position <= %s ORDER BY stream_position LIMIT %s"
+        ).format(sql.Identifier(table)),
+        (shard, after, upto, limit),
+    )
+    return [(r[0], r[1]) for r in txn.fetchall()]
+
+
+def max_positions_txn(txn: Any, table: str, shards: Iterable[int]) -> dict[int, int]:
+    """The highest stored position of each of ``shards`` (0 when none)."""
+    wanted = list(shards)
+    txn.execute(
+        sql.SQL("SELECT stream_shard, MAX(stream_position) FROM {} WHERE stream_shard = ANY(%s) GROUP BY stream_shard")
+        .format(sql.Identifier(table)),
+        (wanted,),
+    )
+    found = dict(txn.fetchall())
+    return {s: int(found.get(s) or 0) for s in wanted}
