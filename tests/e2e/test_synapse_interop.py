@@ -71,8 +71,9 @@ class SynapseInteropTests(unittest.TestCase):
     async def wait(self, predicate: Any, what: str) -> None:
         await wait_until(reactor, predicate, timeout=60, what=what)
 
-    async def test_synapse_user_joins_estuary_room_and_kick(self) -> None:
-        """A Synapse user joins an Estuary room; messages reach both sides; Estuary's kick reaches Synapse."""
+    async def estuary_room_with_synapse_member(self) -> tuple[Any, Any, str, str, str, str]:
+        """(estuary, synapse peer, alice's token, sam's ID, sam's token, room ID): alice@Estuary's
+        public room, which sam@Synapse joined through Estuary (Estuary has seen the join)."""
         estuary = await Homeserver().start(self, "127.0.0.1")
         peer = await self.start_synapse()
         code, body = await self.call(peer, "POST", "/_matrix/client/v3/register",
@@ -83,7 +84,6 @@ class SynapseInteropTests(unittest.TestCase):
         resp = await estuary.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"},
                                      token=alice)
         room_id = resp.json["room_id"]
-
         code, body = await self.call(peer, "POST", f"/_matrix/client/v3/join/{quote(room_id)}?server_name={quote(estuary.server_name)}",
                                      {}, sam_token)
         self.assertEqual(code, 200, body)
@@ -93,6 +93,11 @@ class SynapseInteropTests(unittest.TestCase):
             return sam in r.json.get("joined", {})
 
         await self.wait(estuary_sees_sam, "Estuary sees the Synapse user joined")
+        return estuary, peer, alice, sam, sam_token, room_id
+
+    async def test_synapse_user_joins_estuary_room_and_kick(self) -> None:
+        """A Synapse user joins an Estuary room; messages reach both sides; Estuary's kick reaches Synapse."""
+        estuary, peer, alice, sam, sam_token, room_id = await self.estuary_room_with_synapse_member()
         code, body = await self.call(peer, "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
                                      {"msgtype": "m.text", "body": "hello from synapse"}, sam_token)
         self.assertEqual(code, 200, body)
@@ -174,25 +179,8 @@ class SynapseInteropTests(unittest.TestCase):
         the DAG); once the events cross, both servers hold the same current state."""
         from twisted.internet import defer
 
-        estuary = await Homeserver().start(self, "127.0.0.1")
-        peer = await self.start_synapse()
-        code, body = await self.call(peer, "POST", "/_matrix/client/v3/register",
-                                     {"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}})
-        self.assertEqual(code, 200, body)
-        sam_token, sam = body["access_token"], body["user_id"]
-        alice = await estuary.register("alice")
-        resp = await estuary.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_version": "10"},
-                                     token=alice)
-        room_id = resp.json["room_id"]
+        estuary, peer, alice, sam, sam_token, room_id = await self.estuary_room_with_synapse_member()
         q = quote(room_id)
-        code, body = await self.call(peer, "POST", f"/_matrix/client/v3/join/{q}?server_name={quote(estuary.server_name)}", {}, sam_token)
-        self.assertEqual(code, 200, body)
-
-        async def estuary_sees_sam() -> bool:
-            r = await estuary.request("GET", f"/_matrix/client/v3/rooms/{q}/joined_members", token=alice)
-            return sam in r.json.get("joined", {})
-
-        await self.wait(estuary_sees_sam, "Estuary sees the Synapse user joined")
         resp = await estuary.request("GET", f"/_matrix/client/v3/rooms/{q}/state/m.room.power_levels/", token=alice)
         levels = resp.json
         levels["users"][sam] = 100
