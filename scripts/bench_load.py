@@ -103,6 +103,28 @@ def cpu_seconds(pids: list[int], user: bool = True, system: bool = True) -> floa
     return total
 
 
+def pids_named(comm: str) -> list[int]:
+    """Every process whose executable name (``/proc/PID/comm``) is ``comm``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == comm:
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """``(busy, total)`` CPU seconds of the whole machine so far (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
+
+
 def process_label(pid: int) -> str:
     """``--instance NAME`` of an Estuary child, ``router``, or the executable's name."""
     try:
@@ -129,7 +151,8 @@ def cpu_by_label(pids: list[int]) -> dict[str, float]:
 
 
 def scrape(urls: list[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Sum over ``urls`` (instances' /metrics) of every counter sample, by name and labels."""
+    """Sum over ``urls`` (instances' /metrics) of every counter sample and
+    histogram count, by name and labels."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -143,10 +166,10 @@ def scrape(urls: list[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
             print(f"   (could not read {url}: {e})", file=sys.stderr)
             continue
         for family in text_string_to_metric_families(text):
-            if family.type != "counter":
+            if family.type not in ("counter", "histogram"):
                 continue
             for sample in family.samples:
-                if not sample.name.endswith("_total"):
+                if not sample.name.endswith(("_total", "_count")):
                     continue
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 out[key] = out.get(key, 0.0) + sample.value
@@ -431,6 +454,9 @@ class Load:
             scraped0 = await loop.run_in_executor(None, scrape, metrics_urls) if metrics_urls else {}
             pids = pids_fn()
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            client0 = time.process_time()
+            pg0 = cpu_seconds(pids_named("postgres"))
+            busy0, _ = machine_busy_seconds()
             sys0 = cpu_seconds(pids, user=False)
             by_label0 = cpu_by_label(pids)
             # --rate: the senders together send that many events per second (staggered).
@@ -441,6 +467,9 @@ class Load:
             self.sending_done = True
             await asyncio.gather(*sync_tasks)
             cpu = cpu_seconds(pids_fn()) - cpu0
+            client_cpu, elapsed = time.process_time() - client0, time.monotonic() - t0
+            pg_cpu = cpu_seconds(pids_named("postgres")) - pg0
+            busy = machine_busy_seconds()[0] - busy0
             system = cpu_seconds(pids_fn(), user=False) - sys0
             by_label = {k: (v - by_label0.get(k, 0.0)) * 1000 / expected for k, v in cpu_by_label(pids_fn()).items()}
             scraped1 = await loop.run_in_executor(None, scrape, metrics_urls) if metrics_urls else {}
@@ -451,6 +480,10 @@ class Load:
                sorted(counter_deltas(scraped0, scraped1, "estuary_bus_cpu_seconds_total", "op").items())}
         requests = {ep: round(v / expected, 2) for ep, v in
                     sorted(counter_deltas(scraped0, scraped1, "estuary_http_requests_total", "endpoint").items()) if v}
+
+        db = {name: round(v / expected, 2) for name, v in
+              sorted(counter_deltas(scraped0, scraped1, "estuary_db_transaction_duration_seconds_count", "name").items(),
+                     key=lambda kv: -kv[1]) if v}
 
         def per_event(name: str) -> float:
             return sum(counter_deltas(scraped0, scraped1, name).values()) / expected if metrics_urls else float("nan")
@@ -467,12 +500,20 @@ class Load:
             "cpu_ms_no_router": cpu * 1000 / expected - router,
             "router_cpu_ms": router,
             "kernel_cpu_ms": system * 1000 / expected,
+            # The load generator's own CPU (one Python process): near 1.0 of
+            # a core, it and not the server bounds rate and latency.
+            "client_cores": client_cpu / elapsed,
+            # Outside the server's process tree: PostgreSQL's backends (every
+            # database of the server) and the whole machine, in cores busy.
+            "postgres_cpu_ms": pg_cpu * 1000 / expected,
+            "machine_busy_cores": busy / elapsed,
             "bus_cpu_ms_per_event": sum(bus.values()) if metrics_urls else float("nan"),
             "wakeups_per_event": per_event("estuary_sync_wakeups_total"),
             "wake_batches_per_event": per_event("estuary_sync_wake_batches_total"),
             "sync_builds_per_event": per_event("estuary_sync_builds_total"),
             "bus_cpu_ms_by_op": bus,
             "requests_per_event": requests,
+            "db_transactions_per_event": db,
             "missing": missing,
             "duplicates": dupes,
             "order_errors": self.order_errors,
@@ -516,7 +557,7 @@ def run_target(name: str, args: argparse.Namespace) -> Optional[dict[str, Any]]:
 
 
 KEYS = ["send_rate", "send_p50_ms", "send_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "cpu_ms_per_event",
-        "cpu_ms_no_router", "router_cpu_ms", "kernel_cpu_ms", "bus_cpu_ms_per_event", "wakeups_per_event", "wake_batches_per_event",
+        "cpu_ms_no_router", "router_cpu_ms", "kernel_cpu_ms", "client_cores", "postgres_cpu_ms", "machine_busy_cores", "bus_cpu_ms_per_event", "wakeups_per_event", "wake_batches_per_event",
         "sync_builds_per_event", "missing", "duplicates", "order_errors"]
 
 
@@ -547,6 +588,10 @@ def report(results: dict[str, dict[str, Any]], run: int) -> list[str]:
     print("requests per event by endpoint (instances):")
     for n in names:
         print(f"  {n}: {results[n].get('requests_per_event')}")
+    print("database transactions per event by name (top 12):")
+    for n in names:
+        db = results[n].get("db_transactions_per_event") or {}
+        print(f"  {n}: total {sum(db.values()):.2f} {dict(list(db.items())[:12])}")
     return [n for n in names if results[n]["missing"] or results[n]["duplicates"] or results[n]["order_errors"]]
 
 

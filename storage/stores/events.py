@@ -14,7 +14,9 @@ their JSON is the caller's business.
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import attrs
@@ -163,11 +165,17 @@ class PersistResult:
     queued_destinations: tuple[str, ...] = ()
 
 
+#: What :meth:`EventStore.get_sync_timeline` returns for one room.
+SyncTimeline = tuple[list[StoredEvent], bool, Optional[tuple[int, dict[StateKey, str]]], dict[str, StoredEvent]]
+
+
 class EventStore:
     """Rooms, events and state in PostgreSQL."""
 
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, state_cache_entries: int = 100_000) -> None:
         self._db = database
+        #: Resolved state of groups read lately (groups never change once written).
+        self.state_cache = StateGroupCache(state_cache_entries)
 
     # -- writes --------------------------------------------------------------
 
@@ -432,7 +440,7 @@ class EventStore:
         wanted = sorted(set(groups))
 
         def txn_fn(txn: Any) -> dict[int, dict[StateKey, str]]:
-            return {g: _state_for_group_txn(txn, room_id, g) for g in wanted}
+            return {g: _state_for_group_txn(txn, room_id, g, self.state_cache) for g in wanted}
 
         return self._db.run_interaction("get_state_for_groups", txn_fn)
 
@@ -448,7 +456,7 @@ class EventStore:
             row = txn.fetchone()
             if row is None:
                 return None
-            return row[0], _state_for_group_txn(txn, room_id, row[0])
+            return row[0], _state_for_group_txn(txn, room_id, row[0], self.state_cache)
 
         return self._db.run_interaction("get_state_at_position", txn_fn)
 
@@ -463,7 +471,7 @@ class EventStore:
                 (room_id, event_id),
             )
             row = txn.fetchone()
-            return _state_for_group_txn(txn, room_id, row[0]) if row else {}
+            return _state_for_group_txn(txn, room_id, row[0], self.state_cache) if row else {}
 
         return self._db.run_interaction("get_state_before", txn_fn)
 
@@ -585,7 +593,7 @@ class EventStore:
 
     def get_sync_timeline(
         self, room_id: str, after: int, upto: int, limit: int, user_id: str
-    ) -> "defer.Deferred[tuple[list[StoredEvent], bool, Optional[tuple[int, dict[StateKey, str]]], dict[str, StoredEvent]]]":
+    ) -> "defer.Deferred[SyncTimeline]":
         """What an incremental /sync needs of a changed room, in one transaction.
 
         The events and ``more`` flag of :meth:`get_room_events_in_range`; the
@@ -596,37 +604,23 @@ class EventStore:
         instead of three per room and per response.
         """
 
-        def txn_fn(txn: Any) -> tuple[list[StoredEvent], bool, Optional[tuple[int, dict[StateKey, str]]], dict[str, StoredEvent]]:
-            txn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND stream_position > %s AND stream_position <= %s"
-                " ORDER BY stream_position DESC LIMIT %s",
-                (room_id, after, upto, limit + 1),
-            )
-            newest = [StoredEvent(*r) for r in txn.fetchall()]
-            more = len(newest) > limit
-            rows = list(reversed(newest[:limit]))
-            if not rows:
-                return rows, more, None, {}
-            txn.execute(
-                "SELECT state_group FROM events WHERE room_id = %s AND stream_position <= %s"
-                " ORDER BY stream_position DESC LIMIT 1",
-                (room_id, rows[0].stream_position - 1),
-            )
-            row = txn.fetchone()
-            if row is None:
-                return rows, more, None, {}
-            state = _state_for_group_txn(txn, room_id, row[0])
-            senders = {r.sender for r in rows} | {user_id}
-            member_ids = [state[("m.room.member", u)] for u in sorted(senders) if ("m.room.member", u) in state]
-            members: dict[str, StoredEvent] = {}
-            if member_ids:
-                txn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND event_id = ANY(%s)", (room_id, member_ids)
-                )
-                members = {r[1]: StoredEvent(*r) for r in txn.fetchall()}
-            return rows, more, (row[0], state), members
+        def txn_fn(txn: Any) -> SyncTimeline:
+            return _sync_timeline_txn(txn, room_id, after, upto, limit, user_id, self.state_cache)
 
         return self._db.run_interaction("get_sync_timeline", txn_fn)
+
+    def get_sync_timelines(
+        self, ranges: Sequence[tuple[str, int, int]], limit: int, user_id: str
+    ) -> "defer.Deferred[dict[str, SyncTimeline]]":
+        """:meth:`get_sync_timeline` of several rooms, ``(room_id, after, upto)`` each, in
+        one database interaction: an incremental /sync reads every changed room's
+        timeline with one trip through the connection pool instead of one per room."""
+
+        def txn_fn(txn: Any) -> dict[str, SyncTimeline]:
+            return {room_id: _sync_timeline_txn(txn, room_id, after, upto, limit, user_id, self.state_cache)
+                    for room_id, after, upto in ranges}
+
+        return self._db.run_interaction("get_sync_timelines", txn_fn)
 
     def paginate(
         self,
@@ -786,8 +780,57 @@ def _like(pattern: str) -> str:
     return body + "%"
 
 
-def _state_for_group_txn(txn: Any, room_id: str, group: int) -> dict[StateKey, str]:
+class StateGroupCache:
+    """The resolved state of recently read state groups, least recently used out.
+
+    A state group never changes once written (new state makes a new group,
+    numbered from a sequence, so a number is never reused even when its
+    transaction rolls back), so entries never go stale and need no
+    invalidation. Bounded by the total number of state entries held, not of
+    groups, since one group of a large room holds as many entries as it has
+    members. Used from the database threads: every operation takes the lock.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._size = 0
+        self._groups: "collections.OrderedDict[tuple[str, int], dict[StateKey, str]]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, room_id: str, group: int) -> Optional[dict[StateKey, str]]:
+        """A copy of the group's state, or None if not held."""
+        with self._lock:
+            state = self._groups.get((room_id, group))
+            if state is None:
+                self.misses += 1
+                return None
+            self._groups.move_to_end((room_id, group))
+            self.hits += 1
+            return dict(state)
+
+    def put(self, room_id: str, group: int, state: Mapping[StateKey, str]) -> None:
+        """Remember a group's state (a copy), evicting the least recently used past the bound."""
+        if len(state) > self._max:
+            return
+        with self._lock:
+            old = self._groups.pop((room_id, group), None)
+            if old is not None:
+                self._size -= len(old)
+            self._groups[(room_id, group)] = dict(state)
+            self._size += len(state)
+            while self._size > self._max:
+                _, evicted = self._groups.popitem(last=False)
+                self._size -= len(evicted)
+
+
+def _state_for_group_txn(txn: Any, room_id: str, group: int, cache: Optional[StateGroupCache] = None) -> dict[StateKey, str]:
     """Resolve a delta chain: the nearest group in the chain wins for each key."""
+    if cache is not None:
+        held = cache.get(room_id, group)
+        if held is not None:
+            return held
     txn.execute(
         "WITH RECURSIVE chain(state_group, prev_group, n) AS ("
         " SELECT state_group, prev_group, 0 FROM state_groups WHERE room_id = %s AND state_group = %s"
@@ -798,4 +841,40 @@ def _state_for_group_txn(txn: Any, room_id: str, group: int) -> dict[StateKey, s
         " ORDER BY s.type, s.state_key, c.n",
         (room_id, group, room_id, room_id),
     )
-    return {(t, k): e for t, k, e in txn.fetchall()}
+    state = {(t, k): e for t, k, e in txn.fetchall()}
+    if cache is not None:
+        cache.put(room_id, group, state)
+    return state
+
+
+
+def _sync_timeline_txn(txn: Any, room_id: str, after: int, upto: int, limit: int, user_id: str,
+                       cache: Optional[StateGroupCache] = None) -> SyncTimeline:
+    txn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND stream_position > %s AND stream_position <= %s"
+        " ORDER BY stream_position DESC LIMIT %s",
+        (room_id, after, upto, limit + 1),
+    )
+    newest = [StoredEvent(*r) for r in txn.fetchall()]
+    more = len(newest) > limit
+    rows = list(reversed(newest[:limit]))
+    if not rows:
+        return rows, more, None, {}
+    txn.execute(
+        "SELECT state_group FROM events WHERE room_id = %s AND stream_position <= %s"
+        " ORDER BY stream_position DESC LIMIT 1",
+        (room_id, rows[0].stream_position - 1),
+    )
+    row = txn.fetchone()
+    if row is None:
+        return rows, more, None, {}
+    state = _state_for_group_txn(txn, room_id, row[0], cache)
+    senders = {r.sender for r in rows} | {user_id}
+    member_ids = [state[("m.room.member", u)] for u in sorted(senders) if ("m.room.member", u) in state]
+    members: dict[str, StoredEvent] = {}
+    if member_ids:
+        txn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND event_id = ANY(%s)", (room_id, member_ids)
+        )
+        members = {r[1]: StoredEvent(*r) for r in txn.fetchall()}
+    return rows, more, (row[0], state), members

@@ -329,11 +329,13 @@ class SyncHandler:
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
         knock: dict[str, Any] = {}
+        initial = since is None or full_state
+        # Each room's membership as of the token being built, with its positions.
+        in_force: list[tuple[Any, int, int]] = []
         for m in memberships:
-            room_id = m.room_id
-            if not sync_filter.room.allows_room(room_id):
+            if not sync_filter.room.allows_room(m.room_id):
                 continue
-            shard = d.events_shard_of(room_id)
+            shard = d.events_shard_of(m.room_id)
             since_pos = since.events[shard] if since is not None else 0
             now_pos = now.events[shard]
             if m.stream_position > now_pos:
@@ -342,7 +344,18 @@ class SyncHandler:
                 m = await self._membership_at(m, now_pos)
                 if m is None:
                     continue
-            initial = since is None or full_state
+            in_force.append((m, since_pos, now_pos))
+        # The common incremental case (a joined room with new events): every
+        # such room's timeline, start state and senders' memberships in one
+        # database interaction.
+        timelines: dict[str, Any] = {}
+        if not initial:
+            ranges = [(m.room_id, since_pos, now_pos) for m, since_pos, now_pos in in_force
+                      if m.membership == "join" and m.room_id in changed and m.stream_position <= since_pos]
+            if ranges:
+                timelines = await d.events_store.get_sync_timelines(ranges, sync_filter.timeline_limit, user_id)
+        for m, since_pos, now_pos in in_force:
+            room_id = m.room_id
             newly = since is not None and m.stream_position > since_pos
             if m.membership == "join":
                 room_changed = room_id in changed
@@ -350,7 +363,7 @@ class SyncHandler:
                     continue
                 section = await self._room_section(
                     requester, sync_filter, room_id, since_pos, now_pos, initial or newly,
-                    room_changed or initial or newly, None, use_state_after,
+                    room_changed or initial or newly, None, use_state_after, timelines.get(room_id),
                 )
                 if ephemeral.get(room_id):
                     section["ephemeral"] = {"events": ephemeral[room_id]}
@@ -418,7 +431,10 @@ class SyncHandler:
         return [e for e in events if sync_filter.presence.allows(e)]
 
     async def _room_section(self, requester: Any, sync_filter: SyncFilter, room_id: str, since_pos: int, upto: int,
-                            full: bool, changed: bool, left_at: Optional[int], use_state_after: bool = False) -> dict[str, Any]:
+                            full: bool, changed: bool, left_at: Optional[int], use_state_after: bool = False,
+                            timeline: Any = None) -> dict[str, Any]:
+        """One room's part of the response (``timeline``: what ``get_sync_timeline``
+        returned for the room, when the caller read it already)."""
         d = self.d
         user_id = requester.user_id
         limit = sync_filter.timeline_limit
@@ -431,8 +447,9 @@ class SyncHandler:
         if changed and not full and left_at is None:
             # The common incremental case: timeline, start state and the
             # senders' memberships in one database round trip.
-            rows, limited, start_found, prefetched = await d.events_store.get_sync_timeline(
-                room_id, since_pos, upto, limit, user_id)
+            if timeline is None:
+                timeline = await d.events_store.get_sync_timeline(room_id, since_pos, upto, limit, user_id)
+            rows, limited, start_found, prefetched = timeline
             have_start = True
         elif changed:
             after = 0 if full else since_pos

@@ -144,3 +144,47 @@ class SyncTimelineReadTests(RoomsTestCase):
         rows, _, start, members = await store.get_sync_timeline(room_id, positions[-2], top, 10, self.uid("bob"))
         self.assertEqual({r.sender for r in rows}, {self.uid("alice")})
         self.assertIn(start[1][("m.room.member", self.uid("bob"))], members)
+
+    async def test_batched_read_equals_one_read_per_room(self) -> None:
+        """``get_sync_timelines`` answers each room as ``get_sync_timeline`` would, in one interaction."""
+        alice = await self.make_user("alice")
+        store = self.rooms_api.store
+        rooms = [await self.create_room(alice, preset="public_chat") for _ in range(3)]
+        tops = {}
+        for i, room_id in enumerate(rooms):
+            for j in range(i + 2):
+                resp = await self.send(alice, room_id, {"msgtype": "m.text", "body": str(j)}, f"b{i}-{j}")
+                self.assertEqual(resp.code, 200, resp.body)
+                tops[room_id] = (await store.get_events(room_id, [resp.json["event_id"]]))[resp.json["event_id"]].stream_position
+        ranges = [(room_id, tops[room_id] - 2, tops[room_id]) for room_id in rooms]
+        batched = await store.get_sync_timelines(ranges, 1, self.uid("alice"))
+        self.assertEqual(set(batched), set(rooms))
+        for room_id, after, upto in ranges:
+            self.assertEqual(batched[room_id], await store.get_sync_timeline(room_id, after, upto, 1, self.uid("alice")))
+
+
+class StateGroupCacheTests(RoomsTestCase):
+    """Resolved state groups are kept in memory: same answers, fewer reads, copies handed out."""
+
+    async def test_cached_state_equals_a_fresh_read(self) -> None:
+        """A second read of a group comes from the cache and equals what a store without it reads."""
+        from storage.stores.events import EventStore
+
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        room_id = await self.create_room(alice, preset="public_chat")
+        self.assertEqual((await self.join(bob, room_id)).code, 200)
+        resp = await self.send(alice, room_id, {"msgtype": "m.text", "body": "hi"}, "c1")
+        store = self.rooms_api.store
+        position = (await store.get_events(room_id, [resp.json["event_id"]]))[resp.json["event_id"]].stream_position
+        first = await store.get_state_at_position(room_id, position)
+        hits = store.state_cache.hits
+        second = await store.get_state_at_position(room_id, position)
+        self.assertEqual(store.state_cache.hits, hits + 1)
+        self.assertEqual(first, second)
+        uncached = EventStore(store._db, state_cache_entries=0)
+        self.assertEqual(await uncached.get_state_at_position(room_id, position), first)
+        self.assertIn(("m.room.member", self.uid("bob")), first[1])
+        # Callers get copies: changing one does not change what the next caller reads.
+        second[1].clear()
+        self.assertEqual(await store.get_state_at_position(room_id, position), first)
