@@ -441,7 +441,7 @@ async def build_sync_api(
     device_lists = None
     if "device_lists" in shard_counts:
         device_lists, device_lists_subscription = await _device_list_source(
-            reactor, database, bus, shard_counts["device_lists"], notifier, n_events)
+            reactor, database, bus, shard_counts["device_lists"], notifier, n_events, events_tail)
         subscriptions.append(device_lists_subscription)
     writes = writes if writes is not None else WriteTracker()
     deps = SyncDeps(
@@ -501,8 +501,9 @@ async def _to_device_source(reactor: Any, database: Any, bus: Any, count: int, n
 
 
 async def _device_list_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any,
-                              events_shards: int) -> tuple[Any, Any]:
-    """The ``device_lists`` tail (bus from its newest entries, PostgreSQL for gaps) and the sync source over it."""
+                              events_shards: int, events_tail: Any = None) -> tuple[Any, Any]:
+    """The ``device_lists`` tail (bus from its newest entries, PostgreSQL for gaps) and the sync source over it
+    (membership changes read from ``events_tail`` where it holds the range)."""
     from bus import ShardId
     from homeserver.handlers.sync.device_lists import DeviceListSource
     from homeserver.handlers.sync.tail import StreamTail
@@ -510,7 +511,8 @@ async def _device_list_source(reactor: Any, database: Any, bus: Any, count: int,
 
     store = E2EKeyStore(database)
     tail = StreamTail(reactor, "device_lists", count, store.get_rows, DeviceListRow.from_payload)
-    source = DeviceListSource(store, tail, notifier, lambda room_id: shard_for(room_id, events_shards), events_shards)
+    source = DeviceListSource(store, tail, notifier, lambda room_id: shard_for(room_id, events_shards), events_shards,
+                              events_tail=events_tail)
     positions = await _start_positions(bus, "device_lists", count, store.get_max_positions)
     tail.start([positions[s] for s in range(count)])
     subscription = bus.subscribe({ShardId("device_lists", s): positions[s] for s in range(count)},

@@ -186,11 +186,12 @@ class RelationsHandler:
         await self.bundle_rooms(user_id, {room_id: events}, threads)
 
     async def bundle_rooms(self, user_id: str, events_by_room: dict[str, list[dict[str, Any]]],
-                           threads: bool = True) -> None:
+                           threads: bool = True, ignored: Optional[frozenset[str]] = None) -> None:
         """Add ``unsigned.m.relations`` to client events of several rooms (in place).
 
         One query finds every relation and thread summary needed; events are
-        then read only for rooms that have edits or threads.
+        then read only for rooms that have edits or threads. ``ignored``: the
+        users ``user_id`` ignores, when the caller has read them already.
         """
         parents: dict[tuple[str, str], dict[str, Any]] = {}
         for room_id, events in events_by_room.items():
@@ -199,7 +200,10 @@ class RelationsHandler:
                     parents[(room_id, e["event_id"])] = e
         if not parents:
             return
-        ignored = await self._ignored(user_id) if self._ignored is not None and threads else frozenset()
+        if not threads:
+            ignored = frozenset()
+        elif ignored is None:
+            ignored = await self._ignored(user_id) if self._ignored is not None else frozenset()
         rows, summaries = await self._store.get_bundle_rows(
             list(parents), BUNDLED_TYPES, user_id if threads else None, sorted(ignored))
         if not rows and not summaries:
@@ -245,8 +249,9 @@ class RelationsHandler:
             if agg:
                 event.setdefault("unsigned", {}).setdefault("m.relations", {}).update(agg)
 
-    async def bundle_sync(self, user_id: str, response: dict[str, Any]) -> None:
-        """Bundle aggregations into the timelines of a /sync response (in place)."""
+    async def bundle_sync(self, user_id: str, response: dict[str, Any], ignored: Optional[frozenset[str]] = None) -> None:
+        """Bundle aggregations into the timelines of a /sync response (in place;
+        ``ignored`` as for :meth:`bundle_rooms`)."""
         rooms = response.get("rooms", {})
         by_room: dict[str, list[dict[str, Any]]] = {}
         for section in ("join", "leave"):
@@ -254,4 +259,4 @@ class RelationsHandler:
                 events = room.get("timeline", {}).get("events", [])
                 if events:
                     by_room[room_id] = events
-        await self.bundle_rooms(user_id, by_room)
+        await self.bundle_rooms(user_id, by_room, ignored=ignored)

@@ -117,7 +117,7 @@ class ServedSyncHandler:
         """One /sync request, post-processed."""
         response = await self._inner.sync(requester, *args, **kwargs)
         user_id = requester.user_id
-        ignored = await self._ignored(user_id) if self._ignored is not None else frozenset()
+        ignored = await self._ignored(user_id) if self._ignored is not None else None
         rooms = response.get("rooms", {})
         if ignored:
             for section in ("join", "leave"):
@@ -128,7 +128,7 @@ class ServedSyncHandler:
             invites = rooms.get("invite", {})
             for room_id in [r for r, room in invites.items() if _inviter(room, user_id) in ignored]:
                 del invites[room_id]
-        await self._relations.bundle_sync(user_id, response)
+        await self._relations.bundle_sync(user_id, response, ignored)
         return response
 
 

@@ -59,8 +59,10 @@ class DeviceListSource:
     """Device list deltas, one-time key counts and wake-ups for /sync."""
 
     def __init__(self, store: Any, tail: Any, notifier: Any, events_shard_of: Callable[[str], int],
-                 events_shard_count: int) -> None:
+                 events_shard_count: int, events_tail: Any = None) -> None:
         self._store = store
+        #: The events tail, if any: membership changes in ranges it holds need no database read.
+        self._events_tail = events_tail
         self.tail = tail
         self._notifier = notifier
         self._events_shard_of = events_shard_of
@@ -99,7 +101,7 @@ class DeviceListSource:
             by_shard.setdefault(self._events_shard_of(room_id), []).append(room_id)
         wanted = {s: (rooms, since_events[s], now_events[s]) for s, rooms in by_shard.items()
                   if now_events[s] > since_events[s]}
-        member_changes = await self._store.get_membership_changes(wanted) if wanted else []
+        member_changes = await self._membership_changes(wanted) if wanted else []
         if not list_changed and not member_changes:
             return [], []
         mine: dict[str, str] = {}
@@ -112,6 +114,22 @@ class DeviceListSource:
         members_of_left = await self._store.get_room_members_joined(left_rooms) if left_rooms else set()
         mates = await self._store.get_room_mates(user_id)
         return device_list_delta(user_id, list_changed, member_changes, members_of_joined, members_of_left, mates)
+
+    async def _membership_changes(self, wanted: dict[int, tuple[list[str], int, int]]) -> list[tuple[str, str, str]]:
+        """``(room_id, user_id, membership)`` of the member events of ``shard -> (rooms, after, upto)``,
+        oldest first: from the events tail for the shards whose range it holds, PostgreSQL for the rest."""
+        found: list[tuple[int, str, str, str]] = []
+        for shard, (rooms, after, upto) in wanted.items():
+            rows = self._events_tail.rows(shard, after, upto) if self._events_tail is not None else None
+            if rows is None:
+                # Some range is older than the tail holds: read them all, as the store orders them.
+                return await self._store.get_membership_changes(wanted)
+            in_rooms = set(rooms)
+            found.extend((r.stream_position, r.room_id, r.state_key, r.membership) for r in rows
+                         if r.type == "m.room.member" and r.room_id in in_rooms
+                         and r.state_key is not None and r.membership is not None)
+        found.sort()  # the store's order: by position, then room, user and membership
+        return [(room, user, membership) for _, room, user, membership in found]
 
     async def key_counts(self, user_id: str, device_id: Optional[str]) -> tuple[dict[str, int], list[str]]:
         """``device_one_time_keys_count`` (with ``signed_curve25519`` always present) and
