@@ -9,10 +9,13 @@ deleted (a client repeating an older token gets the rest again).
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, Optional, Sequence
 
 #: Messages returned per response at most; the rest follow in the next sync.
 MAX_MESSAGES_PER_SYNC = 100
+#: Devices whose acknowledged position this process remembers (least recently synced out).
+MAX_REMEMBERED_DEVICES = 100_000
 
 
 class ToDeviceSource:
@@ -23,6 +26,10 @@ class ToDeviceSource:
         self.tail = tail
         self._notifier = notifier
         self._shard_of = shard_of
+        #: (user, device) -> a position up to which this process deleted the
+        #: device's messages. Deleted rows stay deleted and positions only
+        #: grow, so it stays true whoever serves the device's later syncs.
+        self._acked: "collections.OrderedDict[tuple[str, str], int]" = collections.OrderedDict()
         tail.add_listener(lambda shard, row: notifier.notify_user(row.user_id))
 
     def current(self) -> tuple[int, ...]:
@@ -46,8 +53,33 @@ class ToDeviceSource:
             return [], tuple(now)
         shard = self._shard_of(user_id)
         after = since[shard] if since else 0
+        if since and self._nothing_to_do(user_id, device_id, shard, after, now[shard]):
+            return [], tuple(now)
         rows = await self._store.take(user_id, device_id, after, after, now[shard], MAX_MESSAGES_PER_SYNC)
+        self._remember_ack(user_id, device_id, after)
         positions = list(now)
         if len(rows) == MAX_MESSAGES_PER_SYNC:
             positions[shard] = rows[-1][0]
         return [event for _, event in rows], tuple(positions)
+
+    def _nothing_to_do(self, user_id: str, device_id: str, shard: int, after: int, upto: int) -> bool:
+        """Whether the tail shows that the device has no message in ``(after, upto]`` to read and
+        none up to ``after`` left to delete (nothing for the user since what this process
+        deleted), so PostgreSQL need not be asked."""
+        acked = self._acked.get((user_id, device_id))
+        if acked is None or acked > after or upto < acked:
+            return False
+        rows = self.tail.rows(shard, acked, upto)
+        if rows is None or any(r.user_id == user_id for r in rows):
+            return False
+        self._acked.move_to_end((user_id, device_id))
+        return True
+
+    def _remember_ack(self, user_id: str, device_id: str, position: int) -> None:
+        key = (user_id, device_id)
+        if position >= self._acked.get(key, 0):
+            self._acked[key] = position
+        self._acked.move_to_end(key)
+        while len(self._acked) > MAX_REMEMBERED_DEVICES:
+            self._acked.popitem(last=False)
+
