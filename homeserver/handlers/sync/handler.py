@@ -31,6 +31,7 @@ from homeserver.handlers.rooms.filters import SyncFilter, apply_event_fields
 from homeserver.handlers.rooms.tokens import InvalidTokenError, StreamToken, TopoToken
 from homeserver.handlers.rooms.visibility import VisibilityHistory
 from homeserver.handlers.sync.assembly import lazy_members, receipt_contents, room_summary, timeline_state
+from homeserver.handlers.sync.memberships import MembershipCache
 from homeserver.handlers.sync.notifier import Notifier
 from homeserver.handlers.sync.tail import StreamTail
 
@@ -139,6 +140,13 @@ class SyncHandler:
         self.d = deps
         #: ``sync.wake_batch_ms`` in seconds: see :meth:`_hold`.
         self._batch_window = batch_window
+        #: The syncing users' memberships between builds, dropped by the events tail.
+        self.memberships = MembershipCache(lambda user_id: deps.events_store.get_memberships_for_user(user_id))
+        if hasattr(deps.events_tail, "add_early_listener") and hasattr(deps.events_tail, "add_reset_listener"):
+            # Early: dropped before the row's position is current, so no build
+            # woken by it (or waiting for it) can read what it made stale.
+            deps.events_tail.add_early_listener(self.memberships.on_row)
+            deps.events_tail.add_reset_listener(lambda shard, position: self.memberships.clear())
 
     def current_token(self, at_least: Optional[StreamToken] = None) -> StreamToken:
         """What the tails know completely now (never behind ``at_least``)."""
@@ -288,7 +296,7 @@ class SyncHandler:
         BUILDS.inc()
         user_id = requester.user_id
         d = self.d
-        memberships = await d.events_store.get_memberships_for_user(user_id)
+        memberships = await self._memberships_for(user_id, since, full_state)
         interesting = frozenset(m.room_id for m in memberships if m.membership in ("join", "invite", "knock"))
 
         account_global: list[dict[str, Any]] = []
@@ -421,6 +429,18 @@ class SyncHandler:
             # notification or highlight: 0 is the honest count.
             section.setdefault("unread_notifications", {"highlight_count": 0, "notification_count": 0})
         return response, interesting, now
+
+    async def _memberships_for(self, user_id: str, since: Optional[StreamToken], full_state: bool) -> list[Any]:
+        """The user's memberships: from the cache for incremental syncs, unless a room was left
+        in the range (whether it was forgotten since is only in PostgreSQL)."""
+        d = self.d
+        if since is None or full_state:
+            return await d.events_store.get_memberships_for_user(user_id)
+        memberships = await self.memberships.get(user_id)
+        if any(m.membership in ("leave", "ban") and m.stream_position > since.events[d.events_shard_of(m.room_id)]
+               for m in memberships):
+            return await d.events_store.get_memberships_for_user(user_id)
+        return memberships
 
     async def _presence(self, user_id: str, sync_filter: SyncFilter, since: Optional[StreamToken],
                         now: StreamToken) -> list[dict[str, Any]]:

@@ -69,6 +69,7 @@ class StreamTail:
         self._floor = [0] * shard_count
         self._current = [0] * shard_count
         self._listeners: list[Callable[[int, Any], None]] = []
+        self._early_listeners: list[Callable[[int, Any], None]] = []
         self._reset_listeners: list[Callable[[int, int], None]] = []
         self._waiters: list[tuple[int, int, defer.Deferred]] = []
         self.started = False
@@ -87,8 +88,15 @@ class StreamTail:
         """Call ``listener(shard, row)`` for every new row."""
         self._listeners.append(listener)
 
+    def add_early_listener(self, listener: Callable[[int, Any], None]) -> None:
+        """Call ``listener(shard, row)`` for every new row *before* its position becomes current:
+        before read-your-writes waiters and :meth:`add_listener` listeners (which wake
+        long-polls) run, so a cache it drops is never read at or past that position."""
+        self._early_listeners.append(listener)
+
     def add_reset_listener(self, listener: Callable[[int, int], None]) -> None:
-        """Call ``listener(shard, position)`` when a non-durable shard lost updates before ``position``."""
+        """Call ``listener(shard, position)`` when a non-durable shard lost updates before
+        ``position``, or a row at ``position`` could not be decoded (so listeners never saw it)."""
         self._reset_listeners.append(listener)
 
     def current(self) -> tuple[int, ...]:
@@ -105,6 +113,7 @@ class StreamTail:
         except ValueError as e:
             logger.warning("%s:%s@%s: undecodable payload (%s); skipped", self.stream, shard, position, e)
             row = None
+            self._reset(shard, position)
         self._append(shard, position, row)
 
     async def on_gap(self, gap: Any) -> Optional[int]:
@@ -119,11 +128,7 @@ class StreamTail:
                 # Updates were lost (trimmed, or the writer restarted and
                 # forgot its state): listeners reset what they derived from
                 # this shard as of the next entry's position.
-                for listener in list(self._reset_listeners):
-                    try:
-                        listener(shard, gap.before)
-                    except Exception:
-                        logger.exception("%s tail reset listener failed", self.stream)
+                self._reset(shard, gap.before)
                 if gap.before - 1 > self._current[shard]:
                     self._advance(shard, gap.before - 1)
             logger.info("%s:%s gap (%s) after %s left to the next entry", self.stream, shard, gap.reason, gap.after)
@@ -142,9 +147,21 @@ class StreamTail:
             self._advance(shard, upto)
         return upto if upto >= 1 else None
 
+    def _reset(self, shard: int, position: int) -> None:
+        for listener in list(self._reset_listeners):
+            try:
+                listener(shard, position)
+            except Exception:
+                logger.exception("%s tail reset listener failed", self.stream)
+
     def _append(self, shard: int, position: int, row: Any) -> None:
         rows = self._rows[shard]
         if row is not None:
+            for listener in list(self._early_listeners):
+                try:
+                    listener(shard, row)
+                except Exception:
+                    logger.exception("%s tail early listener failed", self.stream)
             rows.append((position, row))
             arrivals = self._arrivals[shard]
             arrivals.append((position, self._clock.seconds()))

@@ -68,7 +68,9 @@ class SyncTests(RoomsTestCase):
         bob_token = (await self.sync(bob))["next_batch"]
         resp = await self.post(alice, f"/rooms/{room_id}/invite", {"user_id": self.uid("bob")})
         self.assertEqual(resp.code, 200, resp.body)
-        s1 = await self.sync(bob, since=bob_token)
+        # Long-poll: alice's invite reaches bob's sync process over the bus
+        # (read-your-writes covers bob's own writes, not others').
+        s1 = await self.sync(bob, since=bob_token, timeout=10000)
         invite = s1["rooms"]["invite"][room_id]["invite_state"]["events"]
         self.assertIn(("m.room.name", "Secret"), [(e["type"], e["content"].get("name")) for e in invite])
         self.assertIn(("m.room.member", "invite"), [(e["type"], e["content"].get("membership")) for e in invite])
@@ -95,6 +97,26 @@ class SyncTests(RoomsTestCase):
         self.assertIn(room_id, archived["rooms"]["leave"])
         plain = await self.sync(bob)
         self.assertNotIn(room_id, plain["rooms"]["leave"])
+
+    async def test_left_and_forgotten_between_syncs(self) -> None:
+        """A room left and forgotten between two syncs is not under leave, though the syncing
+        process held the user's memberships from the sync before."""
+        alice = await self.make_user("alice")
+        bob = await self.make_user("bob")
+        room_id = await self.create_room(alice, preset="public_chat")
+        self.assertEqual((await self.join(bob, room_id)).code, 200)
+        s1 = await self.sync(bob)
+        s2 = await self.sync(bob, since=s1["next_batch"])  # incremental: memberships now held
+        self.assertEqual((await self.post(bob, f"/rooms/{room_id}/leave")).code, 200)
+        self.assertEqual((await self.post(bob, f"/rooms/{room_id}/forget")).code, 200)
+        s3 = await self.sync(bob, since=s2["next_batch"])
+        self.assertNotIn(room_id, s3["rooms"]["leave"])
+        self.assertNotIn(room_id, s3["rooms"]["join"])
+        # And a fresh invite reaches the same user's next incremental sync.
+        other = await self.create_room(alice)
+        self.assertEqual((await self.post(alice, f"/rooms/{other}/invite", {"user_id": self.uid("bob")})).code, 200)
+        s4 = await self.sync(bob, since=s3["next_batch"], timeout=10000)
+        self.assertIn(other, s4["rooms"]["invite"])
 
     async def test_limited_timeline_and_pagination(self) -> None:
         """Gappy syncs are limited with a prev_batch that /messages continues from, and carry a state delta."""
