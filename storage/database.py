@@ -41,6 +41,9 @@ coerced to the parameter types PostgreSQL inferred at PREPARE; where the SQL
 leaves a parameter's type open, cast it (``%s::text``). Tuples (``IN %s``) and
 named parameters are refused. PREPARE is not undone by ROLLBACK, so a statement
 prepared by an attempt that rolled back stays prepared and is not sent again.
+If the schema changes under a prepared statement so that its result type
+changes (PostgreSQL then refuses to EXECUTE it), the connection is replaced
+and the attempt retried like after a lost connection.
 PostgreSQL plans the first five executions of a statement with their values
 and then switches to a cached generic plan if it is not costlier: that is
 where planning time is saved, so prepare only queries whose best plan does not
@@ -60,6 +63,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import attrs
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
@@ -195,6 +199,9 @@ class Transaction:
         self._cursor = cursor
         # The names prepared in this connection's session; None: do not prepare.
         self._prepared = prepared_statements
+        # Set when this connection's session can no longer serve its prepared
+        # statements: the pool then replaces it and the attempt is retried.
+        self._replace_connection = False
         self._after: list[_Callback] = []
         self._on_exception: list[_Callback] = []
 
@@ -221,13 +228,23 @@ class Transaction:
         if self._prepared is None:
             self._cursor.execute(query, args)  # even empty: %% must mean % as in the prepared text
             return
-        if name not in self._prepared:
+        prepared_earlier = name in self._prepared
+        if not prepared_earlier:
             self._cursor.execute(stmt.prepare)
             # PREPARE is not transactional: the statement exists from here on
             # even if this transaction rolls back.
             self._prepared.add(name)
             metrics.STATEMENTS_PREPARED.labels(name).inc()
-        self._cursor.execute(stmt.execute, args)
+        try:
+            self._cursor.execute(stmt.execute, args)
+        except psycopg2.errors.FeatureNotSupported:
+            if prepared_earlier:
+                # "cached plan must not change result type": the schema changed
+                # under a statement prepared by an earlier transaction. It cannot
+                # be deallocated in this aborted transaction; a new session
+                # prepares it afresh, so replace the connection and retry.
+                self._replace_connection = True
+            raise
 
     def execute_values(
         self,
@@ -547,7 +564,7 @@ class Database:
                 conn.commit()
             return _Outcome(value=value, after=tuple(txn._after))
         except BaseException as e:
-            broken = conn.closed != 0
+            broken = conn.closed != 0 or (txn is not None and txn._replace_connection)
             if not broken:
                 try:
                     conn.rollback()
@@ -561,11 +578,12 @@ class Database:
             )
         finally:
             metrics.POOL_CONNECTIONS_IN_USE.dec()
-            if broken:
+            if broken or (txn is not None and txn._replace_connection):
                 self._pool.discard(conn)
                 # If one connection died the server probably restarted and the
-                # idle ones are dead too; drop them rather than let the retries
-                # of this interaction discover them one by one.
+                # idle ones are dead too (or, for a stale prepared statement,
+                # hold the same stale statements); drop them rather than let
+                # the retries of this interaction discover them one by one.
                 self._pool.close_idle()
             else:
                 self._pool.give_back(conn)

@@ -317,6 +317,56 @@ class FailureTests(PreparedTestCase):
         self.assertNotEqual(new_pid, pid)
         self.assertEqual(sample(PREPARED, name="test_idle_select"), before + 1)
 
+    async def test_schema_change_under_prepared_statement(self):
+        """A statement whose result type changed since it was prepared: the connection is replaced and the attempt retried."""
+        calls = []
+
+        def read(txn, k):
+            calls.append(backend_pid(txn))
+            txn.execute_prepared("test_schema_select", SELECT_V, (k,))
+            return txn.fetchone()[0]
+
+        self.assertEqual(await self.interact("test_schema", read, "a"), 1)
+        conn = psycopg2.connect(self.dsn)
+        with conn, conn.cursor() as cur:
+            cur.execute("ALTER TABLE t ALTER COLUMN v TYPE BIGINT")
+        conn.close()
+        before_retries = sample("estuary_db_transaction_retries_total", name="test_schema", reason="connection")
+        before_prepared = sample(PREPARED, name="test_schema_select")
+        self.assertEqual(await self.interact("test_schema", read, "b"), 2)
+        self.assertEqual(len(calls), 3)
+        self.assertEqual(calls[0], calls[1])
+        self.assertNotEqual(calls[1], calls[2])
+        self.assertEqual(
+            sample("estuary_db_transaction_retries_total", name="test_schema", reason="connection"), before_retries + 1
+        )
+        self.assertEqual(sample(PREPARED, name="test_schema_select"), before_prepared + 1)
+
+    async def test_feature_not_supported_is_retried_at_most_once(self):
+        """The same SQLSTATE raised by the query itself fails the interaction: at once when the statement was
+        prepared in the attempt, after one retry on a fresh connection when it was prepared earlier."""
+        conn = psycopg2.connect(self.dsn)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "CREATE FUNCTION unsupported(x INTEGER) RETURNS INTEGER LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported'; END $$"
+            )
+        conn.close()
+        calls = []
+
+        def unsupported(txn):
+            calls.append(backend_pid(txn))
+            txn.execute_prepared("test_unsupported", "SELECT unsupported(%s)", (1,))
+
+        with self.assertRaises(psycopg2.errors.FeatureNotSupported):
+            await self.interact("test_fns", unsupported)
+        self.assertEqual(len(calls), 1)
+        with self.assertRaises(psycopg2.errors.FeatureNotSupported):
+            await self.interact("test_fns", unsupported)
+        self.assertEqual(len(calls), 3)
+        self.assertEqual(calls[0], calls[1])
+        self.assertNotEqual(calls[1], calls[2])
+
     async def test_fallback_when_disabled(self):
         """With prepared_statements=False execute_prepared is a plain execute: same rows, nothing prepared."""
         plain = Database(self.dsn, reactor, pool_size=1, retry_policy=FAST_RETRIES, prepared_statements=False)
