@@ -17,6 +17,39 @@ A store method looks like::
 The function may run more than once (transient failures are retried), so it
 must not have side effects outside the transaction; register those with
 :meth:`Transaction.call_after` instead.
+
+Prepared statements
+-------------------
+
+psycopg2 sends every statement as text, so PostgreSQL parses, analyses and
+plans it on every call; for the short hot queries (an event range of a room,
+the access-token lookup, a membership lookup...) planning costs more than
+executing. A call site can opt in to a named server-side prepared statement::
+
+    txn.execute_prepared(
+        "events_after", "SELECT event_id FROM events WHERE room_id = %s AND stream_position > %s", (room_id, pos)
+    )
+
+The name is a constant of the call site (a lower-case identifier, validated)
+and names that SQL text process-wide: reusing a name with a different text
+raises :class:`PreparedStatementConflict` before anything is sent. The first
+use on a connection sends ``PREPARE name AS <sql with %s as $1..$n>``, later
+ones ``EXECUTE name (%s, ...)``; each pooled connection remembers which names
+it has prepared (a new or replacing connection starts with none). Arguments are
+still adapted by psycopg2 (lists become ``ARRAY[...]``, None ``NULL``...) and
+coerced to the parameter types PostgreSQL inferred at PREPARE; where the SQL
+leaves a parameter's type open, cast it (``%s::text``). Tuples (``IN %s``) and
+named parameters are refused. PREPARE is not undone by ROLLBACK, so a statement
+prepared by an attempt that rolled back stays prepared and is not sent again.
+If the schema changes under a prepared statement so that its result type
+changes (PostgreSQL then refuses to EXECUTE it), the connection is replaced
+and the attempt retried like after a lost connection.
+PostgreSQL plans the first five executions of a statement with their values
+and then switches to a cached generic plan if it is not costlier: that is
+where planning time is saved, so prepare only queries whose best plan does not
+depend much on the values. ``Database(prepared_statements=False)`` (config
+``database.prepared_statements``) makes ``execute_prepared`` a plain execute,
+for poolers that do not keep sessions or for comparison.
 """
 
 from __future__ import annotations
@@ -24,11 +57,13 @@ from __future__ import annotations
 import enum
 import inspect
 import random
+import re
 import threading
 from typing import Any, Callable, Sequence, TypeVar
 
 import attrs
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
@@ -66,6 +101,75 @@ class CommitOutcomeUnknownError(StorageError):
         self.name = name
 
 
+class PreparedStatementConflict(StorageError, ValueError):
+    """One prepared statement name was used with two different SQL texts."""
+
+
+_STATEMENT_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+_PLACEHOLDER = re.compile(r"%(.|\Z)", re.DOTALL)
+
+
+@attrs.frozen
+class _PreparedStatement:
+    """A named statement: the SQL as the call site wrote it, and what is sent for it."""
+
+    name: str
+    query: str
+    params: int
+    prepare: str  # PREPARE name AS <query with $1..$n>
+    execute: str  # EXECUTE name (%s, ...), adapted by psycopg2
+
+
+_statements: dict[str, _PreparedStatement] = {}
+_statements_lock = threading.Lock()
+
+
+def _compile_statement(name: str, query: str) -> _PreparedStatement:
+    if not isinstance(name, str) or not _STATEMENT_NAME.match(name):
+        raise ValueError(f"prepared statement name must be a lower-case SQL identifier, got {name!r}")
+    if not isinstance(query, str):
+        raise TypeError(f"prepared statement {name!r} needs its SQL as a str, got {type(query).__name__}")
+    params = 0
+
+    def replace(m: re.Match) -> str:
+        nonlocal params
+        if m.group(1) == "%":
+            return "%"
+        if m.group(1) == "s":
+            params += 1
+            return f"${params}"
+        raise ValueError(
+            f"prepared statement {name!r}: only %s placeholders and %% are supported, found %{m.group(1)}"
+        )
+
+    body = _PLACEHOLDER.sub(replace, query)
+    # The name is validated above, so it can be spelled into the statement as is.
+    execute = f"EXECUTE {name} ({', '.join(['%s'] * params)})" if params else f"EXECUTE {name}"
+    return _PreparedStatement(name, query, params, f"PREPARE {name} AS {body}", execute)
+
+
+def _prepared_statement(name: str, query: str) -> _PreparedStatement:
+    """The statement registered under ``name``, registering ``query`` on first use."""
+    stmt = _statements.get(name)
+    if stmt is None:
+        compiled = _compile_statement(name, query)
+        with _statements_lock:
+            stmt = _statements.setdefault(name, compiled)
+    if stmt.query is not query and stmt.query != query:
+        raise PreparedStatementConflict(
+            f"prepared statement name {name!r} is already used for {stmt.query!r}; cannot also use it for {query!r}"
+        )
+    return stmt
+
+
+class _Connection(psycopg2.extensions.connection):
+    """A pooled connection: remembers the prepared statements its session holds."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.prepared_statements: set[str] = set()
+
+
 class IsolationLevel(enum.Enum):
     """Transaction isolation levels an interaction may ask for."""
 
@@ -88,15 +192,59 @@ class Transaction:
     formatted into the query; identifiers go through :mod:`psycopg2.sql`.
     """
 
-    def __init__(self, name: str, cursor: psycopg2.extensions.cursor):
+    def __init__(
+        self, name: str, cursor: psycopg2.extensions.cursor, prepared_statements: set[str] | None = None
+    ):
         self.name = name
         self._cursor = cursor
+        # The names prepared in this connection's session; None: do not prepare.
+        self._prepared = prepared_statements
+        # Set when this connection's session can no longer serve its prepared
+        # statements: the pool then replaces it and the attempt is retried.
+        self._replace_connection = False
         self._after: list[_Callback] = []
         self._on_exception: list[_Callback] = []
 
     def execute(self, query: Query, args: Sequence[Any] | dict[str, Any] | None = None) -> None:
         """Run one statement with bound parameters."""
         self._cursor.execute(query, args)
+
+    def execute_prepared(self, name: str, query: str, args: Sequence[Any] = ()) -> None:
+        """Run ``query`` (``%s`` placeholders) as the server-side prepared statement ``name``.
+
+        ``name`` is a constant of the call site naming exactly this SQL text
+        (see the module docstring). Results are read as after :meth:`execute`.
+        """
+        stmt = _prepared_statement(name, query)
+        if isinstance(args, (str, bytes, dict)) or not isinstance(args, Sequence):
+            raise TypeError(f"prepared statement {name!r} takes a sequence of positional arguments, got {args!r}")
+        if len(args) != stmt.params:
+            raise TypeError(f"prepared statement {name!r} takes {stmt.params} arguments, got {len(args)}")
+        for arg in args:
+            if isinstance(arg, tuple):
+                # psycopg2 renders a tuple as a row constructor (for IN %s),
+                # which is no value for a parameter; = ANY(%s) takes a list.
+                raise TypeError(f"prepared statement {name!r}: pass lists, not tuples, got {arg!r}")
+        if self._prepared is None:
+            self._cursor.execute(query, args)  # even empty: %% must mean % as in the prepared text
+            return
+        prepared_earlier = name in self._prepared
+        if not prepared_earlier:
+            self._cursor.execute(stmt.prepare)
+            # PREPARE is not transactional: the statement exists from here on
+            # even if this transaction rolls back.
+            self._prepared.add(name)
+            metrics.STATEMENTS_PREPARED.labels(name).inc()
+        try:
+            self._cursor.execute(stmt.execute, args)
+        except psycopg2.errors.FeatureNotSupported:
+            if prepared_earlier:
+                # "cached plan must not change result type": the schema changed
+                # under a statement prepared by an earlier transaction. It cannot
+                # be deallocated in this aborted transaction; a new session
+                # prepares it afresh, so replace the connection and retry.
+                self._replace_connection = True
+            raise
 
     def execute_values(
         self,
@@ -211,6 +359,10 @@ class _ConnectionPool:
 
 
 def _close_quietly(conn: psycopg2.extensions.connection) -> None:
+    # Its session, and every statement prepared in it, ends here.
+    prepared = getattr(conn, "prepared_statements", None)
+    if prepared is not None:
+        prepared.clear()
     try:
         conn.close()
     except psycopg2.Error:
@@ -235,6 +387,7 @@ class Database:
         jitter: Callable[[], float] = random.random,
         application_name: str = "estuary",
         connect_timeout: int = 10,
+        prepared_statements: bool = True,
     ):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
@@ -243,9 +396,12 @@ class Database:
         self._retry_policy = retry_policy
         self._jitter = jitter
         self._pool = _ConnectionPool(
-            lambda: psycopg2.connect(dsn, application_name=application_name, connect_timeout=connect_timeout),
+            lambda: psycopg2.connect(
+                dsn, connection_factory=_Connection, application_name=application_name, connect_timeout=connect_timeout
+            ),
             pool_size,
         )
+        self._prepare_statements = prepared_statements
         self._threadpool = ThreadPool(minthreads=0, maxthreads=pool_size, name="estuary-db")
         self._threadpool.start()
         self._pool_size = pool_size
@@ -398,7 +554,9 @@ class Database:
         try:
             conn.set_session(isolation_level=isolation_level.value)
             with conn.cursor() as cursor:
-                txn = Transaction(name, cursor)
+                txn = Transaction(
+                    name, cursor, conn.prepared_statements if self._prepare_statements else None
+                )
                 value = fn(txn, *args, **kwargs)
                 if isinstance(value, defer.Deferred) or inspect.isawaitable(value):
                     raise TypeError(f"interaction {name!r} returned {value!r}: it must block, not return an awaitable")
@@ -406,7 +564,7 @@ class Database:
                 conn.commit()
             return _Outcome(value=value, after=tuple(txn._after))
         except BaseException as e:
-            broken = conn.closed != 0
+            broken = conn.closed != 0 or (txn is not None and txn._replace_connection)
             if not broken:
                 try:
                     conn.rollback()
@@ -420,11 +578,12 @@ class Database:
             )
         finally:
             metrics.POOL_CONNECTIONS_IN_USE.dec()
-            if broken:
+            if broken or (txn is not None and txn._replace_connection):
                 self._pool.discard(conn)
                 # If one connection died the server probably restarted and the
-                # idle ones are dead too; drop them rather than let the retries
-                # of this interaction discover them one by one.
+                # idle ones are dead too (or, for a stale prepared statement,
+                # hold the same stale statements); drop them rather than let
+                # the retries of this interaction discover them one by one.
                 self._pool.close_idle()
             else:
                 self._pool.give_back(conn)

@@ -46,3 +46,9 @@ POOL_INTERACTIONS_QUEUED = Gauge(
     "estuary_db_pool_interactions_queued",
     "Transaction attempts waiting for a free database thread.",
 )
+
+STATEMENTS_PREPARED = Counter(
+    "estuary_db_statements_prepared_total",
+    "PREPAREs sent for a named prepared statement (once per pooled connection that runs it).",
+    ["name"],
+)

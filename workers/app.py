@@ -190,7 +190,13 @@ class EstuaryProcess:
         from storage.migrations import prepare_database
         from storage.streams import ensure_stream_shards
 
-        self.database = Database(dsn, self.reactor, self.config.database.pool_size, application_name=f"estuary-{self.instance.name}")
+        self.database = Database(
+            dsn,
+            self.reactor,
+            self.config.database.pool_size,
+            application_name=f"estuary-{self.instance.name}",
+            prepared_statements=self.config.database.prepared_statements,
+        )
         version = await prepare_database(self.database)
         await ensure_stream_shards(self.database, self.config.stream_shards)
         logger.info("database ready (schema version %s)", version)

@@ -51,6 +51,7 @@ class DatabaseConfig:
 
     dsn: Optional[str]
     pool_size: int
+    prepared_statements: bool = True
 
 
 @attrs.frozen
@@ -240,6 +241,7 @@ def load_config(data: Any, path: Optional[str] = None, env: Optional[Mapping[str
     database = DatabaseConfig(
         dsn=env.get("ESTUARY_DATABASE_DSN") or db.string("dsn", None),
         pool_size=db.integer("pool_size", 10, minimum=1, maximum=200),
+        prepared_statements=db.boolean("prepared_statements", True),
     )
     db.finish()
     rd = root.section("redis")

@@ -66,7 +66,8 @@ class AccountDataStore:
         """The content stored for this type (globally if ``room_id`` is None), or None."""
 
         def txn_fn(txn: Any) -> Optional[dict]:
-            txn.execute(
+            txn.execute_prepared(
+                "account_data_get",
                 "SELECT content FROM account_data WHERE user_id = %s AND room_id = %s AND data_type = %s",
                 (user_id, room_id or GLOBAL, data_type),
             )

@@ -349,7 +349,8 @@ class AccountStore:
         """The token and its user's flags, or None if unknown."""
 
         def txn_fn(txn: Any) -> Optional[AccessTokenRecord]:
-            txn.execute(
+            txn.execute_prepared(
+                "accounts_access_token",
                 "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, t.refresh_token_id, t.used,"
                 " u.is_guest, u.is_admin, u.deactivated"
                 " FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = %s",

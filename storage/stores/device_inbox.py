@@ -95,7 +95,8 @@ class DeviceInboxStore:
                     "DELETE FROM device_inbox WHERE user_id = %s AND device_id = %s AND stream_position <= %s",
                     (user_id, device_id, ack_upto),
                 )
-            txn.execute(
+            txn.execute_prepared(
+                "device_inbox_range",
                 "SELECT stream_position, sender, event_type, content FROM device_inbox WHERE user_id = %s"
                 " AND device_id = %s AND stream_position > %s AND stream_position <= %s"
                 " ORDER BY stream_position LIMIT %s",

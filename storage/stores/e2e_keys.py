@@ -244,7 +244,8 @@ class E2EKeyStore:
     # -- reads ----------------------------------------------------------------------
 
     def _counts_txn(self, txn: Any, user_id: str, device_id: str) -> dict[str, int]:
-        txn.execute(
+        txn.execute_prepared(
+            "e2e_one_time_key_counts",
             "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = %s AND device_id = %s GROUP BY algorithm",
             (user_id, device_id),
         )
@@ -383,7 +384,8 @@ class E2EKeyStore:
         def txn_fn(txn: Any) -> list[tuple[str, str, str]]:
             out: list[tuple[int, str, str, str]] = []
             for shard, rooms, after, upto in items:
-                txn.execute(
+                txn.execute_prepared(
+                    "e2e_membership_changes",
                     "SELECT stream_position, room_id, state_key, membership FROM events WHERE room_id = ANY(%s)"
                     " AND stream_shard = %s AND stream_position > %s AND stream_position <= %s"
                     " AND type = 'm.room.member' AND state_key IS NOT NULL AND membership IS NOT NULL",

@@ -123,6 +123,18 @@ class StreamRow:
 
 _STREAM_COLUMNS = "stream_shard, stream_position, room_id, event_id, type, state_key, sender, membership"
 
+# Hot reads of /sync, run as prepared statements (see storage.database).
+# The last ``$4`` events of a room in ``($2, $3]``, newest first.
+_ROOM_RANGE_SQL = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND stream_position > %s AND stream_position <= %s"
+    " ORDER BY stream_position DESC LIMIT %s"
+)
+# The state group of a room's last event at or before a position.
+_STATE_GROUP_AT_SQL = (
+    "SELECT state_group FROM events WHERE room_id = %s AND stream_position <= %s"
+    " ORDER BY stream_position DESC LIMIT 1"
+)
+
 
 @attrs.frozen
 class Membership:
@@ -228,7 +240,9 @@ class EventStore:
                 txn.execute("SELECT 1 FROM rooms WHERE room_id = %s FOR UPDATE", (room_id,))
                 if txn.fetchone() is None:
                     raise ExtremitiesChangedError(f"room {room_id} does not exist")
-            txn.execute("SELECT event_id FROM forward_extremities WHERE room_id = %s", (room_id,))
+            txn.execute_prepared(
+                "events_forward_extremities", "SELECT event_id FROM forward_extremities WHERE room_id = %s", (room_id,)
+            )
             current = frozenset(r[0] for r in txn.fetchall())
             if current != expected:
                 raise ExtremitiesChangedError(f"room {room_id}: extremities are {sorted(current)}, expected {sorted(expected)}")
@@ -448,11 +462,7 @@ class EventStore:
         """The state after the room's last event at or before ``position`` on its shard (group, ids), or None."""
 
         def txn_fn(txn: Any) -> Optional[tuple[int, dict[StateKey, str]]]:
-            txn.execute(
-                "SELECT state_group FROM events WHERE room_id = %s AND stream_position <= %s"
-                " ORDER BY stream_position DESC LIMIT 1",
-                (room_id, position),
-            )
+            txn.execute_prepared("events_state_group_at", _STATE_GROUP_AT_SQL, (room_id, position))
             row = txn.fetchone()
             if row is None:
                 return None
@@ -479,7 +489,8 @@ class EventStore:
         """The event a client transaction ID produced, or None."""
 
         def txn_fn(txn: Any) -> Optional[str]:
-            txn.execute(
+            txn.execute_prepared(
+                "events_txn_event",
                 "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND room_id = %s AND txn_id = %s",
                 (key.user_id, key.device_id, key.room_id, key.txn_id),
             )
@@ -492,7 +503,11 @@ class EventStore:
         """Every room in which ``user_id`` has a membership row (any membership)."""
 
         def txn_fn(txn: Any) -> list[Membership]:
-            txn.execute(f"SELECT {_MEMBERSHIP_COLUMNS} FROM room_memberships WHERE user_id = %s", (user_id,))
+            txn.execute_prepared(
+                "events_memberships_for_user",
+                f"SELECT {_MEMBERSHIP_COLUMNS} FROM room_memberships WHERE user_id = %s",
+                (user_id,),
+            )
             return [Membership(*r) for r in txn.fetchall()]
 
         return self._db.run_interaction("get_memberships_for_user", txn_fn)
@@ -580,11 +595,7 @@ class EventStore:
         """The last ``limit`` events of a room with ``after < position <= upto``, oldest first, and whether more exist."""
 
         def txn_fn(txn: Any) -> tuple[list[StoredEvent], bool]:
-            txn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND stream_position > %s AND stream_position <= %s"
-                " ORDER BY stream_position DESC LIMIT %s",
-                (room_id, after, upto, limit + 1),
-            )
+            txn.execute_prepared("events_room_range", _ROOM_RANGE_SQL, (room_id, after, upto, limit + 1))
             rows = [StoredEvent(*r) for r in txn.fetchall()]
             more = len(rows) > limit
             return list(reversed(rows[:limit])), more
@@ -850,21 +861,13 @@ def _state_for_group_txn(txn: Any, room_id: str, group: int, cache: Optional[Sta
 
 def _sync_timeline_txn(txn: Any, room_id: str, after: int, upto: int, limit: int, user_id: str,
                        cache: Optional[StateGroupCache] = None) -> SyncTimeline:
-    txn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = %s AND stream_position > %s AND stream_position <= %s"
-        " ORDER BY stream_position DESC LIMIT %s",
-        (room_id, after, upto, limit + 1),
-    )
+    txn.execute_prepared("events_room_range", _ROOM_RANGE_SQL, (room_id, after, upto, limit + 1))
     newest = [StoredEvent(*r) for r in txn.fetchall()]
     more = len(newest) > limit
     rows = list(reversed(newest[:limit]))
     if not rows:
         return rows, more, None, {}
-    txn.execute(
-        "SELECT state_group FROM events WHERE room_id = %s AND stream_position <= %s"
-        " ORDER BY stream_position DESC LIMIT 1",
-        (room_id, rows[0].stream_position - 1),
-    )
+    txn.execute_prepared("events_state_group_at", _STATE_GROUP_AT_SQL, (room_id, rows[0].stream_position - 1))
     row = txn.fetchone()
     if row is None:
         return rows, more, None, {}

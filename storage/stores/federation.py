@@ -32,7 +32,8 @@ def enqueue_room_pdu_txn(txn: Any, room_id: str, event_id: str, outbound: Any) -
     together is what makes an event that clients see always reach the other
     servers, whatever crashes after the commit.
     """
-    txn.execute(
+    txn.execute_prepared(
+        "federation_enqueue_room_pdu",
         "INSERT INTO federation_outbox (destination, kind, event_id, room_id, coalesce_key, payload, queued_ts)"
         " SELECT d, 'pdu', %s, %s, NULL, %s, %s FROM ("
         " SELECT substr(user_id, strpos(user_id, ':') + 1) AS d FROM room_memberships"

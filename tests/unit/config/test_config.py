@@ -190,6 +190,15 @@ class ConfigTests(unittest.TestCase):
         data["instances"] = []
         self.assertConfigError(data, "instances")
 
+    def test_prepared_statements_switch(self):
+        """database.prepared_statements defaults to on, can be turned off, and must be a boolean."""
+        self.assertTrue(self.load(copy.deepcopy(BASE)).database.prepared_statements)
+        data = copy.deepcopy(BASE)
+        data["database"] = {"prepared_statements": False}
+        self.assertFalse(self.load(data).database.prepared_statements)
+        data["database"] = {"prepared_statements": "no"}
+        self.assertConfigError(data, "database.prepared_statements")
+
 
 class SyncSectionTests(unittest.TestCase):
     """``sync.wake_batch_ms``."""
