@@ -526,7 +526,9 @@ def run_target(name: str, args: argparse.Namespace) -> Optional[dict[str, Any]]:
     workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
     os.chmod(workdir, 0o755)
     if name.startswith("estuary-"):
-        target: Any = EstuaryTarget(name.split("-", 1)[1], workdir, {"sync": {"wake_batch_ms": args.wake_batch_ms}} if args.wake_batch_ms is not None else None)
+        sync_section = {k: v for k, v in (("wake_batch_ms", args.wake_batch_ms), ("min_interval_ms", args.sync_min_interval_ms))
+                        if v is not None}
+        target: Any = EstuaryTarget(name.split("-", 1)[1], workdir, {"sync": sync_section} if sync_section else None)
     elif name == "synapse":
         if not args.synapse_venv:
             print("synapse: skipped (no --synapse-venv)", file=sys.stderr)
@@ -609,6 +611,8 @@ def main() -> int:
                    help="events per second for all senders together (open loop); 0: each sender sends as fast as it can")
     p.add_argument("--runs", type=int, default=1, help="repeat the set of targets this many times")
     p.add_argument("--wake-batch-ms", type=int, default=None, help="set sync.wake_batch_ms on Estuary targets (default: the config default)")
+    p.add_argument("--sync-min-interval-ms", type=int, default=None,
+                   help="set sync.min_interval_ms on Estuary targets (default: the config default)")
     args = p.parse_args()
 
     bad: list[str] = []

@@ -375,12 +375,14 @@ async def build_sync_api(
     writes: Any = None,
     presence_enabled: bool = True,
     wake_batch_seconds: float = 0.0,
+    min_interval_seconds: float = 0.0,
 ) -> SyncApi:
     """Tails of the events, receipts and typing streams, fed by the bus from its newest entries (see
     :func:`_start_positions`), plus the account data wake-up subscription. ``writes``: where
     read-your-writes positions come from (default: this process' own :class:`WriteTracker`);
     ``wake_batch_seconds``: the batching window of long-polls (``sync.wake_batch_ms``), for those
-    woken while waiting (the notifier) and those that find new events at once (the handler)."""
+    woken while waiting (the notifier) and those that find new events at once (the handler);
+    ``min_interval_seconds``: ``sync.min_interval_ms``."""
     from bus import ShardId
     from homeserver.handlers.sync.handler import SyncDeps, SyncHandler, TypingRow, TypingState, WriteTracker
     from homeserver.handlers.sync.notifier import Notifier
@@ -463,7 +465,7 @@ async def build_sync_api(
         to_device=to_device,
         device_lists=device_lists,
     )
-    return SyncApi(SyncHandler(reactor, deps, batch_window=wake_batch_seconds), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
+    return SyncApi(SyncHandler(reactor, deps, batch_window=wake_batch_seconds, min_interval=min_interval_seconds), notifier, events_tail, receipts_tail, typing_tail, writes, subscriptions)
 
 
 async def _presence_source(reactor: Any, database: Any, bus: Any, count: int, notifier: Any) -> tuple[Any, Any]:
@@ -726,6 +728,13 @@ def _wake_batch_seconds(config: Any) -> float:
     return (DEFAULT_WAKE_BATCH_MS if section is None else section.wake_batch_ms) / 1000.0
 
 
+def _min_interval_seconds(config: Any) -> float:
+    from homeserver.config.sync import DEFAULT_MIN_INTERVAL_MS
+
+    section = getattr(config, "sections", {}).get("sync")
+    return (DEFAULT_MIN_INTERVAL_MS if section is None else section.min_interval_ms) / 1000.0
+
+
 async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
     """Everything of issue 6 for the process described by ``ctx`` (a ``workers.app.ProcessContext``).
 
@@ -769,6 +778,7 @@ async def build_rooms_process(ctx: Any, account_api: Any) -> RoomsProcess:
             ctx.reactor, ctx.database, ctx.bus, counts, loader=rooms.loader,
             account_data_store=account_api.account_data_store, writes=writes,
             presence_enabled=_presence_enabled(config), wake_batch_seconds=_wake_batch_seconds(config),
+            min_interval_seconds=_min_interval_seconds(config),
         )
         track_writes(rooms, sync)
     commands = build_room_commands(ctx.dispatcher, rooms, ephemeral)

@@ -15,6 +15,7 @@ rooms or the user.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 import logging
@@ -46,6 +47,8 @@ INVITE_STATE_TYPES = (
 )
 #: How long a sync waits for this process' own writes to come back from the bus.
 READ_YOUR_WRITES_TIMEOUT = 10.0
+#: Answered tokens remembered for ``sync.min_interval_ms`` (least recent out).
+MAX_REMEMBERED_ANSWERS = 100_000
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 
 BUILDS = Counter("estuary_sync_builds_total", "/sync responses built (a long-poll may build several)")
@@ -135,11 +138,15 @@ class SyncDeps:
 class SyncHandler:
     """Answers /sync from the tails and PostgreSQL."""
 
-    def __init__(self, clock: Any, deps: SyncDeps, batch_window: float = 0.0) -> None:
+    def __init__(self, clock: Any, deps: SyncDeps, batch_window: float = 0.0, min_interval: float = 0.0) -> None:
         self._clock = clock
         self.d = deps
         #: ``sync.wake_batch_ms`` in seconds: see :meth:`_hold`.
         self._batch_window = batch_window
+        #: ``sync.min_interval_ms`` in seconds: see :meth:`_not_before`.
+        self._min_interval = min_interval
+        #: next_batch -> when it was answered, for the tokens answered lately.
+        self._answered: "collections.OrderedDict[str, float]" = collections.OrderedDict()
         #: The syncing users' memberships between builds, dropped by the events tail.
         self.memberships = MembershipCache(lambda user_id: deps.events_store.get_memberships_for_user(user_id))
         if hasattr(deps.events_tail, "add_early_listener") and hasattr(deps.events_tail, "add_reset_listener"):
@@ -193,9 +200,26 @@ class SyncHandler:
         timeout = max(0, min(timeout_ms, MAX_TIMEOUT_MS)) / 1000.0
         deadline = self._clock.seconds() + timeout
         await self._await_positions(requester.user_id, since_token, deadline)
-        if since_token is not None and not full_state and timeout > 0:
-            await self._hold(since_token, deadline)
+        long_poll = since_token is not None and not full_state and timeout > 0
+        not_before = self._not_before(since) if long_poll else None
+        if long_poll:
+            await self._hold(since_token, deadline, not_before)
+        response = await self._sync_loop(requester, sync_filter, since_token, full_state, use_state_after,
+                                         deadline, not_before)
+        if long_poll or since_token is None:
+            self._remember_answer(response["next_batch"])
+        return response
+
+    async def _sync_loop(self, requester: Any, sync_filter: SyncFilter, since_token: Optional[StreamToken],
+                         full_state: bool, use_state_after: bool, deadline: float,
+                         not_before: Optional[float]) -> dict[str, Any]:
+        """Build until there is something to answer, or the long-poll's time is up."""
+        first = True
         while True:
+            if not first and not_before is not None:
+                # Something new came after an empty build: answer no sooner than the minimum interval.
+                await self._sleep_until(min(not_before, deadline))
+            first = False
             generation = self.d.notifier.generation(requester.user_id)
             now = self.current_token(since_token)
             response, rooms, now = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
@@ -217,7 +241,38 @@ class SyncHandler:
                 response, _, _ = await self._build(requester, sync_filter, since_token, now, full_state, use_state_after)
                 return response
 
-    async def _hold(self, since: StreamToken, deadline: float) -> None:
+    def _not_before(self, since: str) -> Optional[float]:
+        """When a long-poll continuing from ``since`` may be answered at the earliest:
+        ``sync.min_interval_ms`` after ``since`` was answered here (None: no limit).
+
+        A client long-polls again as soon as it has an answer. While events
+        keep coming, each answer would carry the one or two that arrived while
+        the last was being built, and the faster the server, the more answers
+        per event it builds. Spacing a client's answers by a short interval
+        (100 ms by default: below what a person notices) makes each carry what
+        arrived meanwhile, whatever the load or the layout. Only tokens this
+        process answered are known; after a restart, or when another instance
+        answered, nothing is held.
+        """
+        if self._min_interval <= 0:
+            return None
+        answered = self._answered.get(since)
+        return answered + self._min_interval if answered is not None else None
+
+    def _remember_answer(self, next_batch: str) -> None:
+        if self._min_interval <= 0:
+            return
+        self._answered[next_batch] = self._clock.seconds()
+        self._answered.move_to_end(next_batch)
+        while len(self._answered) > MAX_REMEMBERED_ANSWERS:
+            self._answered.popitem(last=False)
+
+    async def _sleep_until(self, when: float) -> None:
+        delay = when - self._clock.seconds()
+        if delay > 0:
+            await deferLater(self._clock, delay, lambda: None)
+
+    async def _hold(self, since: StreamToken, deadline: float, not_before: Optional[float] = None) -> None:
         """Let a burst finish arriving before answering a long-poll that has new events already.
 
         The same bounded window as the notifier's (which covers long-polls
@@ -229,15 +284,14 @@ class SyncHandler:
         the user is in is not known before building); that delays an
         answer by at most the window. Nothing is held once the window has
         passed, for non-long-poll requests, or past the request's timeout.
+        ``not_before`` (see :meth:`_not_before`) holds it longer.
         """
-        if self._batch_window <= 0:
+        if self._batch_window <= 0 and not_before is None:
             return
         first = self.d.events_tail.first_arrival_after(since.events)
         if first is None:
             return
-        delay = min(first + self._batch_window, deadline) - self._clock.seconds()
-        if delay > 0:
-            await deferLater(self._clock, delay, lambda: None)
+        await self._sleep_until(min(max(first + self._batch_window, not_before or 0.0), deadline))
 
     async def _await_positions(self, user_id: str, since: Optional[StreamToken], deadline: float) -> None:
         """Read your writes: wait until the tails have seen the user's writes and the client's token."""

@@ -51,6 +51,27 @@ class SyncTests(RoomsTestCase):
         self.assertEqual(resp.code, 200)
         self.assertEqual(timeline_bodies(resp.json["rooms"]["join"][room_id]), ["wake"])
 
+    async def test_min_interval_spaces_a_clients_answers(self) -> None:
+        """With ``sync.min_interval_ms``, a long-poll continuing from an answer is not answered
+        before the interval has passed since that answer, even when woken at once."""
+        self.sync_api.handler._min_interval = 0.3
+        alice = await self.make_user("alice")
+        room_id = await self.create_room(alice)
+        first = await self.sync(alice)
+        answered = reactor.seconds()
+        pending = defer.ensureDeferred(self.sync(alice, since=first["next_batch"], timeout=10000))
+        await self.send(alice, room_id, {"msgtype": "m.text", "body": "now"}, "mi1")
+        body = await pending
+        self.assertGreaterEqual(reactor.seconds() - answered, 0.3)
+        self.assertEqual([e["content"]["body"] for e in body["rooms"]["join"][room_id]["timeline"]["events"]], ["now"])
+        # A token answered elsewhere (or long ago) is not held.
+        self.sync_api.handler._answered.clear()
+        started = reactor.seconds()
+        pending = defer.ensureDeferred(self.sync(alice, since=body["next_batch"], timeout=10000))
+        await self.send(alice, room_id, {"msgtype": "m.text", "body": "again"}, "mi2")
+        await pending
+        self.assertLess(reactor.seconds() - started, 5)
+
     async def test_long_poll_times_out_empty(self) -> None:
         """With nothing new, a long-poll answers after its timeout with the same kind of token."""
         alice = await self.make_user("alice")

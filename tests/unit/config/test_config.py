@@ -219,3 +219,17 @@ class SyncSectionTests(unittest.TestCase):
             cfg["sync"] = {"wake_batch_ms": bad}
             e = self.assertRaises(ConfigError, load_config, cfg, env={})
             self.assertEqual(e.path, "sync.wake_batch_ms", str(e))
+
+    def test_min_interval(self):
+        """``sync.min_interval_ms``: default, a value, and refusals with the key's path."""
+        from homeserver.config.sync import DEFAULT_MIN_INTERVAL_MS
+
+        self.assertEqual(load_config(copy.deepcopy(BASE), env={}).sections["sync"].min_interval_ms, DEFAULT_MIN_INTERVAL_MS)
+        cfg = copy.deepcopy(BASE)
+        cfg["sync"] = {"min_interval_ms": 0}
+        self.assertEqual(load_config(cfg, env={}).sections["sync"].min_interval_ms, 0)
+        for bad in (-1, 5001, "100", 2.5):
+            cfg = copy.deepcopy(BASE)
+            cfg["sync"] = {"min_interval_ms": bad}
+            e = self.assertRaises(ConfigError, load_config, cfg, env={})
+            self.assertEqual(e.path, "sync.min_interval_ms", str(e))

@@ -60,3 +60,66 @@ class HoldTests(SynchronousTestCase):
         self.successResultOf(defer.ensureDeferred(self.handler(0.01)._hold(self.token([0, 0]), now)))
         self.clock.advance(0.01)
         self.successResultOf(defer.ensureDeferred(self.handler(0.01)._hold(self.token([0, 0]), self.clock.seconds() + 30)))
+
+
+class MinIntervalTests(SynchronousTestCase):
+    """``sync.min_interval_ms``: a long-poll continuing from a token answered here waits out the interval."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.tail = StreamTail(self.clock, "events", 2, None, decode)
+        self.tail.start([0, 0])
+
+    def handler(self, window, interval):
+        deps = SyncDeps(
+            events_store=None, receipts_store=None, loader=None, events_tail=self.tail, receipts_tail=None,
+            typing_tail=None, typing_state=None, notifier=None, shard_counts={"events": 2},
+            events_shard_of=None, receipts_shard_of=None, typing_shard_of=None,
+        )
+        return SyncHandler(self.clock, deps, batch_window=window, min_interval=interval)
+
+    def token(self, events):
+        return StreamToken(events=tuple(events), receipts=(), typing=(), account_data=0, presence=(), to_device=())
+
+    def test_not_before_only_for_tokens_answered_here(self):
+        handler = self.handler(0.01, 0.1)
+        self.assertIsNone(handler._not_before("s1"))
+        handler._remember_answer("s1")
+        self.assertEqual(handler._not_before("s1"), self.clock.seconds() + 0.1)
+        self.assertIsNone(handler._not_before("s2"))
+        off = self.handler(0.01, 0)
+        off._remember_answer("s1")
+        self.assertIsNone(off._not_before("s1"))
+
+    def test_holds_past_the_window_until_the_interval(self):
+        """New events waiting: the answer comes at the later of window end and interval end, never past the deadline."""
+        handler = self.handler(0.01, 0.1)
+        handler._remember_answer("s1")
+        not_before = handler._not_before("s1")
+        self.clock.advance(0.02)
+        self.tail.on_entry(Entry(0, 3, {"room_id": "!a:x"}))
+        d = defer.ensureDeferred(handler._hold(self.token([0, 0]), self.clock.seconds() + 30, not_before))
+        self.clock.advance(0.0799)
+        self.assertNoResult(d)
+        self.clock.advance(0.0002)
+        self.successResultOf(d)
+        # The deadline bounds it.
+        handler._remember_answer("s2")
+        d = defer.ensureDeferred(handler._hold(self.token([0, 0]), self.clock.seconds() + 0.03, handler._not_before("s2")))
+        self.clock.advance(0.0301)
+        self.successResultOf(d)
+        # Nothing new: nothing held (the long-poll waits on the notifier instead).
+        handler._remember_answer("s3")
+        self.successResultOf(defer.ensureDeferred(
+            handler._hold(self.token([3, 0]), self.clock.seconds() + 30, handler._not_before("s3"))))
+
+    def test_remembered_tokens_are_bounded(self):
+        from homeserver.handlers.sync import handler as module
+
+        handler = self.handler(0, 0.1)
+        self.patch(module, "MAX_REMEMBERED_ANSWERS", 2)
+        for t in ("a", "b", "c"):
+            handler._remember_answer(t)
+        self.assertIsNone(handler._not_before("a"))
+        self.assertIsNotNone(handler._not_before("c"))
