@@ -22,23 +22,28 @@ def decode(shard, position, payload):
     return Row(position, payload["room_id"])
 
 
-class HoldTests(SynchronousTestCase):
+class _TailCase(SynchronousTestCase):
+    """A fake clock, an events tail of two shards, and sync handlers over it."""
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(100)
         self.tail = StreamTail(self.clock, "events", 2, None, decode)
         self.tail.start([0, 0])
 
-    def handler(self, window):
+    def handler(self, window, interval=0.0):
         deps = SyncDeps(
             events_store=None, receipts_store=None, loader=None, events_tail=self.tail, receipts_tail=None,
             typing_tail=None, typing_state=None, notifier=None, shard_counts={"events": 2},
             events_shard_of=None, receipts_shard_of=None, typing_shard_of=None,
         )
-        return SyncHandler(self.clock, deps, batch_window=window)
+        return SyncHandler(self.clock, deps, batch_window=window, min_interval=interval)
 
     def token(self, events):
         return StreamToken(events=tuple(events), receipts=(), typing=(), account_data=0, presence=(), to_device=())
+
+
+class HoldTests(_TailCase):
 
     def test_waits_until_the_window_after_the_first_new_event(self):
         """A long-poll finding an event that arrived 4 ms ago waits the remaining 6 ms of a 10 ms window."""
@@ -62,25 +67,8 @@ class HoldTests(SynchronousTestCase):
         self.successResultOf(defer.ensureDeferred(self.handler(0.01)._hold(self.token([0, 0]), self.clock.seconds() + 30)))
 
 
-class MinIntervalTests(SynchronousTestCase):
+class MinIntervalTests(_TailCase):
     """``sync.min_interval_ms``: a long-poll continuing from a token answered here waits out the interval."""
-
-    def setUp(self):
-        self.clock = Clock()
-        self.clock.advance(100)
-        self.tail = StreamTail(self.clock, "events", 2, None, decode)
-        self.tail.start([0, 0])
-
-    def handler(self, window, interval):
-        deps = SyncDeps(
-            events_store=None, receipts_store=None, loader=None, events_tail=self.tail, receipts_tail=None,
-            typing_tail=None, typing_state=None, notifier=None, shard_counts={"events": 2},
-            events_shard_of=None, receipts_shard_of=None, typing_shard_of=None,
-        )
-        return SyncHandler(self.clock, deps, batch_window=window, min_interval=interval)
-
-    def token(self, events):
-        return StreamToken(events=tuple(events), receipts=(), typing=(), account_data=0, presence=(), to_device=())
 
     def test_not_before_only_for_tokens_answered_here(self):
         handler = self.handler(0.01, 0.1)
