@@ -515,36 +515,12 @@ def make_estuary(workdir: str, layout: str, fake_ca: str, outbound: int) -> Any:
     return target
 
 
-class SynapseFederationTarget:
+def synapse_federation_target(venv: str, workdir: str) -> Any:
     """Synapse single process, its federation rate limiter out of the way."""
+    from bench_load import SynapseTarget
 
-    def __init__(self, venv: str, workdir: str) -> None:
-        from synapse_peer import SynapsePeer
-        from tests.utils.services import dsn_for_database
-
-        unlimited = {"window_size": 1000, "sleep_limit": 1000000, "sleep_delay": 1, "reject_limit": 1000000, "concurrent": 1000}
-        self.name = "synapse"
-        self.peer = SynapsePeer(venv, os.path.join(workdir, "synapse"), dsn_for_database, server_name="localhost",
-                                extra_config={"rc_federation": unlimited})
-
-    @property
-    def base(self) -> str:
-        return self.peer.base
-
-    @property
-    def secret(self) -> str:
-        return self.peer.shared_secret
-
-    def start(self) -> None:
-        self.peer.start()
-
-    def pids(self) -> list[int]:
-        from bench_load import process_tree
-
-        return process_tree(self.peer.pid) if self.peer.pid else []
-
-    def stop(self) -> None:
-        self.peer.stop()
+    unlimited = {"window_size": 1000, "sleep_limit": 1000000, "sleep_delay": 1, "reject_limit": 1000000, "concurrent": 1000}
+    return SynapseTarget(venv, workdir, extra_config={"rc_federation": unlimited})
 
 
 # -- the benchmark ----------------------------------------------------------
@@ -904,7 +880,7 @@ def main() -> int:
                 if not args.synapse_venv or not os.path.exists(os.path.join(args.synapse_venv, "bin", "python")):
                     print(f"synapse: skipped (no Synapse venv at {args.synapse_venv!r}; give --synapse-venv)", file=sys.stderr)
                     continue
-                target = SynapseFederationTarget(args.synapse_venv, workdir)
+                target = synapse_federation_target(args.synapse_venv, workdir)
             else:
                 raise SystemExit(f"unknown target {name}")
             print(f"== {target.name}: starting", flush=True)

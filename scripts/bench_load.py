@@ -220,8 +220,6 @@ class EstuaryTarget:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        import re
-
         import psycopg2
         import redis
         import yaml
@@ -288,12 +286,15 @@ class EstuaryTarget:
 
 
 class SynapseTarget:
-    def __init__(self, venv: str, workdir: str) -> None:
+    """Synapse in one process (``extra_config`` merged into its homeserver.yaml)."""
+
+    def __init__(self, venv: str, workdir: str, extra_config: Optional[dict] = None) -> None:
         from synapse_peer import SynapsePeer
         from tests.utils.services import dsn_for_database
 
         self.name = "synapse"
-        self.peer = SynapsePeer(venv, os.path.join(workdir, "synapse"), dsn_for_database, server_name="localhost")
+        self.peer = SynapsePeer(venv, os.path.join(workdir, "synapse"), dsn_for_database, server_name="localhost",
+                                extra_config=extra_config)
 
     @property
     def base(self) -> str:

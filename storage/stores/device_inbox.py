@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import attrs
 from twisted.internet import defer
 
-from storage.stores.stream_tables import max_positions_txn, positions_and_users_txn
+from storage.stores.stream_tables import UserStreamReads
 
 #: How long a delivered transaction ID is remembered per sender device (client retries come far sooner).
 TXN_RETENTION_MS = 24 * 3600 * 1000
@@ -32,8 +32,12 @@ class InboxRow:
         return cls(shard, position, str(payload["user_id"]))
 
 
-class DeviceInboxStore:
+class DeviceInboxStore(UserStreamReads):
     """Writes (on the owner of the recipient's ``to_device`` shard) and reads of device inboxes."""
+
+    _stream_table = "device_inbox"
+    _stream_row = InboxRow
+    _stream_name = "to_device"
 
     def __init__(self, database: Any) -> None:
         self._db = database
@@ -106,19 +110,3 @@ class DeviceInboxStore:
 
         return self._db.run_interaction("take_to_device", txn_fn)
 
-    def get_rows(self, shard: int, after: int, upto: int, limit: int) -> "defer.Deferred[list[InboxRow]]":
-        """One row per position of a shard with ``after < position <= upto`` (tail catch-up)."""
-
-        def txn_fn(txn: Any) -> list[InboxRow]:
-            return [InboxRow(shard, p, u) for p, u in positions_and_users_txn(txn, "device_inbox", shard, after, upto, limit)]
-
-        return self._db.run_interaction("get_to_device_rows", txn_fn)
-
-    def get_max_positions(self, shards: Iterable[int]) -> "defer.Deferred[dict[int, int]]":
-        """The highest stored position per shard (0 when none)."""
-        wanted = list(shards)
-
-        def txn_fn(txn: Any) -> dict[int, int]:
-            return max_positions_txn(txn, "device_inbox", wanted)
-
-        return self._db.run_interaction("get_to_device_max_positions", txn_fn)

@@ -18,7 +18,7 @@ import attrs
 from twisted.internet import defer
 
 from homeserver.core.errors import OneTimeKeyConflict
-from storage.stores.stream_tables import max_positions_txn, positions_and_users_txn
+from storage.stores.stream_tables import UserStreamReads
 
 
 @attrs.frozen
@@ -54,8 +54,12 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-class E2EKeyStore:
+class E2EKeyStore(UserStreamReads):
     """Keys of local devices and users, and the device list stream."""
+
+    _stream_table = "device_lists_stream"
+    _stream_row = DeviceListRow
+    _stream_name = "device_list"
 
     def __init__(self, database: Any) -> None:
         self._db = database
@@ -316,23 +320,6 @@ class E2EKeyStore:
         return self._db.run_interaction("get_e2e_signatures", txn_fn)
 
     # -- the device_lists stream ------------------------------------------------------
-
-    def get_rows(self, shard: int, after: int, upto: int, limit: int) -> "defer.Deferred[list[DeviceListRow]]":
-        """One row per position of a shard with ``after < position <= upto`` (tail catch-up)."""
-
-        def txn_fn(txn: Any) -> list[DeviceListRow]:
-            return [DeviceListRow(shard, p, u) for p, u in positions_and_users_txn(txn, "device_lists_stream", shard, after, upto, limit)]
-
-        return self._db.run_interaction("get_device_list_rows", txn_fn)
-
-    def get_max_positions(self, shards: Iterable[int]) -> "defer.Deferred[dict[int, int]]":
-        """The highest stored position per shard (0 when none)."""
-        wanted = list(shards)
-
-        def txn_fn(txn: Any) -> dict[int, int]:
-            return max_positions_txn(txn, "device_lists_stream", wanted)
-
-        return self._db.run_interaction("get_device_list_max_positions", txn_fn)
 
     def get_changed_users(self, ranges: Mapping[int, tuple[int, int]]) -> "defer.Deferred[set[str]]":
         """Users with a device list change in ``after < position <= upto`` of each shard."""
