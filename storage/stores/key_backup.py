@@ -173,15 +173,8 @@ class KeyBackupStore:
                         (user_id, version))
             if txn.fetchone() is None:
                 return None
-            query = f"SELECT {_KEY_COLUMNS} FROM e2e_room_keys WHERE user_id = %s AND version = %s"
-            args: list[Any] = [user_id, version]
-            if room_id is not None:
-                query += " AND room_id = %s"
-                args.append(room_id)
-            if session_id is not None:
-                query += " AND session_id = %s"
-                args.append(session_id)
-            txn.execute(query + " ORDER BY room_id, session_id", args)
+            scope, args = _key_scope(user_id, version, room_id, session_id)
+            txn.execute(f"SELECT {_KEY_COLUMNS} FROM e2e_room_keys WHERE {scope} ORDER BY room_id, session_id", args)
             return [_key(r) for r in txn.fetchall()]
 
         return self._db.run_interaction("get_room_keys", txn_fn)
@@ -195,15 +188,23 @@ class KeyBackupStore:
                         " FOR UPDATE", (user_id, version))
             if txn.fetchone() is None:
                 return None
-            query = "DELETE FROM e2e_room_keys WHERE user_id = %s AND version = %s"
-            args: list[Any] = [user_id, version]
-            if room_id is not None:
-                query += " AND room_id = %s"
-                args.append(room_id)
-            if session_id is not None:
-                query += " AND session_id = %s"
-                args.append(session_id)
-            txn.execute(query, args)
+            scope, args = _key_scope(user_id, version, room_id, session_id)
+            txn.execute(f"DELETE FROM e2e_room_keys WHERE {scope}", args)
             return self._bump_txn(txn, user_id, version, txn.rowcount > 0)
 
         return self._db.run_interaction("delete_room_keys", txn_fn)
+
+
+def _key_scope(user_id: str, version: int, room_id: Optional[str],
+               session_id: Optional[str]) -> tuple[str, list[Any]]:
+    """The WHERE clause (fixed text, values as parameters) selecting a version's keys:
+    all of them, a room's, or one session's."""
+    clause = "user_id = %s AND version = %s"
+    args: list[Any] = [user_id, version]
+    if room_id is not None:
+        clause += " AND room_id = %s"
+        args.append(room_id)
+    if session_id is not None:
+        clause += " AND session_id = %s"
+        args.append(session_id)
+    return clause, args
