@@ -177,7 +177,7 @@ class PersistResult:
     queued_destinations: tuple[str, ...] = ()
 
 
-#: What :meth:`EventStore.get_sync_timeline` returns for one room.
+#: What :meth:`EventStore.get_sync_timelines` returns for one room.
 SyncTimeline = tuple[list[StoredEvent], bool, Optional[tuple[int, dict[StateKey, str]]], dict[str, StoredEvent]]
 
 
@@ -602,30 +602,19 @@ class EventStore:
 
         return self._db.run_interaction("get_room_events_in_range", txn_fn)
 
-    def get_sync_timeline(
-        self, room_id: str, after: int, upto: int, limit: int, user_id: str
-    ) -> "defer.Deferred[SyncTimeline]":
-        """What an incremental /sync needs of a changed room, in one transaction.
-
-        The events and ``more`` flag of :meth:`get_room_events_in_range`; the
-        state before the first of them as :meth:`get_state_at_position`
-        (None without events); and the rows of the membership events, in
-        that state, of the events' senders and of ``user_id`` (the members a
-        lazy-loading client is sent). One round trip to the database pool
-        instead of three per room and per response.
-        """
-
-        def txn_fn(txn: Any) -> SyncTimeline:
-            return _sync_timeline_txn(txn, room_id, after, upto, limit, user_id, self.state_cache)
-
-        return self._db.run_interaction("get_sync_timeline", txn_fn)
-
     def get_sync_timelines(
         self, ranges: Sequence[tuple[str, int, int]], limit: int, user_id: str
     ) -> "defer.Deferred[dict[str, SyncTimeline]]":
-        """:meth:`get_sync_timeline` of several rooms, ``(room_id, after, upto)`` each, in
-        one database interaction: an incremental /sync reads every changed room's
-        timeline with one trip through the connection pool instead of one per room."""
+        """What an incremental /sync needs of each changed room, ``(room_id, after, upto)``
+        each, in one database interaction.
+
+        Per room: the events and ``more`` flag of :meth:`get_room_events_in_range`;
+        the state before the first of them as :meth:`get_state_at_position`
+        (None without events); and the rows of the membership events, in that
+        state, of the events' senders and of ``user_id`` (the members a
+        lazy-loading client is sent). One trip through the connection pool for
+        every room of a response, instead of three per room.
+        """
 
         def txn_fn(txn: Any) -> dict[str, SyncTimeline]:
             return {room_id: _sync_timeline_txn(txn, room_id, after, upto, limit, user_id, self.state_cache)

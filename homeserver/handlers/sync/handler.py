@@ -507,8 +507,9 @@ class SyncHandler:
     async def _room_section(self, requester: Any, sync_filter: SyncFilter, room_id: str, since_pos: int, upto: int,
                             full: bool, changed: bool, left_at: Optional[int], use_state_after: bool = False,
                             timeline: Any = None) -> dict[str, Any]:
-        """One room's part of the response (``timeline``: what ``get_sync_timeline``
-        returned for the room, when the caller read it already)."""
+        """One room's part of the response (``timeline``: what ``get_sync_timelines``
+        returned for the room; :meth:`_build` reads it for every room of the
+        incremental case below)."""
         d = self.d
         user_id = requester.user_id
         limit = sync_filter.timeline_limit
@@ -521,8 +522,6 @@ class SyncHandler:
         if changed and not full and left_at is None:
             # The common incremental case: timeline, start state and the
             # senders' memberships in one database round trip.
-            if timeline is None:
-                timeline = await d.events_store.get_sync_timeline(room_id, since_pos, upto, limit, user_id)
             rows, limited, start_found, prefetched = timeline
             have_start = True
         elif changed:

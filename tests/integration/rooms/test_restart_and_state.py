@@ -111,7 +111,10 @@ class TrimmedBusTests(RoomsTestCase):
 
 
 class SyncTimelineReadTests(RoomsTestCase):
-    """``EventStore.get_sync_timeline``: the incremental sync's one-round-trip read."""
+    """``EventStore.get_sync_timelines``: the incremental sync's one-round-trip read."""
+
+    async def one(self, store, room_id, after, upto, limit, user_id):
+        return (await store.get_sync_timelines([(room_id, after, upto)], limit, user_id))[room_id]
 
     async def test_matches_the_separate_reads(self) -> None:
         """Timeline, more flag, start state and senders' memberships equal what the separate reads return."""
@@ -127,7 +130,7 @@ class SyncTimelineReadTests(RoomsTestCase):
             positions.append((await store.get_events(room_id, [resp.json["event_id"]]))[resp.json["event_id"]].stream_position)
         top = positions[-1]
         for after, limit in ((positions[0], 10), (positions[1], 2), (0, 3), (top, 5)):
-            rows, more, start, members = await store.get_sync_timeline(room_id, after, top, limit, self.uid("carol"))
+            rows, more, start, members = await self.one(store, room_id, after, top, limit, self.uid("carol"))
             want_rows, want_more = await store.get_room_events_in_range(room_id, after, top, limit)
             self.assertEqual(rows, want_rows)
             self.assertEqual(more, want_more)
@@ -141,12 +144,12 @@ class SyncTimelineReadTests(RoomsTestCase):
             want_ids = [want_start[1][("m.room.member", u)] for u in senders if ("m.room.member", u) in want_start[1]]
             self.assertEqual(members, await store.get_events(room_id, want_ids))
         # The syncing user's own membership comes too, even when they sent nothing in the range.
-        rows, _, start, members = await store.get_sync_timeline(room_id, positions[-2], top, 10, self.uid("bob"))
+        rows, _, start, members = await self.one(store, room_id, positions[-2], top, 10, self.uid("bob"))
         self.assertEqual({r.sender for r in rows}, {self.uid("alice")})
         self.assertIn(start[1][("m.room.member", self.uid("bob"))], members)
 
     async def test_batched_read_equals_one_read_per_room(self) -> None:
-        """``get_sync_timelines`` answers each room as ``get_sync_timeline`` would, in one interaction."""
+        """Several rooms in one call: each answered as if it were read alone."""
         alice = await self.make_user("alice")
         store = self.rooms_api.store
         rooms = [await self.create_room(alice, preset="public_chat") for _ in range(3)]
@@ -160,7 +163,7 @@ class SyncTimelineReadTests(RoomsTestCase):
         batched = await store.get_sync_timelines(ranges, 1, self.uid("alice"))
         self.assertEqual(set(batched), set(rooms))
         for room_id, after, upto in ranges:
-            self.assertEqual(batched[room_id], await store.get_sync_timeline(room_id, after, upto, 1, self.uid("alice")))
+            self.assertEqual(batched[room_id], await self.one(store, room_id, after, upto, 1, self.uid("alice")))
 
 
 class StateGroupCacheTests(RoomsTestCase):
